@@ -1,0 +1,88 @@
+// Command lab is xdplab's one entry point: it serves the systems under test,
+// builds topologies, fetches kernels and boots them.
+//
+// Each subcommand lives in its own file and registers itself in init, so a
+// new command is one new file.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+)
+
+type command struct {
+	name    string // may contain a space: "kv serve"
+	summary string
+	run     func(args []string) error
+}
+
+var commands = map[string]command{}
+
+func register(c command) { commands[c.name] = c }
+
+// usageError is an error whose message is already the whole one-line answer.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: lab COMMAND [flags]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "  %-16s %s\n", n, commands[n].summary)
+	}
+}
+
+// lookup finds the longest registered command that prefixes args.
+func lookup(args []string) (command, []string, bool) {
+	for n := len(args); n > 0; n-- {
+		if c, ok := commands[strings.Join(args[:n], " ")]; ok {
+			return c, args[n:], true
+		}
+	}
+	return command{}, nil, false
+}
+
+func main() {
+	args := os.Args[1:]
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage()
+		os.Exit(2)
+	}
+	c, rest, ok := lookup(args)
+	if !ok {
+		fmt.Fprintf(os.Stderr, "lab: unknown command %q (run 'lab help' for the list)\n", strings.Join(args, " "))
+		os.Exit(2)
+	}
+	if err := c.run(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		fmt.Fprintf(os.Stderr, "lab %s: %v\n", c.name, err)
+		os.Exit(1)
+	}
+}
+
+// exitError carries an exit code through without printing anything, for
+// commands that propagate a child's status (lab vm run).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// newFlags returns a FlagSet whose errors are reported once, in one line.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("lab "+name, flag.ContinueOnError)
+	return fs
+}
