@@ -1,0 +1,70 @@
+package netlab
+
+import (
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
+)
+
+var memlockOnce sync.Once
+
+// RemoveMemlock lifts RLIMIT_MEMLOCK once per process; kernels before 5.11
+// charge BPF maps and programs to it.
+func RemoveMemlock() {
+	memlockOnce.Do(func() { _ = rlimit.RemoveMemlock() })
+}
+
+// AttachXDPPass attaches a program that returns XDP_PASS to dev on host,
+// in native (driver) mode. A veth only delivers XDP_TX and XDP_REDIRECT
+// frames coming from its peer when it has an XDP program itself. Closing
+// the result detaches the program.
+func AttachXDPPass(h *Host, dev string) (io.Closer, error) {
+	RemoveMemlock()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:    "xdp_pass",
+		Type:    ebpf.XDP,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R0, 2), // XDP_PASS
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("netlab: load XDP_PASS: %w", err)
+	}
+	defer prog.Close() // the link keeps its own reference
+	l, err := AttachXDP(h, dev, prog)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// AttachXDP attaches prog to dev on host in native (driver) mode and
+// returns the link; closing it detaches the program.
+func AttachXDP(h *Host, dev string, prog *ebpf.Program) (link.Link, error) {
+	var l link.Link
+	err := h.Do(func() error {
+		// Interface indexes are per namespace, so look it up in there.
+		nl, err := netlink.LinkByName(dev)
+		if err != nil {
+			return err
+		}
+		l, err = link.AttachXDP(link.XDPOptions{
+			Program:   prog,
+			Interface: nl.Attrs().Index,
+			Flags:     link.XDPDriverMode,
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("netlab: attach XDP to %s on %s: %w", dev, h.Name, err)
+	}
+	return l, nil
+}
