@@ -1,6 +1,8 @@
 package netlab
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -29,8 +31,18 @@ func NewPrefix() string {
 		strconv.FormatUint(uint64(prefixSeq.Add(1)-1), 36)
 }
 
-// ParsePrefix extracts the run prefix and the creator's pid from a name
-// netlab made (a prefix, or a prefix followed by "-" and more).
+// NewDetachedPrefix returns a run prefix for a topology meant to outlive
+// its creator (`lab up`), such as "xl0-k3v9q": pid 0 marks it as owned by
+// nobody, so SweepStale leaves it alone; remove it with Sweep(prefix).
+func NewDetachedPrefix() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:3])
+	return Family + "0-" + strconv.FormatUint(uint64(binary.LittleEndian.Uint32(b[:])), 36)
+}
+
+// ParsePrefix extracts the run prefix and the creator's pid (0 for a
+// detached run) from a name netlab made: a prefix, or a prefix followed by
+// "-" and more.
 func ParsePrefix(name string) (prefix string, pid int, ok bool) {
 	rest, found := strings.CutPrefix(name, Family)
 	if !found {
@@ -41,7 +53,7 @@ func ParsePrefix(name string) (prefix string, pid int, ok bool) {
 		return "", 0, false
 	}
 	p, err := strconv.ParseInt(parts[0], 36, 32)
-	if err != nil || p <= 0 {
+	if err != nil || p < 0 || p == 0 && parts[0] != "0" {
 		return "", 0, false
 	}
 	return Family + parts[0] + "-" + parts[1], int(p), true
@@ -61,7 +73,11 @@ func isBase36(s string) bool {
 
 // pidAlive reports whether a process with this pid exists. A reused pid
 // looks alive: sweeping then errs on the side of leaving things alone.
+// Pid 0, a detached run, counts as alive.
 func pidAlive(pid int) bool {
+	if pid == 0 {
+		return true
+	}
 	err := unix.Kill(pid, 0)
 	return err == nil || errors.Is(err, unix.EPERM)
 }

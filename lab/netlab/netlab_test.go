@@ -26,7 +26,7 @@ func TestParsePrefix(t *testing.T) {
 	if p2 := NewPrefix(); p2 == p {
 		t.Fatalf("NewPrefix repeated %q", p)
 	}
-	for _, bad := range []string{"", "xl", "xl-1", "xlabc", "eth0", "xlAB-1", "xl0-1"} {
+	for _, bad := range []string{"", "xl", "xl-1", "xlabc", "eth0", "xlAB-1", "xl00-1"} {
 		if _, _, ok := ParsePrefix(bad); ok {
 			t.Errorf("ParsePrefix(%q) accepted", bad)
 		}
@@ -348,6 +348,44 @@ func TestSweepAfterCrash(t *testing.T) {
 	}
 	if len(leftovers(t, topo.Prefix)) != 2 {
 		t.Errorf("SweepStale touched the live run %s", topo.Prefix)
+	}
+}
+
+func TestDetachedRun(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	prefix := NewDetachedPrefix()
+	if p, pid, ok := ParsePrefix(prefix); !ok || p != prefix || pid != 0 {
+		t.Fatalf("ParsePrefix(%q) = %q, %d, %v", prefix, p, pid, ok)
+	}
+	topo, err := New(PairSpec(Options{Prefix: prefix, PeerXDP: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { topo.Close() })
+	if runs, _ := Runs(); !runs[prefix] {
+		t.Errorf("Runs()[%s] = false, want a detached run counted live", prefix)
+	}
+	if _, err := SweepStale(); err != nil {
+		t.Fatal(err)
+	}
+	if len(leftovers(t, prefix)) != 2 {
+		t.Fatalf("SweepStale touched detached run %s", prefix)
+	}
+	if err := Sweep(prefix); err != nil {
+		t.Fatal(err)
+	}
+	if left := leftovers(t, prefix); len(left) > 0 {
+		t.Errorf("after Sweep: %v", left)
+	}
+	// Close after an outside sweep has nothing left to do, and says so
+	// quietly; the host is unusable.
+	if err := topo.Close(); err != nil {
+		t.Errorf("Close after Sweep: %v", err)
+	}
+	if err := topo.Host("kv").Do(func() error { return nil }); err == nil {
+		t.Error("Do on a closed topology succeeded")
 	}
 }
 

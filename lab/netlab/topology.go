@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/vishvananda/netlink"
@@ -133,7 +134,12 @@ func (h *Host) Iface(dev string) *Iface {
 // switched into the host's namespace, and switches back afterwards.
 // Sockets fn opens stay in the namespace and can be used after Do returns;
 // goroutines fn starts do not run in the namespace.
-func (h *Host) Do(fn func() error) error { return inNetns(h.ns, fn) }
+func (h *Host) Do(fn func() error) error {
+	if !h.ns.IsOpen() {
+		return fmt.Errorf("netlab: host %s: topology closed", h.Name)
+	}
+	return inNetns(h.ns, fn)
+}
 
 // Command returns a command that runs name in the host's namespace, via
 // nsenter (unlike `ip netns exec`, it keeps /sys and so /sys/fs/bpf pins).
@@ -264,6 +270,11 @@ func New(spec Spec) (_ *Topology, err error) {
 			return nil, fmt.Errorf("netlab: link %s-%s: %w", ls.A, ls.B, err)
 		}
 	}
+	for _, h := range t.Hosts {
+		if err := h.Do(h.waitOperUp); err != nil {
+			return nil, fmt.Errorf("netlab: host %s: %w", h.Name, err)
+		}
+	}
 	for _, hs := range spec.Hosts {
 		h := byName[hs.Name]
 		if hs.Gateway != "" {
@@ -381,6 +392,35 @@ func (i *Iface) configure(csumOff bool) error {
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("up: %w", err)
+	}
+	return nil
+}
+
+// LinkUpTimeout bounds the wait for veths to become operational; generous
+// for VMs under TCG.
+const LinkUpTimeout = 10 * time.Second
+
+// waitOperUp waits, inside the host's namespace, until every interface is
+// operationally up. The kernel attaches a device's qdisc in the same
+// deferred step (linkwatch) that sets the operational state; until then
+// every packet sent is silently dropped, so the first datagram of a test
+// could vanish.
+func (h *Host) waitOperUp() error {
+	deadline := time.Now().Add(LinkUpTimeout)
+	for _, i := range h.Ifaces {
+		for {
+			l, err := netlink.LinkByIndex(i.Index)
+			if err != nil {
+				return err
+			}
+			if l.Attrs().OperState == netlink.OperUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s not up after %v (state %s)", i.Name, LinkUpTimeout, l.Attrs().OperState)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 var memlockOnce sync.Once
@@ -22,8 +23,11 @@ func RemoveMemlock() {
 
 // AttachXDPPass attaches a program that returns XDP_PASS to dev on host,
 // in native (driver) mode. A veth only delivers XDP_TX and XDP_REDIRECT
-// frames coming from its peer when it has an XDP program itself. Closing
-// the result detaches the program.
+// frames coming from its peer when it has an XDP program itself. It
+// attaches through netlink rather than a BPF link, so the program stays
+// after this process exits, as a detached topology (`lab up`) needs; it
+// goes with the device. It fails if dev already has a native XDP program.
+// Closing the result detaches the program.
 func AttachXDPPass(h *Host, dev string) (io.Closer, error) {
 	RemoveMemlock()
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
@@ -38,12 +42,44 @@ func AttachXDPPass(h *Host, dev string) (io.Closer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlab: load XDP_PASS: %w", err)
 	}
-	defer prog.Close() // the link keeps its own reference
-	l, err := AttachXDP(h, dev, prog)
+	defer prog.Close() // the device keeps its own reference
+	err = h.Do(func() error {
+		l, err := netlink.LinkByName(dev)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetXdpFdWithFlags(l, prog.FD(), unix.XDP_FLAGS_DRV_MODE|unix.XDP_FLAGS_UPDATE_IF_NOEXIST)
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("netlab: attach XDP_PASS to %s on %s: %w", dev, h.Name, err)
 	}
-	return l, nil
+	return &xdpPass{h: h, dev: dev}, nil
+}
+
+type xdpPass struct {
+	h    *Host
+	dev  string
+	once sync.Once
+}
+
+func (x *xdpPass) Close() error {
+	var err error
+	x.once.Do(func() {
+		if !x.h.ns.IsOpen() {
+			return // the topology, and the device with it, is gone
+		}
+		err = x.h.Do(func() error {
+			l, err := netlink.LinkByName(x.dev)
+			if err != nil {
+				return nil // the device, and the program with it, is gone
+			}
+			return netlink.LinkSetXdpFdWithFlags(l, -1, unix.XDP_FLAGS_DRV_MODE)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("netlab: detach XDP_PASS from %s on %s: %w", x.dev, x.h.Name, err)
+	}
+	return nil
 }
 
 // AttachXDP attaches prog to dev on host in native (driver) mode and
