@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/xdplab/xdplab/kernels"
+)
+
+func init() {
+	register(command{name: "kernels list", summary: "list the pinned kernels and whether they are cached", run: kernelsList})
+	register(command{name: "kernels fetch", summary: "download, verify and unpack kernels (all, or NAME...)", run: kernelsFetch})
+	register(command{name: "kernels pin", summary: "refresh kernels/kernels.json from the mirror (all, or NAME...)", run: kernelsPin})
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func kernelsList(args []string) error {
+	fs := newFlags("kernels list")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	m, err := kernels.Pinned()
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tSUITE\tRELEASE\tVERSION\tCACHED\tSIZE")
+	for _, name := range m.Names() {
+		k, _ := m.Lookup(name)
+		ver := ""
+		if len(k.Packages) > 0 {
+			ver = k.Packages[0].Version
+		}
+		cached, size := "no", fmt.Sprintf("%d MB download", k.DownloadSize()>>20)
+		if k.Cached() {
+			cached, size = "yes", fmt.Sprintf("%d MB", k.DiskSize()>>20)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, k.Suite, k.Release, ver, cached, size)
+	}
+	h := kernels.Host()
+	fmt.Fprintf(w, "%s\t-\t%s\t-\t(running)\t-\n", h.Name, h.Release)
+	w.Flush()
+	fmt.Printf("cache: %s\n", kernels.CacheDir())
+	return nil
+}
+
+func kernelsFetch(args []string) error {
+	fs := newFlags("kernels fetch")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	m, err := kernels.Pinned()
+	if err != nil {
+		return err
+	}
+	names := fs.Args()
+	if len(names) == 0 {
+		names = m.Names()
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	for _, n := range names {
+		k, err := m.Lookup(n)
+		if err != nil {
+			return err
+		}
+		if k.Cached() {
+			fmt.Printf("%s: cached in %s\n", k.Name, k.Dir())
+			continue
+		}
+		if err := k.Fetch(ctx, &kernels.Options{Log: os.Stdout}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// kernelsPin rewrites the kernels.json of the source tree (found from the
+// working directory), since the one compiled in is read-only.
+func kernelsPin(args []string) error {
+	fs := newFlags("kernels pin")
+	file := fs.String("file", "", "kernels.json to rewrite (default: kernels/kernels.json of the repository around the working directory)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	path := *file
+	if path == "" {
+		p, err := findRepoFile(filepath.Join("kernels", "kernels.json"))
+		if err != nil {
+			return err
+		}
+		path = p
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	res, err := kernels.Pin(ctx, path, fs.Args(), nil)
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		state := "unchanged"
+		if r.Old != r.New {
+			state = "was " + r.Old
+		}
+		fmt.Printf("%-10s %s (%s)\n", r.Name, r.New, state)
+	}
+	fmt.Printf("wrote %s: review with 'git diff', rebuild lab, commit\n", path)
+	return nil
+}
+
+func findRepoFile(rel string) (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		p := filepath.Join(dir, rel)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no %s above the working directory; run from the repository or pass -file", rel)
+		}
+		dir = parent
+	}
+}
