@@ -116,6 +116,14 @@ type Error struct {
 	// longer than 2048 bytes without '\n' that is not a get or gets.
 	Close bool
 
+	// DropPending means memcached also throws away the replies to earlier
+	// requests that it has queued but not yet sent: it does so for a get or
+	// gets with an over-long key. memcached sends its queued replies after
+	// every get or gets that succeeds and once it has worked through what
+	// it read, so what is lost is the replies to the requests since then
+	// that arrived in the same read.
+	DropPending bool
+
 	// Unsupported marks a command memcached implements but this codec does
 	// not (gat, gats, bget, meta commands, slabs, lru_crawler, ...).
 	// memcached answers these; Msg is "ERROR", what a server without them
@@ -228,7 +236,7 @@ func (p Parser) Parse(buf []byte) (req Request, n int, err error) {
 		}
 		for _, k := range req.Keys {
 			if len(k) > MaxKeyLen {
-				return fail(msgBadFormat, false)
+				return Request{}, next, &Error{Msg: msgBadFormat, DropPending: true}
 			}
 		}
 		return req, next, nil
