@@ -271,7 +271,7 @@ func New(spec Spec) (_ *Topology, err error) {
 		}
 	}
 	for _, h := range t.Hosts {
-		if err := h.Do(h.waitOperUp); err != nil {
+		if err := h.Do(h.waitReady); err != nil {
 			return nil, fmt.Errorf("netlab: host %s: %w", h.Name, err)
 		}
 	}
@@ -396,33 +396,51 @@ func (i *Iface) configure(csumOff bool) error {
 	return nil
 }
 
-// LinkUpTimeout bounds the wait for veths to become operational; generous
-// for VMs under TCG.
+// LinkUpTimeout bounds the wait for veths to become usable; generous for
+// VMs under TCG.
 const LinkUpTimeout = 10 * time.Second
 
-// waitOperUp waits, inside the host's namespace, until every interface is
-// operationally up. The kernel attaches a device's qdisc in the same
-// deferred step (linkwatch) that sets the operational state; until then
-// every packet sent is silently dropped, so the first datagram of a test
-// could vanish.
-func (h *Host) waitOperUp() error {
+// waitReady waits, inside the host's namespace, until every interface is
+// operationally up and its addresses are local. Both happen in deferred
+// kernel work after the link comes up: the qdisc is attached with the
+// operational state (linkwatch), and until then every packet sent is
+// dropped; an IPv6 address gets its local route only when DAD finishes,
+// even with nodad. Without the wait a test's first datagram can vanish.
+func (h *Host) waitReady() error {
 	deadline := time.Now().Add(LinkUpTimeout)
 	for _, i := range h.Ifaces {
 		for {
-			l, err := netlink.LinkByIndex(i.Index)
+			ready, state, err := i.ready()
 			if err != nil {
-				return err
+				return fmt.Errorf("%s: %w", i.Name, err)
 			}
-			if l.Attrs().OperState == netlink.OperUp {
+			if ready {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("%s not up after %v (state %s)", i.Name, LinkUpTimeout, l.Attrs().OperState)
+				return fmt.Errorf("%s not ready after %v: %s", i.Name, LinkUpTimeout, state)
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
 	}
 	return nil
+}
+
+func (i *Iface) ready() (bool, string, error) {
+	l, err := netlink.LinkByIndex(i.Index)
+	if err != nil {
+		return false, "", err
+	}
+	if s := l.Attrs().OperState; s != netlink.OperUp {
+		return false, "state " + s.String(), nil
+	}
+	for _, p := range []netip.Prefix{i.IPv4, i.IPv6} {
+		rs, err := netlink.RouteGet(p.Addr().AsSlice())
+		if err != nil || len(rs) == 0 || rs[0].Type != unix.RTN_LOCAL {
+			return false, fmt.Sprintf("%s not local yet", p.Addr()), nil
+		}
+	}
+	return true, "", nil
 }
 
 func defaultRoutes(via *Iface) error {
