@@ -219,3 +219,28 @@ func TestNutcrackerErrors(t *testing.T) {
 		t.Errorf("missing binary: %v", err)
 	}
 }
+
+func TestStartTimesOut(t *testing.T) {
+	topo := netlab.ForTest(t, netlab.PairSpec(netlab.Options{}))
+	kv := topo.Host("kv")
+	// A process that runs but never listens.
+	p, err := start(t.Context(), kv, "sleep", "/bin/sleep", []string{"600"}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.TCP = []netip.AddrPort{netip.AddrPortFrom(kv.IPv4(), 11211)}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	err = p.waitReady(ctx, probeVersion)
+	if err == nil || !strings.Contains(err.Error(), "did not answer on 198.18.1.2:11211") {
+		t.Fatalf("waitReady: %v", err)
+	}
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal("process left running after a failed start")
+	}
+	if _, err := os.Stat(p.dir); !os.IsNotExist(err) {
+		t.Errorf("temp dir left: %v", err)
+	}
+}
