@@ -244,6 +244,15 @@ func TestSpecErrors(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
+	// Building over an existing run fails and leaves that run intact.
+	topo := ForTest(t, PairSpec(Options{}))
+	if dup, err := New(PairSpec(Options{Prefix: topo.Prefix})); err == nil {
+		dup.Close()
+		t.Error("New over an existing prefix succeeded")
+	}
+	if err := roundTrip(topo.Host("client"), udpEcho(t, topo.Host("kv"), topo.Host("kv").IPv4(), 7012), 2*time.Second); err != nil {
+		t.Errorf("existing run damaged: %v", err)
+	}
 	for name, s := range map[string]Spec{
 		"no hosts":     {},
 		"bad name":     {Hosts: []HostSpec{{Name: "Client"}}},

@@ -89,8 +89,11 @@ func createNamedNetns(name string) (netns.NsHandle, error) {
 	}()
 	r := <-done
 	if r.err != nil {
-		// NewNamed may have created the file before failing to mount it.
-		_ = deleteNamedNetns(name)
+		// NewNamed may have created the file before failing to mount it;
+		// if the file was there before, it is someone else's.
+		if !errors.Is(r.err, os.ErrExist) {
+			_ = deleteNamedNetns(name)
+		}
 		return netns.None(), fmt.Errorf("netlab: create netns %s: %w", name, r.err)
 	}
 	return r.ns, nil

@@ -1,7 +1,6 @@
 package peer_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 
@@ -37,5 +36,4 @@ func Example() {
 		fmt.Println("store at", kv.IPv4(), kv.IPv6(), "memcached at", mc.UDP)
 		return nil
 	})
-	_ = context.Background()
 }
