@@ -1,6 +1,9 @@
 package netlab
 
 import (
+	"encoding/binary"
+	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -113,5 +116,78 @@ func TestAttachXDPPassTwice(t *testing.T) {
 	defer c.Close()
 	if err := roundTrip(topo.Host("client"), udpEcho(t, kv, kv.IPv4(), 7011), 2*time.Second); err != nil {
 		t.Error(err)
+	}
+}
+
+// redirector returns an XDP program that sends IPv4 UDP datagrams for port
+// to ifindex with XDP_REDIRECT, rewriting the Ethernet header to go from
+// src to dst, and passes everything else: a one-route fast path.
+func redirector(t *testing.T, port uint16, ifindex int, src, dst net.HardwareAddr) *ebpf.Program {
+	t.Helper()
+	RemoveMemlock()
+	be := func(v uint16) int32 { return int32(v>>8 | v<<8&0xff00) }
+	mac := func(off int16, m net.HardwareAddr) asm.Instructions {
+		return asm.Instructions{
+			asm.StoreImm(asm.R2, off, int64(int32(binary.LittleEndian.Uint32(m[:4]))), asm.Word),
+			asm.StoreImm(asm.R2, off+4, int64(binary.LittleEndian.Uint16(m[4:])), asm.Half),
+		}
+	}
+	insns := asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word),
+		asm.LoadMem(asm.R3, asm.R1, 4, asm.Word),
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, 14+20+8),
+		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.LoadMem(asm.R4, asm.R2, 12, asm.Half),
+		asm.JNE.Imm(asm.R4, be(0x0800), "pass"),
+		asm.LoadMem(asm.R4, asm.R2, 14, asm.Byte),
+		asm.JNE.Imm(asm.R4, 0x45, "pass"),
+		asm.LoadMem(asm.R4, asm.R2, 23, asm.Byte),
+		asm.JNE.Imm(asm.R4, 17, "pass"),
+		asm.LoadMem(asm.R4, asm.R2, 36, asm.Half),
+		asm.JNE.Imm(asm.R4, be(port), "pass"),
+	}
+	insns = append(insns, mac(0, dst)...)
+	insns = append(insns, mac(6, src)...)
+	insns = append(insns,
+		asm.Mov.Imm(asm.R1, int32(ifindex)),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.FnRedirect.Call(),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, 2).WithSymbol("pass"),
+		asm.Return(),
+	)
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: insns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	return prog
+}
+
+// TestXDPRedirectInStar checks the star's one-veth-per-neighbour design: an
+// XDP program on the proxy's client-facing interface redirects requests
+// straight into the interface towards a backend, which delivers them only
+// when the backend's end has an XDP program.
+func TestXDPRedirectInStar(t *testing.T) {
+	const port = 7013
+	for _, peerXDP := range []bool{true, false} {
+		t.Run(fmt.Sprintf("PeerXDP=%v", peerXDP), func(t *testing.T) {
+			topo := ForTest(t, StarSpec(2, Options{PeerXDP: peerXDP}))
+			client, proxy, kv2 := topo.Host("client"), topo.Host("proxy"), topo.Host("kv2")
+			out := proxy.IfaceTo("kv2")
+			l, err := AttachXDP(proxy, proxy.IfaceTo("client").Name, redirector(t, port, out.Index, out.MAC, out.Peer.MAC))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			err = roundTrip(client, udpEcho(t, kv2, kv2.IPv4(), port), 300*time.Millisecond)
+			if peerXDP && err != nil {
+				t.Errorf("redirected request unanswered: %v", err)
+			}
+			if !peerXDP && err == nil {
+				t.Errorf("answered without an XDP program on the backend; the quirk is gone")
+			}
+		})
 	}
 }
