@@ -42,6 +42,8 @@ type Call struct {
 	finish sync.Once
 }
 
+const udpReadBuffer = 4 << 20
+
 // DialUDP returns a client that sends each request as memcached UDP
 // datagrams to addr ("host:port").
 func DialUDP(addr string) (*Client, error) {
@@ -49,6 +51,9 @@ func DialUDP(addr string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Long replies arrive as a burst of datagrams; a bigger buffer loses
+	// fewer of them. The kernel caps it at net.core.rmem_max.
+	conn.(*net.UDPConn).SetReadBuffer(udpReadBuffer)
 	return newClient(conn, true), nil
 }
 
