@@ -1,0 +1,235 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/xdplab/xdplab/kernels"
+	"github.com/xdplab/xdplab/vmtest"
+)
+
+func init() {
+	register(command{name: "vm run", summary: "boot a kernel and run one command in it: vm run --kernel 6.1 -- CMD...", run: vmRun})
+	register(command{name: "vm shell", summary: "interactive shell in a kernel (virtme-ng), in the repository directory", run: vmShell})
+	register(command{name: "vm bench", summary: "median boot+true+poweroff time per kernel", run: vmBench})
+}
+
+// dirList collects repeated -rodir/-rwdir flags (HOST or GUEST=HOST).
+type dirList struct {
+	rw   bool
+	dirs *[]vmtest.Dir
+}
+
+func (d dirList) String() string { return "" }
+
+func (d dirList) Set(s string) error {
+	guest, host, ok := strings.Cut(s, "=")
+	if !ok {
+		guest, host = "", s
+	}
+	*d.dirs = append(*d.dirs, vmtest.Dir{Host: host, Guest: guest, RW: d.rw})
+	return nil
+}
+
+type envList []string
+
+func (e *envList) String() string { return strings.Join(*e, ",") }
+func (e *envList) Set(s string) error {
+	if !strings.Contains(s, "=") {
+		return fmt.Errorf("-env wants KEY=VALUE, got %q", s)
+	}
+	*e = append(*e, s)
+	return nil
+}
+
+type vmFlags struct {
+	kernel  *string
+	memory  *string
+	cpus    *int
+	timeout *time.Duration
+	backend *string
+	dirs    []vmtest.Dir
+	env     envList
+}
+
+func addVMFlags(fs *flag.FlagSet, backendDefault string) *vmFlags {
+	v := &vmFlags{
+		kernel:  fs.String("kernel", "", "kernel to boot: "+kernelNames()+", or host (required)"),
+		memory:  fs.String("memory", "1G", "guest memory"),
+		cpus:    fs.Int("cpus", 1, "guest vCPUs"),
+		timeout: fs.Duration("timeout", 10*time.Minute, "kill the VM after this long"),
+		backend: fs.String("backend", backendDefault, "boot path: direct (fast, own init) or vng (virtme-ng)"),
+	}
+	fs.Var(dirList{rw: false, dirs: &v.dirs}, "rodir", "share a host directory read-only: PATH or GUEST=HOST (repeatable)")
+	fs.Var(dirList{rw: true, dirs: &v.dirs}, "rwdir", "share a host directory read-write: PATH or GUEST=HOST (repeatable)")
+	fs.Var(&v.env, "env", "KEY=VALUE for the guest command (repeatable)")
+	return v
+}
+
+func kernelNames() string {
+	m, err := kernels.Pinned()
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(m.Names(), ", ")
+}
+
+func (v *vmFlags) options() vmtest.Options {
+	return vmtest.Options{
+		Backend: vmtest.Backend(*v.backend), Memory: *v.memory, CPUs: *v.cpus, Timeout: *v.timeout,
+		Dirs: v.dirs, Env: v.env,
+	}
+}
+
+// lookupCached finds the kernel and fetches it when it is not cached yet.
+func lookupCached(name string) (*kernels.Kernel, error) {
+	if name == "" {
+		return nil, usageError{"--kernel is required (" + kernelNames() + ", or host)"}
+	}
+	k, err := kernels.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	if !k.Cached() {
+		ctx, cancel := signalContext()
+		defer cancel()
+		if err := k.Fetch(ctx, &kernels.Options{Log: os.Stderr}); err != nil {
+			return nil, err
+		}
+	}
+	return k, nil
+}
+
+func vmRun(args []string) error {
+	fs := newFlags("vm run")
+	v := addVMFlags(fs, string(vmtest.Direct))
+	results := fs.String("results", "", "host directory the guest can write to ($XDPLAB_RESULTS in the guest); default: a temporary one, kept only if written to")
+	klog := fs.Bool("klog", false, "print the guest kernel log to stderr at the end")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cmd := fs.Args()
+	if len(cmd) == 0 {
+		return usageError{"usage: lab vm run --kernel NAME [flags] -- CMD [ARG...]"}
+	}
+	k, err := lookupCached(*v.kernel)
+	if err != nil {
+		return err
+	}
+	o := v.options()
+	o.Stdout, o.Stderr = os.Stdout, os.Stderr
+	o.ResultsDir = *results
+	tmpResults := false
+	if o.ResultsDir == "" {
+		d, err := os.MkdirTemp("", "lab-vm-results-")
+		if err != nil {
+			return err
+		}
+		o.ResultsDir, tmpResults = d, true
+	} else if err := os.MkdirAll(o.ResultsDir, 0o755); err != nil {
+		return err
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	res, err := vmtest.Run(ctx, k, cmd, o)
+	if tmpResults {
+		if ents, _ := os.ReadDir(o.ResultsDir); len(ents) == 0 {
+			os.Remove(o.ResultsDir)
+		} else {
+			fmt.Fprintf(os.Stderr, "lab vm run: results in %s\n", o.ResultsDir)
+		}
+	}
+	if res != nil && *klog {
+		fmt.Fprintf(os.Stderr, "---- guest kernel log (%s, %s) ----\n%s", res.Kernel, res.Accel, res.KernelLog)
+	}
+	if err != nil {
+		return err
+	}
+	if res.ExitCode != 0 {
+		return exitError{res.ExitCode}
+	}
+	return nil
+}
+
+func vmShell(args []string) error {
+	fs := newFlags("vm shell")
+	v := addVMFlags(fs, string(vmtest.VNG))
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	k, err := lookupCached(*v.kernel)
+	if err != nil {
+		return err
+	}
+	if k.IsHost() {
+		return usageError{"lab vm shell: host is the running kernel; just use your shell"}
+	}
+	o := v.options()
+	if repo, err := findRepoFile("go.mod"); err == nil {
+		o.Cwd = strings.TrimSuffix(repo, "/go.mod")
+	}
+	cmd, err := vmtest.ShellCommand(k, o)
+	if err != nil {
+		return err
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	fmt.Fprintf(os.Stderr, "lab vm shell: booting %s (%s) with virtme-ng; exit the shell to power off\n", k.Name, k.Release)
+	if err := cmd.Run(); err != nil {
+		var ee interface{ ExitCode() int }
+		if errors.As(err, &ee) {
+			return exitError{ee.ExitCode()}
+		}
+		return err
+	}
+	return nil
+}
+
+func vmBench(args []string) error {
+	fs := newFlags("vm bench")
+	v := addVMFlags(fs, string(vmtest.Direct))
+	n := fs.Int("n", 5, "boots per kernel")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	names := fs.Args()
+	if *v.kernel != "" {
+		names = append(names, *v.kernel)
+	}
+	if len(names) == 0 {
+		m, err := kernels.Pinned()
+		if err != nil {
+			return err
+		}
+		names = m.Names()
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	fmt.Printf("%-6s %-8s %-5s %8s %8s %8s\n", "KERNEL", "BACKEND", "ACCEL", "MEDIAN", "MIN", "MAX")
+	for _, name := range names {
+		k, err := lookupCached(name)
+		if err != nil {
+			return err
+		}
+		var ds []time.Duration
+		accel := ""
+		for i := 0; i < *n; i++ {
+			o := v.options()
+			start := time.Now()
+			res, err := vmtest.Run(ctx, k, []string{"true"}, o)
+			if err != nil {
+				return fmt.Errorf("%s boot %d: %w", name, i+1, err)
+			}
+			accel = res.Accel
+			ds = append(ds, time.Since(start))
+		}
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		fmt.Printf("%-6s %-8s %-5s %7.1fs %7.1fs %7.1fs\n", name, *v.backend, accel,
+			ds[len(ds)/2].Seconds(), ds[0].Seconds(), ds[len(ds)-1].Seconds())
+	}
+	return nil
+}

@@ -1,0 +1,76 @@
+package vmtest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/xdplab/xdplab/kernels"
+)
+
+// vngArgs are the vng flags shared by runs and interactive shells.
+func vngArgs(k *kernels.Kernel, o Options, accel string) []string {
+	a := []string{"--run", k.Vmlinuz(), "--cpus", fmt.Sprint(o.CPUs), "--memory", o.Memory, "--cwd", o.Cwd}
+	if accel != "kvm" {
+		a = append(a, "--disable-kvm")
+	}
+	for _, d := range allDirs(o) {
+		flag := "--rodir"
+		if d.RW {
+			flag = "--rwdir"
+		}
+		a = append(a, flag+"="+d.Guest+"="+d.Host)
+	}
+	return a
+}
+
+// vngCommand prepares `vng --exec`. The kernel log comes out of an extra
+// virtio console (hvc0): vng sends the serial console to /dev/null in
+// script mode, and a second 8250 port stayed silent when tried.
+func vngCommand(k *kernels.Kernel, args []string, o Options, tmp, accel string) (*launch, error) {
+	// A file, not a pipe: vng starts QEMU through a subprocess that closes
+	// inherited descriptors.
+	klog := filepath.Join(tmp, "klog")
+	// vng reports 255 both for `exit 255` and for a guest that died, so the
+	// script also logs its status to the kernel log, which we capture.
+	script := fmt.Sprintf("%s\n(%s) </dev/null\nrc=$?\necho \"%s$rc\" > /dev/kmsg\nexit $rc\n",
+		exportEnv(guestEnv(o)), shellJoin(args), exitMarker)
+	a := vngArgs(k, o, accel)
+	a = append(a,
+		"--qemu-opts=-chardev file,id=xdplabklog,path="+qemuEscape(klog)+" -device virtconsole,chardev=xdplabklog",
+		"--append=console=hvc0 loglevel=7",
+		"--exec", script)
+	cmd := exec.Command("vng", a...)
+	// vng's temporary files (initramfs, return-code file) land in our
+	// per-run directory, removed whatever happens.
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	return &launch{cmd: cmd, klogFile: klog, klog: &syncBuffer{}}, nil
+}
+
+func exportEnv(env []string) string {
+	var b strings.Builder
+	for _, e := range env {
+		k, v, _ := strings.Cut(e, "=")
+		fmt.Fprintf(&b, "export %s=%s\n", k, shellQuote(v))
+	}
+	return b.String()
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// ShellCommand returns an interactive `vng` for a person at a terminal, in
+// the repository directory (o.Cwd); the caller wires up the terminal.
+func ShellCommand(k *kernels.Kernel, o Options) (*exec.Cmd, error) {
+	o.Backend = VNG
+	o.defaults()
+	if !k.Cached() {
+		return nil, fmt.Errorf("%w: %s; run 'lab kernels fetch %s'", ErrNotCached, k.Name, k.Name)
+	}
+	if err := checkTools(VNG); err != nil {
+		return nil, err
+	}
+	acc, _ := accel(o.KVM)
+	return exec.Command("vng", vngArgs(k, o, acc)...), nil
+}
