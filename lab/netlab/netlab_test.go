@@ -417,3 +417,26 @@ func TestForTestCleansUpOnFailure(t *testing.T) {
 		t.Errorf("failed test left %v", left)
 	}
 }
+
+func TestNewCleansUpOnFailure(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	// Host a's interface to "e1" is named PREFIX-e1, and so would be its
+	// second one, to a host whose name is too long: the second link fails
+	// after three namespaces and a veth exist.
+	prefix := NewPrefix()
+	_, err := New(Spec{
+		Prefix: prefix,
+		Hosts:  []HostSpec{{Name: "a"}, {Name: "e1"}, {Name: "verylongname"}},
+		Links:  []LinkSpec{{A: "a", B: "e1"}, {A: "a", B: "verylongname"}},
+	})
+	if err == nil {
+		t.Fatal("New succeeded despite clashing interface names")
+	}
+	t.Log(err)
+	if left := leftovers(t, prefix); len(left) > 0 {
+		Sweep(prefix)
+		t.Errorf("failed New left %v", left)
+	}
+}

@@ -233,7 +233,7 @@ func (s *Spec) validate() error {
 }
 
 // New builds the topology. On error everything built so far is removed.
-func New(spec Spec) (_ *Topology, err error) {
+func New(spec Spec) (*Topology, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("netlab: needs root (network namespaces, BPF)")
 	}
@@ -244,55 +244,58 @@ func New(spec Spec) (_ *Topology, err error) {
 		return nil, fmt.Errorf("netlab: %w", err)
 	}
 	t := &Topology{Prefix: spec.Prefix}
-	defer func() {
-		if err != nil {
-			if cerr := t.Close(); cerr != nil {
-				err = multierror.Append(err, cerr)
-			}
+	if err := t.build(spec); err != nil {
+		if cerr := t.Close(); cerr != nil {
+			err = multierror.Append(err, cerr)
 		}
-	}()
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *Topology) build(spec Spec) error {
 	byName := map[string]*Host{}
 	for _, hs := range spec.Hosts {
 		h := &Host{Name: hs.Name, Role: hs.Role, NetNS: spec.Prefix + "-" + hs.Name, ns: netns.None()}
 		ns, err := createNamedNetns(h.NetNS)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		h.ns = ns
 		t.Hosts = append(t.Hosts, h)
 		byName[h.Name] = h
 		if err := h.Do(func() error { return setupHost(hs) }); err != nil {
-			return nil, fmt.Errorf("netlab: host %s: %w", h.Name, err)
+			return fmt.Errorf("netlab: host %s: %w", h.Name, err)
 		}
 	}
 	for i, ls := range spec.Links {
 		if err := t.addLink(i+1, byName[ls.A], byName[ls.B], !spec.KeepChecksumOffload); err != nil {
-			return nil, fmt.Errorf("netlab: link %s-%s: %w", ls.A, ls.B, err)
+			return fmt.Errorf("netlab: link %s-%s: %w", ls.A, ls.B, err)
 		}
 	}
 	for _, h := range t.Hosts {
 		if err := h.Do(h.waitReady); err != nil {
-			return nil, fmt.Errorf("netlab: host %s: %w", h.Name, err)
+			return fmt.Errorf("netlab: host %s: %w", h.Name, err)
 		}
 	}
 	for _, hs := range spec.Hosts {
 		h := byName[hs.Name]
 		if hs.Gateway != "" {
 			if err := h.Do(func() error { return defaultRoutes(h.IfaceTo(hs.Gateway)) }); err != nil {
-				return nil, fmt.Errorf("netlab: host %s: routes: %w", h.Name, err)
+				return fmt.Errorf("netlab: host %s: routes: %w", h.Name, err)
 			}
 		}
 		if hs.XDPPass {
 			for _, i := range h.Ifaces {
 				c, err := AttachXDPPass(h, i.Name)
 				if err != nil {
-					return nil, err
+					return err
 				}
 				t.closers = append(t.closers, c)
 			}
 		}
 	}
-	return t, nil
+	return nil
 }
 
 // setupHost runs inside the new namespace: loopback up, forwarding.
