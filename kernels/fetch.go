@@ -244,3 +244,57 @@ func decompressModules(ctx context.Context, dir string) error {
 	}
 	return nil
 }
+
+// FetchTool downloads the pinned package of a tool (see kernels.json
+// "tools") into dir through the private apt configuration and verifies its
+// sha256; it returns the .deb's path. A mismatch deletes the file.
+func FetchTool(ctx context.Context, name, dir string, log io.Writer) (string, error) {
+	m, err := Pinned()
+	if err != nil {
+		return "", err
+	}
+	t, ok := m.Tools[name]
+	if !ok {
+		return "", fmt.Errorf("no tool %q pinned in kernels.json", name)
+	}
+	apt, err := NewApt()
+	if err != nil {
+		return "", err
+	}
+	apt.Log = log
+	if !apt.hasLists() {
+		if err := apt.Update(ctx); err != nil {
+			return "", err
+		}
+	}
+	f, err := apt.Download(ctx, dir, t.Package)
+	if errors.Is(err, errNotOnMirror) {
+		if uerr := apt.Update(ctx); uerr == nil {
+			f, err = apt.Download(ctx, dir, t.Package)
+		}
+	}
+	if errors.Is(err, errNotOnMirror) {
+		return "", fmt.Errorf("%s %s is no longer in %s: %w; run '%s' and commit kernels/kernels.json", t.Name, t.Version, t.Suite, ErrVanished, PinCommand)
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := verify(f, t.SHA256); err != nil {
+		os.Remove(f)
+		return "", fmt.Errorf("%s: %w (the download was deleted)", filepath.Base(f), err)
+	}
+	return f, nil
+}
+
+// ToolVersion is the pinned version of a tool.
+func ToolVersion(name string) (string, error) {
+	m, err := Pinned()
+	if err != nil {
+		return "", err
+	}
+	t, ok := m.Tools[name]
+	if !ok {
+		return "", fmt.Errorf("no tool %q pinned in kernels.json", name)
+	}
+	return t.Version, nil
+}
