@@ -1,0 +1,1280 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The XDP key-value store: memcached's text protocol over UDP, answered in XDP.
+ *
+ * What XDP finishes: single-datagram requests holding exactly one well-formed
+ * get/gets/set/add/replace/append/prepend/cas/delete/incr/decr/touch whose
+ * values fit the in-kernel slot and whose reply fits one datagram. Everything
+ * else (errors, odd spellings, big values, stats, pipelined commands) goes up
+ * with XDP_PASS to the Go slow path, which speaks memcached exactly.
+ *
+ * Verifier shape: parse state lives in a per-CPU scratch map, not in locals,
+ * and the loops sit in global functions that the verifier checks once each;
+ * that keeps the exploration additive across loops and works on 5.10.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "kv.h"
+
+#define REQ_MAX 2048 /* scratch buffers; a power of two so indices can be masked */
+#define MASK (REQ_MAX - 1)
+#define GET_KEYS_MAX 24
+#define TOK_TOO_LONG 0x10000 /* longer than any token XDP handles */
+#define RELTIME_MAX 2592000 /* memcached's REALTIME_MAXDELTA: 30 days */
+
+/* Load-time configuration, fixed before the verifier sees it. */
+const volatile __u16 port = 11211;
+const volatile __u32 val_cap = 1024;    /* bytes of data per item; multiple of 8 */
+const volatile __u32 reply_max = 1392;  /* largest reply payload sent from XDP */
+const volatile __u16 slow_token = 0;    /* frame 'reserved' value marking slow-path requests */
+
+/* CLOCK_MONOTONIC to unix time, kept current by the slow path. */
+volatile __s64 unix_offset_ns = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__uint(key_size, sizeof(__u64));
+	__uint(value_size, sizeof(struct kv_val) + KV_VAL_MAX + KV_VAL_SLACK);
+} kv SEC(".maps");
+
+struct stripe {
+	struct bpf_spin_lock lock;
+};
+
+/* LRU hash values cannot hold a bpf_spin_lock, so items are guarded by
+ * stripe locks picked by key hash. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KV_NLOCKS);
+	__type(key, __u32);
+	__type(value, struct stripe);
+} locks SEC(".maps");
+
+struct scratch {
+	__u8 req[REQ_MAX + 8];
+	__u8 resp[REQ_MAX + 8];
+	__u8 tmp[KV_VAL_MAX + 16];
+	__u8 key[KV_KEY_SLOT];
+	__u8 val[sizeof(struct kv_val) + KV_VAL_MAX + KV_VAL_SLACK]; /* staging for inserts */
+	__u32 req_len;
+	__u32 line_end;   /* index of the '\r' or '\n' ending the command line */
+	__u32 data_start; /* index after that line's '\n' */
+	__u32 pos;        /* tokenizer position */
+	__u32 ts, tl;     /* current token */
+	__u32 resp_len;
+	__u32 klen;
+	__u32 flags;
+	__u32 nbytes;
+	__u32 noreply;
+	__u32 slot;
+	__u32 nd;   /* digits of a number being written */
+	__u32 alen; /* length of the item being changed */
+	__s64 exptime;
+	__u64 num;
+	__u64 cas_in;
+	__u64 hash;
+	__u64 cas_seq;
+};
+
+/* Slot 0 serves XDP; slot 1 serves the slow path's test runs, which a softirq
+ * running XDP on the same CPU may interrupt. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kv_stats);
+} stats SEC(".maps");
+
+enum { ACT_PASS = 0, ACT_TX = 1, ACT_DROP = 2 };
+enum { CMD_SET = 1, CMD_ADD, CMD_REPLACE, CMD_APPEND, CMD_PREPEND, CMD_CAS };
+
+/* Force a real load/store so values crossing loops reach the verifier as
+ * unknown scalars and the states after each loop converge. */
+#define RD(x) (*(volatile typeof(x) *)&(x))
+#define WR(x, v) (*(volatile typeof(x) *)&(x) = (v))
+
+/* Keeps clang from re-deriving a pointer or index after its bounds check,
+ * which would leave the verifier checking one register and seeing another used. */
+#define PIN(p) asm volatile("" : "+r"(p))
+
+#define STAT_INC(field)                                           \
+	do {                                                      \
+		__u32 __z = 0;                                    \
+		struct kv_stats *__st = bpf_map_lookup_elem(&stats, &__z); \
+		if (__st)                                         \
+			__st->field++;                            \
+	} while (0)
+
+static __always_inline struct scratch *get_scratch(__u32 slot)
+{
+	__u32 k = slot & 1;
+	return bpf_map_lookup_elem(&scratch, &k);
+}
+
+static __always_inline __u64 now_sec(void)
+{
+	return (__u64)((__s64)bpf_ktime_get_ns() + unix_offset_ns) / 1000000000ULL;
+}
+
+static __always_inline __u64 new_cas(struct scratch *s, __u32 slot)
+{
+	__u64 seq = ++s->cas_seq;
+	return (seq << 10) | ((__u64)(slot & 1) << 8) | (bpf_get_smp_processor_id() & 0xff);
+}
+
+/* memcached's realtime(): 0 never; negative already expired; up to 30 days
+ * relative; beyond that an absolute unix time. */
+static __always_inline __u64 abs_exptime(__s64 e, __u64 now)
+{
+	if (e == 0)
+		return 0;
+	if (e < 0)
+		return 1;
+	if (e <= RELTIME_MAX)
+		return now + e;
+	return e;
+}
+
+/* ---- tokenizer and number parsing (global: verified once) ---- */
+
+/* Next space-separated token of the command line into s->ts/s->tl; returns its length. */
+__noinline int next_tok(__u32 slot)
+{
+	struct scratch *s = get_scratch(slot);
+	__u32 pos, end, i;
+
+	if (!s)
+		return 0;
+	pos = RD(s->pos);
+	end = RD(s->line_end);
+	/* Bounded well below the buffer: longer runs are no request XDP serves,
+	 * and the returned TOK_TOO_LONG sends them to the slow path. */
+	for (i = 0; i < 32; i++) {
+		if (pos >= end || s->req[pos & MASK] != ' ')
+			break;
+		pos++;
+	}
+	if (i == 32) {
+		WR(s->tl, TOK_TOO_LONG);
+		return TOK_TOO_LONG;
+	}
+	WR(s->ts, pos);
+	for (i = 0; i < KV_KEY_MAX + 1; i++) {
+		if (pos >= end || s->req[pos & MASK] == ' ')
+			break;
+		pos++;
+	}
+	WR(s->pos, pos);
+	WR(s->tl, pos - RD(s->ts));
+	if (i > KV_KEY_MAX) {
+		WR(s->tl, TOK_TOO_LONG);
+		return TOK_TOO_LONG;
+	}
+	return pos - RD(s->ts);
+}
+
+/* The current token as an unsigned decimal into s->num: 0 ok, -1 not a plain
+ * number or overflow (the slow path then answers as memcached does). */
+__noinline int tok_u64(__u32 slot)
+{
+	struct scratch *s = get_scratch(slot);
+	__u32 ts, tl, i;
+	__u64 v = 0;
+
+	if (!s)
+		return -1;
+	ts = RD(s->ts);
+	tl = RD(s->tl);
+	if (tl == 0 || tl > 20)
+		return -1;
+	for (i = 0; i < 20; i++) {
+		__u8 c;
+
+		if (i >= tl)
+			break;
+		c = s->req[(ts + i) & MASK];
+		if (c < '0' || c > '9')
+			return -1;
+		if (v > 1844674407370955161ULL || (v == 1844674407370955161ULL && c > '5'))
+			return -1;
+		v = v * 10 + (c - '0');
+	}
+	WR(s->num, v);
+	return 0;
+}
+
+/* FNV-1a 64 over s->key[0..klen): the map key. */
+__noinline int hash_key(__u32 slot)
+{
+	struct scratch *s = get_scratch(slot);
+	__u64 h = 14695981039346656037ULL;
+	__u32 n, i;
+
+	if (!s)
+		return -1;
+	n = RD(s->klen);
+	for (i = 0; i < KV_KEY_MAX; i++) {
+		if (i >= n)
+			break;
+		h ^= s->key[i];
+		h *= 1099511628211ULL;
+	}
+	WR(s->hash, h);
+	return 0;
+}
+
+/* The current token becomes the key: copied zero-padded to s->key, hashed. */
+__noinline int load_key(__u32 slot)
+{
+	struct scratch *s = get_scratch(slot);
+	__u32 ts, tl, i;
+
+	if (!s)
+		return -1;
+	ts = RD(s->ts);
+	tl = RD(s->tl);
+	if (tl == 0 || tl > KV_KEY_MAX)
+		return -1;
+	for (i = 0; i < KV_KEY_SLOT / 8; i++)
+		((__u64 *)s->key)[i] = 0;
+	for (i = 0; i < KV_KEY_MAX; i++) {
+		if (i >= tl)
+			break;
+		s->key[i] = s->req[(ts + i) & MASK];
+	}
+	WR(s->klen, tl);
+	return hash_key(slot);
+}
+
+/* ---- reply building ---- */
+
+static __always_inline void put(struct scratch *s, __u32 *o, const char *str, __u32 n)
+{
+#pragma unroll
+	for (__u32 i = 0; i < n; i++)
+		s->resp[(*o + i) & MASK] = str[i];
+	*o += n;
+}
+
+#define PUT(s, o, lit) put(s, o, lit, sizeof(lit) - 1)
+
+static __always_inline __u32 ndigits(__u64 v)
+{
+	__u32 n = 1;
+
+	for (__u32 i = 0; i < 19; i++) {
+		v /= 10;
+		if (v == 0)
+			break;
+		n++;
+	}
+	return n;
+}
+
+/* Decimal digits of v into buf at o, written from the right; no stack array,
+ * since 5.10's verifier rejects variable-offset stack reads. */
+#define PUT_DIGITS(buf, bufmask, at, v, n)                          \
+	do {                                                        \
+		__u64 __v = (v);                                    \
+		for (__u32 __i = 0; __i < 20; __i++) {              \
+			if (__i >= (n))                             \
+				break;                              \
+			(buf)[((at) + (n) - 1 - __i) & (bufmask)] = '0' + __v % 10; \
+			__v /= 10;                                  \
+		}                                                   \
+	} while (0)
+
+static __always_inline void put_u64(struct scratch *s, __u32 *o, __u64 v)
+{
+	WR(s->nd, ndigits(v));
+	PUT_DIGITS(s->resp, MASK, *o, v, RD(s->nd));
+	*o += RD(s->nd);
+}
+
+/* One-line replies: the whole reply of a command. */
+static __always_inline int reply_line(__u32 slot, int which)
+{
+	struct scratch *s = get_scratch(slot);
+	__u32 o = 0;
+
+	if (!s)
+		return ACT_PASS;
+	if (RD(s->noreply))
+		return ACT_DROP;
+	switch (which) {
+	case 0: PUT(s, &o, "STORED\r\n"); break;
+	case 1: PUT(s, &o, "NOT_STORED\r\n"); break;
+	case 2: PUT(s, &o, "EXISTS\r\n"); break;
+	case 3: PUT(s, &o, "NOT_FOUND\r\n"); break;
+	case 4: PUT(s, &o, "DELETED\r\n"); break;
+	case 5: PUT(s, &o, "TOUCHED\r\n"); break;
+	default: return ACT_PASS;
+	}
+	WR(s->resp_len, o);
+	return ACT_TX;
+}
+
+enum { R_STORED, R_NOT_STORED, R_EXISTS, R_NOT_FOUND, R_DELETED, R_TOUCHED };
+
+/* ---- item access; callers hold the key's stripe lock ---- */
+
+static __always_inline struct stripe *stripe_of(__u64 h)
+{
+	__u32 k = (__u32)(h ^ (h >> 32)) & (KV_NLOCKS - 1);
+	return bpf_map_lookup_elem(&locks, &k);
+}
+
+static __always_inline int key_eq(struct scratch *s, struct kv_val *v)
+{
+	__u64 diff = v->klen ^ RD(s->klen);
+
+	for (__u32 i = 0; i < KV_KEY_SLOT / 8; i++)
+		diff |= ((__u64 *)v->key)[i] ^ ((__u64 *)s->key)[i];
+	return diff == 0;
+}
+
+/* A live item of this key: present, not deleted, not expired, ours. */
+static __always_inline int is_live(struct scratch *s, struct kv_val *v, __u64 now)
+{
+	if (!v->cas || !key_eq(s, v))
+		return 0;
+	if (v->exptime && v->exptime <= now)
+		return 0;
+	return 1;
+}
+
+static __always_inline void set_key(struct scratch *s, struct kv_val *v)
+{
+	for (__u32 i = 0; i < KV_KEY_SLOT / 8; i++)
+		((__u64 *)v->key)[i] = ((__u64 *)s->key)[i];
+	v->klen = RD(s->klen);
+}
+
+/* Copy the request's data block into v->data at 'at' (bounded by val_cap). */
+static __always_inline void copy_data_in(struct scratch *s, struct kv_val *v, __u32 at)
+{
+	__u32 ds = RD(s->data_start), n = RD(s->nbytes);
+
+	for (__u32 i = 0; i < KV_VAL_MAX / 8 + 1; i++) {
+		__u32 o = i * 8;
+		__u64 d = (__u64)at + o;
+
+		if (o >= n || d > val_cap)
+			break;
+		PIN(d);
+		*(__u64 *)&v->data[d] = *(__u64 *)&s->req[(ds + o) & MASK];
+	}
+}
+
+/* ---- commands (global: verified once) ---- */
+
+/* get/gets: one VALUE block per hit, then END. The item's fields go through
+ * the scratch map (flags, nbytes, num) so loop exits do not fork the state. */
+__noinline int get_one(__u32 slot, __u32 with_cas)
+{
+	struct scratch *s = get_scratch(slot);
+	struct kv_val *v;
+	struct stripe *lk;
+	__u64 now = now_sec(), h;
+	__u32 o;
+	int hit = 0, slow = 0, expired = 0;
+
+	if (!s)
+		return -1;
+	h = RD(s->hash);
+	if (RD(s->resp_len) > REQ_MAX - 600)
+		return -1;
+	lk = stripe_of(h);
+	v = bpf_map_lookup_elem(&kv, &h);
+	if (!lk || !v)
+		goto miss;
+	bpf_spin_lock(&lk->lock);
+	if (v->slow && key_eq(s, v)) {
+		slow = 1;
+	} else if (is_live(s, v, now)) {
+		hit = 1;
+		WR(s->nbytes, v->len > val_cap ? val_cap : v->len);
+		WR(s->flags, v->flags);
+		WR(s->num, v->cas);
+		for (__u32 i = 0; i < KV_VAL_MAX / 8 + 1; i++) {
+			__u32 d = i * 8;
+
+			if (d >= RD(s->nbytes) || d > val_cap)
+				break;
+			*(__u64 *)&s->tmp[d & 1023] = *(__u64 *)&v->data[d];
+		}
+	} else if (v->cas && key_eq(s, v)) {
+		expired = 1;
+	}
+	bpf_spin_unlock(&lk->lock);
+	if (slow)
+		return -1;
+	if (!hit) {
+		if (expired)
+			STAT_INC(get_expired);
+		goto miss;
+	}
+	o = RD(s->resp_len);
+	PUT(s, &o, "VALUE ");
+	for (__u32 i = 0; i < KV_KEY_MAX; i++) {
+		if (i >= RD(s->klen))
+			break;
+		s->resp[(o + i) & MASK] = s->key[i];
+	}
+	o += RD(s->klen);
+	PUT(s, &o, " ");
+	put_u64(s, &o, RD(s->flags));
+	PUT(s, &o, " ");
+	put_u64(s, &o, RD(s->nbytes));
+	if (with_cas) {
+		PUT(s, &o, " ");
+		put_u64(s, &o, RD(s->num));
+	}
+	PUT(s, &o, "\r\n");
+	for (__u32 i = 0; i < KV_VAL_MAX / 8 + 1; i++) {
+		__u32 d = i * 8;
+
+		if (d >= RD(s->nbytes))
+			break;
+		*(__u64 *)&s->resp[(o + d) & MASK] = *(__u64 *)&s->tmp[d & 1023];
+	}
+	o += RD(s->nbytes);
+	PUT(s, &o, "\r\n");
+	WR(s->resp_len, o);
+	STAT_INC(get_hits);
+	return 0;
+miss:
+	STAT_INC(get_misses);
+	return 0;
+}
+
+__noinline int do_get(__u32 slot, __u32 with_cas)
+{
+	struct scratch *s = get_scratch(slot);
+	__u32 k, o;
+
+	if (!s)
+		return ACT_PASS;
+	WR(s->resp_len, 0);
+	for (k = 0; k < GET_KEYS_MAX; k++) {
+		if (next_tok(slot) == 0)
+			break;
+		if (load_key(slot) < 0)
+			return ACT_PASS;
+		STAT_INC(cmd_get);
+		if (get_one(slot, with_cas) < 0)
+			return ACT_PASS;
+	}
+	if (k == 0 || next_tok(slot) != 0)
+		return ACT_PASS;
+	o = RD(s->resp_len);
+	PUT(s, &o, "END\r\n");
+	if (o > reply_max)
+		return ACT_PASS;
+	WR(s->resp_len, o);
+	return ACT_TX;
+}
+
+/* Parses "<key> <flags> <exptime> <bytes> [cas] [noreply]" and checks the data
+ * block. 0 ok, -1 leave it to the slow path. */
+static __always_inline int parse_storage(__u32 slot, struct scratch *s, int cmd)
+{
+	__u32 ds, n;
+
+	if (next_tok(slot) == 0 || load_key(slot) < 0)
+		return -1;
+	if (next_tok(slot) == 0 || tok_u64(slot) < 0 || RD(s->num) > 0xffffffffULL)
+		return -1;
+	WR(s->flags, (__u32)RD(s->num));
+	/* exptime: optional '-' then digits */
+	if (next_tok(slot) == 0)
+		return -1;
+	if (s->req[RD(s->ts) & MASK] == '-') {
+		WR(s->ts, RD(s->ts) + 1);
+		WR(s->tl, RD(s->tl) - 1);
+		if (tok_u64(slot) < 0 || RD(s->num) > 0x7fffffffULL)
+			return -1;
+		WR(s->exptime, -(__s64)RD(s->num));
+	} else {
+		if (tok_u64(slot) < 0 || RD(s->num) > 0x7fffffffULL)
+			return -1;
+		WR(s->exptime, (__s64)RD(s->num));
+	}
+	if (next_tok(slot) == 0 || tok_u64(slot) < 0 || RD(s->num) > val_cap)
+		return -1;
+	WR(s->nbytes, (__u32)RD(s->num));
+	if (cmd == CMD_CAS) {
+		if (next_tok(slot) == 0 || tok_u64(slot) < 0)
+			return -1;
+		WR(s->cas_in, RD(s->num));
+	}
+	WR(s->noreply, 0);
+	if (next_tok(slot) != 0) {
+		__u32 ts = RD(s->ts);
+
+		if (RD(s->tl) != 7 || s->req[ts & MASK] != 'n' || s->req[(ts + 1) & MASK] != 'o' ||
+		    s->req[(ts + 2) & MASK] != 'r' || s->req[(ts + 3) & MASK] != 'e' ||
+		    s->req[(ts + 4) & MASK] != 'p' || s->req[(ts + 5) & MASK] != 'l' ||
+		    s->req[(ts + 6) & MASK] != 'y')
+			return -1;
+		WR(s->noreply, 1);
+		if (next_tok(slot) != 0)
+			return -1;
+	}
+	/* The data block must end with \r\n and be the datagram's last bytes. */
+	ds = RD(s->data_start);
+	n = RD(s->nbytes);
+	if (ds + n + 2 != RD(s->req_len))
+		return -1;
+	if (s->req[(ds + n) & MASK] != '\r' || s->req[(ds + n + 1) & MASK] != '\n')
+		return -1;
+	return 0;
+}
+
+/* Is the rest of the line exactly [noreply]? Sets s->noreply; -1 otherwise. */
+static __always_inline int tail_noreply(__u32 slot, struct scratch *s)
+{
+	WR(s->noreply, 0);
+	if (next_tok(slot) != 0) {
+		__u32 ts = RD(s->ts);
+
+		if (RD(s->tl) != 7 || s->req[ts & MASK] != 'n' || s->req[(ts + 6) & MASK] != 'y' ||
+		    s->req[(ts + 1) & MASK] != 'o' || s->req[(ts + 2) & MASK] != 'r' ||
+		    s->req[(ts + 3) & MASK] != 'e' || s->req[(ts + 4) & MASK] != 'p' ||
+		    s->req[(ts + 5) & MASK] != 'l')
+			return -1;
+		WR(s->noreply, 1);
+		if (next_tok(slot) != 0)
+			return -1;
+	}
+	/* Nothing may follow the command line in the datagram. */
+	if (RD(s->data_start) != RD(s->req_len))
+		return -1;
+	return 0;
+}
+
+__noinline int do_store(__u32 slot, __u32 cmd)
+{
+	struct scratch *s = get_scratch(slot);
+	struct kv_val *v;
+	struct stripe *lk;
+	__u64 now = now_sec(), h, cas, exp;
+	int res, attempt;
+
+	if (!s)
+		return ACT_PASS;
+	if (parse_storage(slot, s, cmd) < 0)
+		return ACT_PASS;
+	STAT_INC(cmd_set);
+	h = RD(s->hash);
+	exp = abs_exptime(RD(s->exptime), now);
+	lk = stripe_of(h);
+	if (!lk)
+		return ACT_PASS;
+	for (attempt = 0; attempt < 2; attempt++) {
+		v = bpf_map_lookup_elem(&kv, &h);
+		if (v) {
+			__u32 n = RD(s->nbytes);
+			int live, pass = 0;
+
+			cas = new_cas(s, slot);
+			res = R_STORED;
+			bpf_spin_lock(&lk->lock);
+			live = is_live(s, v, now);
+			if (v->slow && key_eq(s, v) && slot == 0) {
+				pass = 1;
+			} else if (cmd == CMD_ADD && live) {
+				res = R_NOT_STORED;
+			} else if ((cmd == CMD_REPLACE || cmd == CMD_APPEND || cmd == CMD_PREPEND) && !live) {
+				res = R_NOT_STORED;
+			} else if (cmd == CMD_CAS && !live) {
+				res = R_NOT_FOUND;
+			} else if (cmd == CMD_CAS && v->cas != RD(s->cas_in)) {
+				res = R_EXISTS;
+			} else if (cmd == CMD_APPEND || cmd == CMD_PREPEND) {
+				__u32 old = v->len;
+
+				WR(s->alen, old);
+				if (old + n > val_cap || old > KV_VAL_MAX) {
+					pass = 1;
+				} else if (cmd == CMD_APPEND) {
+					copy_data_in(s, v, old);
+					v->len = old + n;
+					v->cas = cas;
+				} else {
+					/* prepend: old data to tmp, new in front, old after */
+					for (__u32 i = 0; i < KV_VAL_MAX / 8 + 1; i++) {
+						__u32 d = i * 8;
+
+						if (d >= RD(s->alen) || d > val_cap)
+							break;
+						*(__u64 *)&s->tmp[d & 1023] = *(__u64 *)&v->data[d];
+					}
+					copy_data_in(s, v, 0);
+					for (__u32 i = 0; i < KV_VAL_MAX / 8 + 1; i++) {
+						__u32 d = i * 8;
+						__u64 at = (__u64)RD(s->nbytes) + d;
+
+						if (d >= RD(s->alen) || at > val_cap)
+							break;
+						PIN(at);
+						*(__u64 *)&v->data[at] = *(__u64 *)&s->tmp[d & 1023];
+					}
+					v->len = RD(s->alen) + RD(s->nbytes);
+					v->cas = cas;
+				}
+			} else {
+				if (!key_eq(s, v))
+					set_key(s, v);
+				copy_data_in(s, v, 0);
+				v->len = n;
+				v->flags = RD(s->flags);
+				v->exptime = exp;
+				v->slow = 0;
+				v->cas = cas;
+			}
+			bpf_spin_unlock(&lk->lock);
+			if (pass)
+				return ACT_PASS;
+			if (cmd == CMD_CAS && res == R_STORED)
+				STAT_INC(cas_hits);
+			else if (cmd == CMD_CAS && res == R_EXISTS)
+				STAT_INC(cas_badval);
+			else if (cmd == CMD_CAS)
+				STAT_INC(cas_misses);
+			if (res == R_STORED)
+				STAT_INC(total_items);
+			return reply_line(slot, res);
+		}
+		/* No entry: only set/add create one. */
+		if (cmd != CMD_SET && cmd != CMD_ADD) {
+			if (cmd == CMD_CAS) {
+				STAT_INC(cas_misses);
+				return reply_line(slot, R_NOT_FOUND);
+			}
+			return reply_line(slot, R_NOT_STORED);
+		}
+		{
+			struct kv_val *nv = (struct kv_val *)s->val;
+			int err;
+
+			nv->cas = new_cas(s, slot);
+			nv->exptime = exp;
+			nv->flags = RD(s->flags);
+			nv->len = RD(s->nbytes);
+			nv->slow = 0;
+			set_key(s, nv);
+			copy_data_in(s, nv, 0);
+			err = bpf_map_update_elem(&kv, &h, nv, BPF_NOEXIST);
+			if (err == 0) {
+				STAT_INC(inserts);
+				STAT_INC(total_items);
+				return reply_line(slot, R_STORED);
+			}
+			if (err != -17 /* EEXIST: raced with another insert */)
+				return ACT_PASS;
+		}
+	}
+	return ACT_PASS;
+}
+
+__noinline int do_delete(__u32 slot)
+{
+	struct scratch *s = get_scratch(slot);
+	struct kv_val *v;
+	struct stripe *lk;
+	__u64 now = now_sec(), h;
+	int res = R_NOT_FOUND, pass = 0;
+
+	if (!s)
+		return ACT_PASS;
+	if (next_tok(slot) == 0 || load_key(slot) < 0 || tail_noreply(slot, s) < 0)
+		return ACT_PASS;
+	h = RD(s->hash);
+	lk = stripe_of(h);
+	v = bpf_map_lookup_elem(&kv, &h);
+	if (lk && v) {
+		bpf_spin_lock(&lk->lock);
+		if (v->slow && key_eq(s, v)) {
+			pass = 1;
+		} else if (is_live(s, v, now)) {
+			/* A tombstone: the entry stays until the LRU takes it, so
+			 * writers racing with us never see a freed element. */
+			v->cas = 0;
+			v->len = 0;
+			res = R_DELETED;
+		}
+		bpf_spin_unlock(&lk->lock);
+	}
+	if (pass)
+		return ACT_PASS;
+	if (res == R_DELETED)
+		STAT_INC(delete_hits);
+	else
+		STAT_INC(delete_misses);
+	return reply_line(slot, res);
+}
+
+__noinline int do_touch(__u32 slot)
+{
+	struct scratch *s = get_scratch(slot);
+	struct kv_val *v;
+	struct stripe *lk;
+	__u64 now = now_sec(), h, exp;
+	int res = R_NOT_FOUND, pass = 0;
+
+	if (!s)
+		return ACT_PASS;
+	if (next_tok(slot) == 0 || load_key(slot) < 0)
+		return ACT_PASS;
+	if (next_tok(slot) == 0)
+		return ACT_PASS;
+	if (s->req[RD(s->ts) & MASK] == '-') {
+		WR(s->ts, RD(s->ts) + 1);
+		WR(s->tl, RD(s->tl) - 1);
+		if (tok_u64(slot) < 0 || RD(s->num) > 0x7fffffffULL)
+			return ACT_PASS;
+		WR(s->exptime, -(__s64)RD(s->num));
+	} else {
+		if (tok_u64(slot) < 0 || RD(s->num) > 0x7fffffffULL)
+			return ACT_PASS;
+		WR(s->exptime, (__s64)RD(s->num));
+	}
+	if (tail_noreply(slot, s) < 0)
+		return ACT_PASS;
+	STAT_INC(cmd_touch);
+	exp = abs_exptime(RD(s->exptime), now);
+	h = RD(s->hash);
+	lk = stripe_of(h);
+	v = bpf_map_lookup_elem(&kv, &h);
+	if (lk && v) {
+		bpf_spin_lock(&lk->lock);
+		if (v->slow && key_eq(s, v)) {
+			pass = 1;
+		} else if (is_live(s, v, now)) {
+			v->exptime = exp;
+			res = R_TOUCHED;
+		}
+		bpf_spin_unlock(&lk->lock);
+	}
+	if (pass)
+		return ACT_PASS;
+	if (res == R_TOUCHED)
+		STAT_INC(touch_hits);
+	else
+		STAT_INC(touch_misses);
+	return reply_line(slot, res);
+}
+
+/* incr/decr: memcached's unsigned 64-bit wrap on incr, floor at 0 on decr; a
+ * shorter result is written in place padded with spaces, as memcached does. */
+__noinline int do_arith(__u32 slot, __u32 incr)
+{
+	struct scratch *s = get_scratch(slot);
+	struct kv_val *v;
+	struct stripe *lk;
+	__u64 now = now_sec(), h, delta, cur = 0, cas;
+	__u32 o = 0;
+	int found = 0, pass = 0;
+
+	if (!s)
+		return ACT_PASS;
+	if (next_tok(slot) == 0 || load_key(slot) < 0)
+		return ACT_PASS;
+	if (next_tok(slot) == 0 || tok_u64(slot) < 0)
+		return ACT_PASS;
+	delta = RD(s->num);
+	if (tail_noreply(slot, s) < 0)
+		return ACT_PASS;
+	h = RD(s->hash);
+	lk = stripe_of(h);
+	v = bpf_map_lookup_elem(&kv, &h);
+	cas = new_cas(s, slot);
+	if (lk && v) {
+		bpf_spin_lock(&lk->lock);
+		if (v->slow && key_eq(s, v)) {
+			pass = 1;
+		} else if (is_live(s, v, now)) {
+			__u32 i, digits = 0;
+			int bad = 0, spaces = 0;
+
+			found = 1;
+			WR(s->alen, v->len);
+			if (RD(s->alen) == 0 || RD(s->alen) > 32)
+				bad = 1;
+			for (i = 0; i < 32 && !bad; i++) {
+				__u8 c;
+
+				if (i >= RD(s->alen))
+					break;
+				c = v->data[i];
+				if (c == ' ') {
+					spaces = 1;
+				} else if (c >= '0' && c <= '9' && !spaces) {
+					if (cur > 1844674407370955161ULL ||
+					    (cur == 1844674407370955161ULL && c > '5'))
+						bad = 1;
+					cur = cur * 10 + (c - '0');
+					digits++;
+				} else {
+					bad = 1;
+				}
+			}
+			WR(s->num, cur);
+			if (bad || digits == 0) {
+				pass = 1; /* memcached's own rules for odd numbers: the slow path */
+			} else {
+				cur = RD(s->num);
+				if (incr)
+					cur += delta;
+				else
+					cur = cur < delta ? 0 : cur - delta;
+				WR(s->num, cur);
+				WR(s->nd, ndigits(cur));
+				PUT_DIGITS(v->data, 31, 0, RD(s->num), RD(s->nd));
+				if (RD(s->nd) < RD(s->alen)) {
+					for (i = 0; i < 32; i++) {
+						if (i >= RD(s->alen))
+							break;
+						if (i >= RD(s->nd))
+							v->data[i] = ' ';
+					}
+				} else {
+					v->len = RD(s->nd);
+				}
+				v->cas = cas;
+			}
+		}
+		bpf_spin_unlock(&lk->lock);
+	}
+	if (pass)
+		return ACT_PASS;
+	if (incr && found)
+		STAT_INC(incr_hits);
+	else if (incr)
+		STAT_INC(incr_misses);
+	else if (found)
+		STAT_INC(decr_hits);
+	else
+		STAT_INC(decr_misses);
+	if (!found)
+		return reply_line(slot, R_NOT_FOUND);
+	if (RD(s->noreply))
+		return ACT_DROP;
+	put_u64(s, &o, RD(s->num));
+	PUT(s, &o, "\r\n");
+	WR(s->resp_len, o);
+	return ACT_TX;
+}
+
+static __always_inline int tok_is(struct scratch *s, const char *w, __u32 n)
+{
+	__u32 ts = RD(s->ts);
+
+	if (RD(s->tl) != n)
+		return 0;
+#pragma unroll
+	for (__u32 i = 0; i < n; i++)
+		if (s->req[(ts + i) & MASK] != w[i])
+			return 0;
+	return 1;
+}
+
+#define TOK_IS(s, lit) tok_is(s, lit, sizeof(lit) - 1)
+
+/* Finds the command line and dispatches; returns an ACT_*. */
+__noinline int process(__u32 slot)
+{
+	struct scratch *s = get_scratch(slot);
+	__u32 len, i, nl = 0;
+	int found = 0;
+
+	if (!s)
+		return ACT_PASS;
+	len = RD(s->req_len);
+	for (i = 0; i < REQ_MAX; i++) {
+		if (i >= len)
+			break;
+		if (s->req[i] == '\n') {
+			WR(s->data_start, i + 1);
+			found = 1;
+			break;
+		}
+	}
+	if (!found)
+		return ACT_PASS;
+	nl = RD(s->data_start) - 1;
+	if (nl > 0 && s->req[(nl - 1) & MASK] == '\r')
+		nl--;
+	WR(s->line_end, nl);
+	WR(s->pos, 0);
+	if (next_tok(slot) == 0)
+		return ACT_PASS;
+	if (TOK_IS(s, "get"))
+		return do_get(slot, 0);
+	if (TOK_IS(s, "gets"))
+		return do_get(slot, 1);
+	if (TOK_IS(s, "set"))
+		return do_store(slot, CMD_SET);
+	if (TOK_IS(s, "add"))
+		return do_store(slot, CMD_ADD);
+	if (TOK_IS(s, "replace"))
+		return do_store(slot, CMD_REPLACE);
+	if (TOK_IS(s, "append"))
+		return do_store(slot, CMD_APPEND);
+	if (TOK_IS(s, "prepend"))
+		return do_store(slot, CMD_PREPEND);
+	if (TOK_IS(s, "cas"))
+		return do_store(slot, CMD_CAS);
+	if (TOK_IS(s, "delete"))
+		return do_delete(slot);
+	if (TOK_IS(s, "incr"))
+		return do_arith(slot, 1);
+	if (TOK_IS(s, "decr"))
+		return do_arith(slot, 0);
+	if (TOK_IS(s, "touch"))
+		return do_touch(slot);
+	return ACT_PASS;
+}
+
+/* ---- packet in, packet out ---- */
+
+
+static __always_inline __u16 fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* The copy loops read their lengths from the scratch map (not a register), so
+ * the many ways a loop can end do not multiply the verifier's states. */
+static __always_inline int copy_in(struct scratch *s, void *data, void *data_end, __u32 off)
+{
+	__u32 i, o;
+
+	for (i = 0; i < REQ_MAX / 8; i++) {
+		void *p;
+
+		o = i * 8;
+		if (o + 8 > RD(s->req_len))
+			break;
+		p = data + off + o;
+		PIN(p);
+		if (p + 8 > data_end)
+			return -1;
+		*(__u64 *)&s->req[o] = *(__u64 *)p;
+	}
+	o = RD(s->req_len) & (MASK & ~7U);
+	for (i = 0; i < 7; i++) {
+		__u8 *p = data + off + o + i;
+
+		PIN(p);
+		if (o + i >= RD(s->req_len))
+			break;
+		if ((void *)(p + 1) > data_end)
+			return -1;
+		s->req[(o + i) & MASK] = *p;
+	}
+	return 0;
+}
+
+static __always_inline int copy_out(struct scratch *s, void *data, void *data_end, __u32 off)
+{
+	__u32 i, o;
+
+	for (i = 0; i < REQ_MAX / 8; i++) {
+		void *p;
+
+		o = i * 8;
+		if (o + 8 > RD(s->resp_len))
+			break;
+		p = data + off + o;
+		PIN(p);
+		if (p + 8 > data_end)
+			return -1;
+		*(__u64 *)p = *(__u64 *)&s->resp[o];
+	}
+	o = RD(s->resp_len) & (MASK & ~7U);
+	for (i = 0; i < 7; i++) {
+		__u8 *p = data + off + o + i;
+
+		PIN(p);
+		if (o + i >= RD(s->resp_len))
+			break;
+		if ((void *)(p + 1) > data_end)
+			return -1;
+		*p = s->resp[(o + i) & MASK];
+	}
+	return 0;
+}
+
+/* Ones' complement sum of resp[0..resp_len), padded with zeros to 4 bytes. */
+static __always_inline __u64 sum_resp(struct scratch *s, __u64 seed)
+{
+	__u32 len = RD(s->resp_len) & MASK;
+	__u32 l4 = (len + 3) & ~3U;
+
+	for (__u32 j = 0; j < 3; j++)
+		if (len + j < l4)
+			s->resp[(len + j) & MASK] = 0;
+#pragma unroll
+	for (__u32 c = 0; c < 4; c++) {
+		__u32 off = c * 512, sz;
+
+		l4 = (RD(s->resp_len) + 3) & ~3U;
+		if (l4 <= off)
+			break;
+		sz = l4 - off;
+		if (sz > 512)
+			sz = 512;
+		seed = (__u32)bpf_csum_diff(0, 0, (void *)&s->resp[off], sz, (__u32)seed);
+	}
+	return seed;
+}
+
+struct frame {
+	__be16 id, seq, total, reserved;
+};
+
+SEC("xdp")
+int kv_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct udphdr *udp;
+	struct frame *fr;
+	struct scratch *s;
+	__u32 hoff, slot, plen, rlen;
+	int v6, act;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
+			return XDP_PASS;
+		if (ip->frag_off & bpf_htons(0x3fff)) /* fragments: the stack reassembles */
+			return XDP_PASS;
+		hoff = sizeof(*eth) + sizeof(*ip);
+		v6 = 0;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
+			return XDP_PASS;
+		hoff = sizeof(*eth) + sizeof(*ip6);
+		v6 = 1;
+	} else {
+		return XDP_PASS;
+	}
+	udp = data + hoff;
+	if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(port))
+		return XDP_PASS;
+	STAT_INC(rx);
+	fr = (void *)(udp + 1);
+	if ((void *)(fr + 1) > data_end)
+		goto pass;
+	plen = bpf_ntohs(udp->len);
+	if (plen < sizeof(*udp) + sizeof(*fr) || data + hoff + plen > data_end)
+		goto pass;
+	plen -= sizeof(*udp) + sizeof(*fr);
+	if (plen > REQ_MAX - 8 || fr->seq != 0 || fr->total != bpf_htons(1))
+		goto pass;
+	slot = slow_token && fr->reserved == bpf_htons(slow_token) ? 1 : 0;
+	s = get_scratch(slot);
+	if (!s)
+		goto pass;
+	WR(s->req_len, plen);
+	if (copy_in(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr)) < 0)
+		goto pass;
+	WR(s->slot, slot);
+
+	act = process(slot);
+	if (act == ACT_DROP) {
+		STAT_INC(drop);
+		return XDP_DROP;
+	}
+	if (act != ACT_TX)
+		goto pass;
+
+	/* Turn the request into the reply in place. */
+	rlen = RD(s->resp_len);
+	if (rlen > REQ_MAX - 8)
+		goto pass;
+	if (bpf_xdp_adjust_tail(ctx, (int)rlen - (int)RD(s->req_len)))
+		goto pass;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
+	{
+		__u8 mac[ETH_ALEN];
+
+		__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+		__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+	}
+	__u16 ulen = sizeof(*udp) + sizeof(*fr) + rlen;
+	__u64 sum;
+
+	if (!v6) {
+		struct iphdr *ip = (void *)(eth + 1);
+		__be32 a;
+		struct {
+			__be32 saddr, daddr;
+			__u8 zero, proto;
+			__be16 len;
+		} ph;
+
+		if ((void *)(ip + 1) > data_end)
+			return XDP_DROP;
+		a = ip->saddr;
+		ip->saddr = ip->daddr;
+		ip->daddr = a;
+		ip->tot_len = bpf_htons(sizeof(*ip) + ulen);
+		ip->ttl = 64;
+		ip->check = 0;
+		ip->check = fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
+		ph.saddr = ip->saddr;
+		ph.daddr = ip->daddr;
+		ph.zero = 0;
+		ph.proto = IPPROTO_UDP;
+		ph.len = bpf_htons(ulen);
+		sum = (__u32)bpf_csum_diff(0, 0, (void *)&ph, sizeof(ph), 0);
+		udp = (void *)(ip + 1);
+	} else {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		struct in6_addr a;
+		struct {
+			struct in6_addr saddr, daddr;
+			__be32 len;
+			__u8 zero[3], nh;
+		} ph = {};
+
+		if ((void *)(ip6 + 1) > data_end)
+			return XDP_DROP;
+		a = ip6->saddr;
+		ip6->saddr = ip6->daddr;
+		ip6->daddr = a;
+		ip6->payload_len = bpf_htons(ulen);
+		ip6->hop_limit = 64;
+		ph.saddr = ip6->saddr;
+		ph.daddr = ip6->daddr;
+		ph.len = bpf_htonl(ulen);
+		ph.nh = IPPROTO_UDP;
+		sum = (__u32)bpf_csum_diff(0, 0, (void *)&ph, sizeof(ph), 0);
+		udp = (void *)(ip6 + 1);
+	}
+	fr = (void *)(udp + 1);
+	if ((void *)(fr + 1) > data_end)
+		return XDP_DROP;
+	{
+		__be16 p = udp->source;
+
+		udp->source = udp->dest;
+		udp->dest = p;
+	}
+	udp->len = bpf_htons(ulen);
+	udp->check = 0;
+	fr->seq = 0;
+	fr->total = bpf_htons(1);
+	fr->reserved = 0;
+	if (copy_out(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr)) < 0)
+		return XDP_DROP;
+	sum = (__u32)bpf_csum_diff(0, 0, (void *)udp, sizeof(*udp) + sizeof(*fr), (__u32)sum);
+	sum = sum_resp(s, sum);
+	udp->check = fold(sum) ?: 0xffff;
+	STAT_INC(tx);
+	return XDP_TX;
+pass:
+	STAT_INC(pass);
+	return XDP_PASS;
+}
+
+/* The slow path's control program, run with BPF_PROG_TEST_RUN on a struct
+ * kv_ctl so that it serializes with XDP on the same stripe locks. Returns 0
+ * when done, 1 when the expected cas did not match. */
+SEC("xdp")
+int kv_control(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct kv_ctl *c = data;
+	struct scratch *s = get_scratch(1);
+	struct kv_val *v;
+	struct stripe *lk;
+	__u64 h;
+	int res = 0;
+
+	if (!s || (void *)(c + 1) > data_end || c->klen == 0 || c->klen > KV_KEY_MAX)
+		return 2;
+	for (__u32 i = 0; i < KV_KEY_SLOT / 8; i++)
+		((__u64 *)s->key)[i] = ((__u64 *)c->key)[i];
+	WR(s->klen, c->klen);
+	hash_key(1);
+	h = RD(s->hash);
+	lk = stripe_of(h);
+	if (!lk)
+		return 2;
+	v = bpf_map_lookup_elem(&kv, &h);
+	if (!v) {
+		struct kv_val *nv = (struct kv_val *)s->val;
+
+		if (c->op != KV_CTL_MARK_SLOW)
+			return 0;
+		if (c->cas)
+			return 1;
+		nv->cas = c->new_cas;
+		nv->exptime = 0;
+		nv->flags = 0;
+		nv->len = 0;
+		nv->slow = 1;
+		set_key(s, nv);
+		if (bpf_map_update_elem(&kv, &h, nv, BPF_NOEXIST))
+			return 1; /* raced with an insert: the caller retries */
+		STAT_INC(inserts);
+		return 0;
+	}
+	bpf_spin_lock(&lk->lock);
+	if (c->cas && (!v->cas || v->cas != c->cas || !key_eq(s, v))) {
+		res = 1;
+	} else if (c->op == KV_CTL_MARK_SLOW) {
+		if (!key_eq(s, v))
+			set_key(s, v);
+		v->slow = 1;
+		v->len = 0;
+		v->cas = c->new_cas;
+		v->exptime = 0;
+	} else if (key_eq(s, v)) {
+		v->slow = 0;
+		v->cas = 0;
+		v->len = 0;
+	}
+	bpf_spin_unlock(&lk->lock);
+	return res;
+}
+
+/* Make the shared types visible in BTF for bpf2go's Go types. */
+const struct kv_val *unused_kv_val __attribute__((unused));
+const struct kv_ctl *unused_kv_ctl __attribute__((unused));
+
+char LICENSE[] SEC("license") = "GPL";

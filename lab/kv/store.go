@@ -1,0 +1,146 @@
+// Package kv loads and runs the XDP key-value store (bpf/kv.bpf.c): it sizes
+// and loads the BPF objects, attaches them to an interface, and runs the Go
+// slow path that serves what XDP passes up, plus memcached over TCP.
+package kv
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults of Config.
+const (
+	DefaultPort     = 11211
+	DefaultEntries  = 65536
+	DefaultMaxValue = 1024
+	maxValueLimit   = 1024 // KV_VAL_MAX in bpf/include/kv.h
+	// memcached caps UDP reply datagrams at 1400 bytes including the frame.
+	defaultReplyMax = 1400 - frameLen
+)
+
+// Config sizes the store at load time.
+type Config struct {
+	Port     uint16 // UDP (and TCP) port; DefaultPort if zero
+	Entries  uint32 // map entries; DefaultEntries if zero
+	MaxValue uint32 // largest value kept in the kernel; larger ones live in Go
+}
+
+func (c *Config) normalize() error {
+	if c.Port == 0 {
+		c.Port = DefaultPort
+	}
+	if c.Entries == 0 {
+		c.Entries = DefaultEntries
+	}
+	if c.MaxValue == 0 {
+		c.MaxValue = DefaultMaxValue
+	}
+	if c.MaxValue < 64 || c.MaxValue > maxValueLimit {
+		return fmt.Errorf("max value %d out of range: use 64..%d bytes (larger values are served by the slow path)", c.MaxValue, maxValueLimit)
+	}
+	if c.Entries < 16 {
+		return fmt.Errorf("entries %d too small: use at least 16", c.Entries)
+	}
+	return nil
+}
+
+// Objects are the loaded BPF programs and maps of one store.
+type Objects struct {
+	cfg   Config
+	objs  kvObjects
+	token uint16 // marks the slow path's own requests to the XDP program
+	vsize uint32 // map value size: header + capacity
+}
+
+var valHeaderSize = uint32(unsafe.Sizeof(kvKvVal{}))
+
+// valSlack is KV_VAL_SLACK: spare bytes after the data for 8-byte copies.
+const valSlack = 32
+
+// Load sizes the maps, sets the program's constants and loads everything
+// through the verifier. A rejection carries the verifier's last lines.
+func Load(cfg Config) (*Objects, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise memlock limit: %w", err)
+	}
+	spec, err := loadKv()
+	if err != nil {
+		return nil, err
+	}
+	o := &Objects{cfg: cfg}
+	capacity := (cfg.MaxValue + 7) &^ 7
+	o.vsize = valHeaderSize + capacity + valSlack
+	spec.Maps["kv"].MaxEntries = cfg.Entries
+	spec.Maps["kv"].ValueSize = o.vsize
+	var tok [2]byte
+	for o.token == 0 {
+		if _, err := rand.Read(tok[:]); err != nil {
+			return nil, err
+		}
+		o.token = binary.BigEndian.Uint16(tok[:])
+	}
+	for name, v := range map[string]any{
+		"port": cfg.Port, "val_cap": capacity, "reply_max": uint32(defaultReplyMax), "slow_token": o.token,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+		return nil, loadError(err)
+	}
+	if err := o.SyncClock(); err != nil {
+		o.Close()
+		return nil, err
+	}
+	return o, nil
+}
+
+// loadError turns a load failure into one readable error: permission
+// problems name the fix, verifier rejections keep their last lines.
+func loadError(err error) error {
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("loading BPF needs root (or CAP_BPF+CAP_NET_ADMIN): %w", err)
+	}
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		log := ve.Log
+		if len(log) > 8 {
+			log = log[len(log)-8:]
+		}
+		return fmt.Errorf("verifier rejected the store: %v\n  %s", ve.Cause, strings.Join(log, "\n  "))
+	}
+	return fmt.Errorf("load store: %w", err)
+}
+
+// SyncClock tells the program how CLOCK_MONOTONIC maps to unix time, for
+// memcached's absolute expiry times.
+func (o *Objects) SyncClock() error {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return err
+	}
+	off := time.Now().UnixNano() - ts.Nano()
+	return o.objs.UnixOffsetNs.Set(off)
+}
+
+// Program is the XDP program to attach.
+func (o *Objects) Program() *ebpf.Program { return o.objs.KvXdp }
+
+// Config is the configuration the objects were loaded with.
+func (o *Objects) Config() Config { return o.cfg }
+
+// Close releases programs and maps.
+func (o *Objects) Close() error { return o.objs.Close() }

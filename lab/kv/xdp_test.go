@@ -1,0 +1,82 @@
+package kv
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+var (
+	testClient = netip.MustParseAddrPort("198.18.0.1:40000")
+	testServer = netip.MustParseAddrPort("198.18.0.2:11211")
+)
+
+func loadForTest(t testing.TB, cfg Config) *Objects {
+	t.Helper()
+	o, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	return o
+}
+
+// run sends one request through the XDP program and returns the action and
+// the reply payload (when XDP_TX).
+func run(t testing.TB, o *Objects, d Datagram) (uint32, []byte) {
+	t.Helper()
+	in := d.Frame()
+	out := make([]byte, len(in)+4096)
+	opts := ebpf.RunOptions{Data: in, DataOut: out}
+	ret, err := o.objs.KvXdp.Run(&opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ret != 3 { // XDP_TX
+		return ret, nil
+	}
+	r, err := ParseFrame(opts.DataOut)
+	if err != nil {
+		t.Fatalf("reply frame: %v", err)
+	}
+	if r.Dst != d.Src || r.Src != d.Dst || r.ID != d.ID || r.Total != 1 || r.Seq != 0 {
+		t.Fatalf("reply header: %+v for request %+v", r, d)
+	}
+	return ret, r.Payload
+}
+
+func TestXDPBasic(t *testing.T) {
+	o := loadForTest(t, Config{})
+	for _, src := range []netip.AddrPort{testClient, netip.MustParseAddrPort("[fd00::1]:40000")} {
+		dst := testServer
+		if src.Addr().Is6() {
+			dst = netip.MustParseAddrPort("[fd00::2]:11211")
+		}
+		steps := []struct{ req, want string }{
+			{"get foo\r\n", "END\r\n"},
+			{"set foo 5 0 3\r\nbar\r\n", "STORED\r\n"},
+			{"get foo\r\n", "VALUE foo 5 3\r\nbar\r\nEND\r\n"},
+			{"append foo 0 0 2\r\nxy\r\n", "STORED\r\n"},
+			{"prepend foo 0 0 2\r\n<<\r\n", "STORED\r\n"},
+			{"get foo nope\r\n", "VALUE foo 5 7\r\n<<barxy\r\nEND\r\n"},
+			{"add foo 0 0 1\r\nz\r\n", "NOT_STORED\r\n"},
+			{"set n 0 0 3\r\n100\r\n", "STORED\r\n"},
+			{"decr n 1\r\n", "99\r\n"},
+			{"get n\r\n", "VALUE n 0 3\r\n99 \r\nEND\r\n"},
+			{"incr n 18446744073709551517\r\n", "0\r\n"},
+			{"delete foo\r\n", "DELETED\r\n"},
+			{"delete foo\r\n", "NOT_FOUND\r\n"},
+			{"touch n 100\r\n", "TOUCHED\r\n"},
+			{"set e 0 -1 1\r\nx\r\n", "STORED\r\n"},
+			{"get e\r\n", "END\r\n"},
+		}
+		for i, st := range steps {
+			act, got := run(t, o, Datagram{Src: src, Dst: dst, ID: uint16(i), Payload: []byte(st.req)})
+			if act != 3 || string(got) != st.want {
+				t.Fatalf("%s %q: action %d reply %q, want %q", src, st.req, act, got, st.want)
+			}
+		}
+		run(t, o, Datagram{Src: src, Dst: dst, Payload: []byte("delete n\r\n")})
+	}
+}
