@@ -101,9 +101,18 @@ func (c *Client) Do(ctx context.Context, raw []byte) ([]byte, error) {
 }
 
 // Send sends raw like Do but does not wait for the reply, so that many
-// requests can be in flight; collect each reply with Call.Wait.
+// requests can be in flight; collect each reply with Call.Wait. Over UDP,
+// keep the number in flight well below what the server's socket buffer
+// holds (memcached keeps the kernel default, about 200 small datagrams):
+// datagrams beyond it are lost.
 func (c *Client) Send(raw []byte) (*Call, error) {
-	expect := ExpectedReplies(raw)
+	return c.SendExpect(raw, ExpectedReplies(raw))
+}
+
+// SendExpect is Send with the replies to wait for given, in order, rather
+// than parsed from raw: for requests the codec does not know, or to save
+// the parse. With no commands the call completes once raw is sent.
+func (c *Client) SendExpect(raw []byte, expect []Command) (*Call, error) {
 	call := &Call{c: c, expect: expect, done: make(chan struct{})}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()

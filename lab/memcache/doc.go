@@ -27,8 +27,14 @@
 //   - A line longer than 2048 bytes without '\n' closes the connection
 //     unless it starts with "get " or "gets ".
 //
-// Over UDP memcached drops requests whose header says they span several
-// datagrams, sends each part of a multi-get (a VALUE, or the final END) as
-// its own message with sequence 0 and total 1, and splits long messages into
-// 1400-byte datagrams (header included) with seq/total set.
+// Over UDP (see udp_test.go) memcached drops a request whose header has a
+// total other than 1 (it ignores seq and reserved), and replies under the
+// request's id. It sends each reply of a datagram holding several requests,
+// and each VALUE of a multi-get, as its own message: datagrams numbered
+// seq 0..total-1, at most 1400 bytes each, header included. END travels with
+// the last key's VALUE, or alone if the last key missed; a multi-get that
+// starts with a miss first sends an empty datagram with total 0. A storage
+// request whose data block is not all in its datagram leaves memcached
+// reading the rest from the next datagrams, headers included, which garbles
+// them. Reassembler handles all of this.
 package memcache

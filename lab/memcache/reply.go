@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"strconv"
 )
 
 // ReplyLen reports whether buf starts with a complete reply to a request
@@ -81,24 +80,54 @@ type ValueHeader struct {
 // ParseValueLine parses a VALUE line, with or without its "\r\n".
 func ParseValueLine(line []byte) (ValueHeader, error) {
 	line = trimCR(bytes.TrimSuffix(line, []byte("\n")))
-	f := bytes.Split(line, []byte(" "))
-	if len(f) != 4 && len(f) != 5 || string(f[0]) != "VALUE" || len(f[1]) == 0 {
+	var f [6][]byte
+	nf := 0
+	for rest := line; nf < len(f); nf++ {
+		var field []byte
+		var found bool
+		field, rest, found = bytes.Cut(rest, []byte(" "))
+		f[nf] = field
+		if !found {
+			nf++
+			break
+		}
+	}
+	if nf != 4 && nf != 5 || string(f[0]) != "VALUE" || len(f[1]) == 0 {
 		return ValueHeader{}, fmt.Errorf("memcache: bad VALUE line %q", line)
 	}
-	flags, err1 := strconv.ParseUint(string(f[2]), 10, 32)
-	n, err2 := strconv.ParseUint(string(f[3]), 10, 31)
-	if err1 != nil || err2 != nil {
+	flags, ok1 := parseDecimal(f[2], 1<<32-1)
+	n, ok2 := parseDecimal(f[3], 1<<31-1)
+	if !ok1 || !ok2 {
 		return ValueHeader{}, fmt.Errorf("memcache: bad VALUE line %q", line)
 	}
 	v := ValueHeader{Key: f[1], Flags: uint32(flags), Bytes: int(n)}
-	if len(f) == 5 {
-		cas, err := strconv.ParseUint(string(f[4]), 10, 64)
-		if err != nil {
+	if nf == 5 {
+		cas, ok := parseDecimal(f[4], 1<<64-1)
+		if !ok {
 			return ValueHeader{}, fmt.Errorf("memcache: bad VALUE line %q", line)
 		}
 		v.CAS, v.HasCAS = cas, true
 	}
 	return v, nil
+}
+
+// parseDecimal parses the plain decimal numbers servers write, up to max.
+func parseDecimal(b []byte, max uint64) (uint64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if v > (max-d)/10 {
+			return 0, false
+		}
+		v = v*10 + d
+	}
+	return v, true
 }
 
 // Item is a key and its value, as stored by the client's storage methods
