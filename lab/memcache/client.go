@@ -13,9 +13,9 @@ import (
 // the one socket. Over UDP each request gets its own request id; over TCP
 // replies are matched to requests in order.
 //
-// A request that gets no reply (noreply, or one memcached drops, such as a
-// UDP request spanning several datagrams) is only bounded by the context's
-// deadline, so give every call a deadline.
+// A request whose reply never comes (one memcached drops, such as a UDP
+// request spanning several datagrams, or a lost datagram) is only bounded
+// by the context's deadline, so give every call a deadline.
 type Client struct {
 	conn net.Conn
 	udp  bool

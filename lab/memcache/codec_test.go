@@ -245,6 +245,8 @@ func TestExpectedReplies(t *testing.T) {
 		{"set a 0 0\r\na\r\n", []Command{CmdUnknown, CmdUnknown}},
 		{"incr a x noreply\r\nstats\r\nquit\r\nversion\r\n", []Command{CmdStats}},
 		{"version\r\nget a", []Command{CmdVersion}},
+		{"version\r\nget a " + key251 + "\r\nversion\r\n", []Command{CmdUnknown, CmdVersion}},
+		{"get a\r\nversion\r\ngets " + key251 + "\r\n", []Command{CmdGet, CmdUnknown}},
 	} {
 		if got := ExpectedReplies([]byte(tc.in)); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("ExpectedReplies(%q) = %v, want %v", tc.in, got, tc.want)

@@ -3,6 +3,7 @@ package memcache
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -10,11 +11,14 @@ import (
 
 // Errors for the replies of typed methods that are outcomes, not failures.
 var (
-	ErrNotStored = fmt.Errorf("memcache: not stored")             // NOT_STORED
-	ErrExists    = fmt.Errorf("memcache: exists (cas mismatch)")  // EXISTS
-	ErrNotFound  = fmt.Errorf("memcache: not found")              // NOT_FOUND
-	errNoReply   = fmt.Errorf("%w: no reply", ErrUnexpectedReply) // quiet server
-	errKey       = fmt.Errorf("memcache: key is empty or has a space, control character or more than 250 bytes")
+	ErrNotStored = errors.New("memcache: not stored")            // NOT_STORED
+	ErrExists    = errors.New("memcache: exists (cas mismatch)") // EXISTS
+	ErrNotFound  = errors.New("memcache: not found")             // NOT_FOUND
+)
+
+var (
+	errNoReply = fmt.Errorf("%w: no reply", ErrUnexpectedReply)
+	errKey     = errors.New("memcache: key is empty or has a space, control character or more than 250 bytes")
 )
 
 // validKey checks what the typed methods put on the wire; Do sends

@@ -6,8 +6,9 @@
 // The codec knows no server: it says what a request is and what memcached
 // would reply to a malformed one, never what a well-formed one should return.
 //
-// Behaviour worth knowing, measured against memcached 1.6.18 (see
-// memcached_test.go, which re-checks every claim against a live server):
+// Behaviour worth knowing, measured against memcached 1.6.18 (the table in
+// behaviour_test.go records it, and its test re-measures it on a live
+// server):
 //
 //   - A line ends at '\n'; one '\r' before it is dropped. A NUL byte ends
 //     the line early. Tokens are separated by ' ' only (a tab is part of a
@@ -21,9 +22,13 @@
 //     "ERROR"). Only a value too large for the cache is swallowed, and a
 //     data block not ending in "\r\n" is consumed (length+2 bytes) before
 //     "CLIENT_ERROR bad data chunk".
-//   - noreply (the last token being "noreply") suppresses error replies too,
-//     except "ERROR" for a wrong token count, which is sent before noreply is
-//     looked at.
+//   - noreply is the last token being "noreply", wherever it stands
+//     ("set k 0 0 noreply" is a set with noreply and a bad length). It
+//     suppresses error replies too, except "ERROR" for a wrong token count,
+//     which comes before noreply is looked at. An optional last token that is
+//     not "noreply" is ignored ("set k 0 0 1 x", "incr k 1 x").
+//   - A get or gets with a key over 250 bytes also discards the replies
+//     memcached has queued but not sent (Error.DropPending).
 //   - A line longer than 2048 bytes without '\n' closes the connection
 //     unless it starts with "get " or "gets ".
 //

@@ -87,9 +87,11 @@ func replyLenSeq(cmds []Command, buf []byte) (int, bool) {
 // ExpectedReplies parses raw, which may hold several requests, and returns
 // the commands whose replies memcached sends, in order: requests with
 // noreply, errors memcached keeps quiet about, quit, and an incomplete tail
-// get none. Rejected requests are framed as one line (CmdUnknown).
+// get none, and replies an Error.DropPending discards are left out.
+// Rejected requests are framed as one line (CmdUnknown).
 func ExpectedReplies(raw []byte) []Command {
 	var cmds []Command
+	sent := 0 // memcached sends what it has queued after each get
 	for len(raw) > 0 {
 		req, n, err := ParseRequest(raw)
 		if err == ErrIncomplete {
@@ -98,6 +100,9 @@ func ExpectedReplies(raw []byte) []Command {
 		if e, ok := err.(*Error); ok {
 			if e.Close {
 				break
+			}
+			if e.DropPending {
+				cmds = cmds[:sent]
 			}
 			if !e.Silent {
 				cmds = append(cmds, CmdUnknown)
@@ -110,6 +115,9 @@ func ExpectedReplies(raw []byte) []Command {
 		}
 		if !req.NoReply {
 			cmds = append(cmds, req.Command)
+		}
+		if req.Command == CmdGet || req.Command == CmdGets {
+			sent = len(cmds)
 		}
 		raw = raw[n:]
 	}

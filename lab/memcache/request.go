@@ -79,7 +79,8 @@ const (
 )
 
 // Request is one parsed text-protocol request. Its byte slices alias the
-// buffer it was parsed from.
+// buffer it was parsed from. Numbers hold what memcached makes of the
+// request, wrapped to their width as memcached wraps them.
 type Request struct {
 	Command Command
 	Key     []byte   // single-key commands
