@@ -909,6 +909,8 @@ __noinline int process(__u32 slot)
 	for (i = 0; i < REQ_MAX; i++) {
 		if (i >= len)
 			break;
+		if (s->req[i] == 0) /* memcached stops a line at NUL: the slow path's job */
+			return ACT_PASS;
 		if (s->req[i] == '\n') {
 			WR(s->data_start, i + 1);
 			found = 1;
@@ -1210,9 +1212,9 @@ pass:
 	return XDP_PASS;
 }
 
-/* The slow path's control program, run with BPF_PROG_TEST_RUN on a struct
- * kv_ctl so that it serializes with XDP on the same stripe locks. Returns 0
- * when done, 1 when the expected cas did not match. */
+/* The slow path's control program: struct kv_ctl in, struct kv_ctl out
+ * (through BPF_PROG_TEST_RUN's data_out). Always returns XDP_PASS; the result
+ * is in kv_ctl.result. */
 SEC("xdp")
 int kv_control(struct xdp_md *ctx)
 {
@@ -1222,55 +1224,121 @@ int kv_control(struct xdp_md *ctx)
 	struct scratch *s = get_scratch(1);
 	struct kv_val *v;
 	struct stripe *lk;
-	__u64 h;
-	int res = 0;
+	__u64 h, now, cas, ncas;
+	__u32 op, cond, len, res = KV_CTL_OK;
+	int live, ours, present;
 
-	if (!s || (void *)(c + 1) > data_end || c->klen == 0 || c->klen > KV_KEY_MAX)
-		return 2;
+	if (!s || (void *)(c + 1) > data_end)
+		return XDP_PASS;
+	op = c->op;
+	cond = c->cond;
+	cas = c->cas;
+	now = c->now;
+	len = c->len;
+	if (c->klen == 0 || c->klen > KV_KEY_MAX || len > val_cap) {
+		c->result = KV_CTL_ERROR;
+		return XDP_PASS;
+	}
 	for (__u32 i = 0; i < KV_KEY_SLOT / 8; i++)
 		((__u64 *)s->key)[i] = ((__u64 *)c->key)[i];
 	WR(s->klen, c->klen);
 	hash_key(1);
 	h = RD(s->hash);
 	lk = stripe_of(h);
-	if (!lk)
-		return 2;
+	if (!lk) {
+		c->result = KV_CTL_ERROR;
+		return XDP_PASS;
+	}
+	ncas = c->new_cas ? c->new_cas : new_cas(s, 1);
 	v = bpf_map_lookup_elem(&kv, &h);
 	if (!v) {
 		struct kv_val *nv = (struct kv_val *)s->val;
 
-		if (c->op != KV_CTL_MARK_SLOW)
-			return 0;
-		if (c->cas)
-			return 1;
-		nv->cas = c->new_cas;
-		nv->exptime = 0;
-		nv->flags = 0;
-		nv->len = 0;
-		nv->slow = 1;
+		if (op == KV_CTL_LOAD || op == KV_CTL_DELETE) {
+			c->result = op == KV_CTL_LOAD ? KV_CTL_ABSENT : KV_CTL_OK;
+			return XDP_PASS;
+		}
+		if (cond == KV_COND_CAS) {
+			c->result = KV_CTL_FAILED;
+			return XDP_PASS;
+		}
+		nv->cas = ncas;
+		nv->exptime = op == KV_CTL_STORE ? c->exptime : 0;
+		nv->flags = op == KV_CTL_STORE ? c->flags : 0;
+		nv->len = op == KV_CTL_STORE ? len : 0;
+		nv->slow = op == KV_CTL_MARK;
 		set_key(s, nv);
-		if (bpf_map_update_elem(&kv, &h, nv, BPF_NOEXIST))
-			return 1; /* raced with an insert: the caller retries */
+		for (__u32 i = 0; i < KV_VAL_MAX / 8; i++) {
+			__u64 d = i * 8;
+
+			if (d >= len || d > val_cap)
+				break;
+			PIN(d);
+			*(__u64 *)&nv->data[d] = *(__u64 *)&c->data[d & 1023];
+		}
+		if (bpf_map_update_elem(&kv, &h, nv, BPF_NOEXIST)) {
+			c->result = KV_CTL_FAILED; /* raced with an insert, or full */
+			return XDP_PASS;
+		}
 		STAT_INC(inserts);
-		return 0;
+		c->result = KV_CTL_OK;
+		c->new_cas = ncas;
+		return XDP_PASS;
 	}
 	bpf_spin_lock(&lk->lock);
-	if (c->cas && (!v->cas || v->cas != c->cas || !key_eq(s, v))) {
-		res = 1;
-	} else if (c->op == KV_CTL_MARK_SLOW) {
+	ours = v->cas && key_eq(s, v);
+	live = ours && (v->slow || !(v->exptime && v->exptime <= now));
+	present = live;
+	if (cond == KV_COND_ABSENT && present)
+		res = KV_CTL_FAILED;
+	else if (cond == KV_COND_CAS && (!present || v->cas != cas))
+		res = KV_CTL_FAILED;
+	else if (op == KV_CTL_LOAD) {
+		if (!present) {
+			res = KV_CTL_ABSENT;
+		} else {
+			c->cas = v->cas;
+			c->exptime = v->exptime;
+			c->flags = v->flags;
+			c->slow = v->slow;
+			WR(s->alen, v->len > val_cap ? val_cap : v->len);
+			c->len = RD(s->alen);
+			for (__u32 i = 0; i < KV_VAL_MAX / 8; i++) {
+				__u64 d = i * 8;
+
+				if (d >= RD(s->alen) || d > val_cap)
+					break;
+				PIN(d);
+				*(__u64 *)&c->data[d & 1023] = *(__u64 *)&v->data[d];
+			}
+		}
+	} else if (op == KV_CTL_DELETE) {
+		if (ours) {
+			v->cas = 0;
+			v->slow = 0;
+			v->len = 0;
+		}
+	} else {
 		if (!key_eq(s, v))
 			set_key(s, v);
-		v->slow = 1;
-		v->len = 0;
-		v->cas = c->new_cas;
-		v->exptime = 0;
-	} else if (key_eq(s, v)) {
-		v->slow = 0;
-		v->cas = 0;
-		v->len = 0;
+		v->cas = ncas;
+		v->slow = op == KV_CTL_MARK;
+		v->exptime = op == KV_CTL_STORE ? c->exptime : 0;
+		v->flags = op == KV_CTL_STORE ? c->flags : 0;
+		v->len = op == KV_CTL_STORE ? len : 0;
+		for (__u32 i = 0; i < KV_VAL_MAX / 8; i++) {
+			__u64 d = i * 8;
+
+			if (op != KV_CTL_STORE || d >= len || d > val_cap)
+				break;
+			PIN(d);
+			*(__u64 *)&v->data[d] = *(__u64 *)&c->data[d & 1023];
+		}
+		c->new_cas = ncas;
 	}
 	bpf_spin_unlock(&lk->lock);
-	return res;
+	c->result = res;
+	return XDP_PASS;
 }
 
 /* Make the shared types visible in BTF for bpf2go's Go types. */

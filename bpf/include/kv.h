@@ -53,19 +53,44 @@ struct kv_stats {
 	__u64 deletes;     /* map entries removed (delete, expiry) */
 };
 
-/* Operations of the control program, run by the slow path with
- * BPF_PROG_TEST_RUN so that it takes the same stripe locks as XDP. */
+/* Operations of the control program, which the slow path runs with
+ * BPF_PROG_TEST_RUN on a struct kv_ctl so that its reads and writes take the
+ * same stripe locks as XDP. */
 enum kv_ctl_op {
-	KV_CTL_MARK_SLOW = 1, /* make key a slow-path key (create if absent) */
-	KV_CTL_DELETE = 2,    /* remove key (slow marker or item) */
+	KV_CTL_LOAD = 1,   /* copy the key's entry out (item or slow marker) */
+	KV_CTL_STORE = 2,  /* write an item (data in data[]) if cond holds */
+	KV_CTL_MARK = 3,   /* make the key a slow-path key if cond holds */
+	KV_CTL_DELETE = 4, /* make the key absent if cond holds */
+};
+
+enum kv_ctl_cond {
+	KV_COND_ANY = 0,
+	KV_COND_ABSENT = 1, /* no live item and no marker */
+	KV_COND_CAS = 2,    /* the entry's cas equals cas */
+};
+
+enum kv_ctl_result {
+	KV_CTL_OK = 0,
+	KV_CTL_FAILED = 1, /* cond did not hold */
+	KV_CTL_ABSENT = 2, /* LOAD: no live entry */
+	KV_CTL_ERROR = 3,  /* malformed request or map full */
 };
 
 struct kv_ctl {
 	__u32 op;
+	__u32 cond;
+	__u32 result;  /* out */
 	__u32 klen;
-	__u64 cas;     /* MARK_SLOW: expected cas of the current item, 0 = any */
-	__u64 new_cas; /* MARK_SLOW: cas the marker carries */
+	__u64 cas;     /* in: for KV_COND_CAS; out (LOAD): the entry's cas */
+	__u64 new_cas; /* in: cas to give (0: a fresh one); out: the cas given */
+	__u64 exptime; /* absolute unix seconds, 0 never */
+	__u64 now;     /* unix seconds the caller judges expiry by */
+	__u32 flags;
+	__u32 len;
+	__u32 slow;    /* out (LOAD): the entry is a slow-path marker */
+	__u32 pad;
 	__u8 key[KV_KEY_SLOT];
+	__u8 data[KV_VAL_MAX + KV_VAL_SLACK];
 };
 
 #endif

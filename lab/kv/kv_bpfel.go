@@ -14,12 +14,21 @@ import (
 )
 
 type kvKvCtl struct {
-	_      structs.HostLayout
-	Op     uint32
-	Klen   uint32
-	Cas    uint64
-	NewCas uint64
-	Key    [256]uint8
+	_       structs.HostLayout
+	Op      uint32
+	Cond    uint32
+	Result  uint32
+	Klen    uint32
+	Cas     uint64
+	NewCas  uint64
+	Exptime uint64
+	Now     uint64
+	Flags   uint32
+	Len     uint32
+	Slow    uint32
+	Pad     uint32
+	Key     [256]uint8
+	Data    [1056]uint8
 }
 
 type kvKvStats struct {

@@ -12,6 +12,10 @@ var (
 	testServer = netip.MustParseAddrPort("198.18.0.2:11211")
 )
 
+func testServerPort(o *Objects) netip.AddrPort {
+	return netip.AddrPortFrom(testServer.Addr(), o.cfg.Port)
+}
+
 func loadForTest(t testing.TB, cfg Config) *Objects {
 	t.Helper()
 	o, err := Load(cfg)

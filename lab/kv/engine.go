@@ -1,0 +1,390 @@
+package kv
+
+import (
+	"bytes"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/xdplab/xdplab/lab/memcache"
+)
+
+// relTimeMax is memcached's REALTIME_MAXDELTA: exptimes up to 30 days are
+// relative, larger ones absolute unix times.
+const relTimeMax = 60 * 60 * 24 * 30
+
+// maxItemValue approximates memcached's default item limit (-I 1m minus the
+// item header): longer values get "SERVER_ERROR object too large for cache".
+const maxItemValue = 1024*1024 - 64
+
+// item is one stored value as the slow path sees it.
+type item struct {
+	cas     uint64
+	exptime uint64 // absolute unix seconds, 0 never
+	flags   uint32
+	data    []byte
+}
+
+// engine executes memcached requests with memcached 1.6's semantics on the
+// items XDP serves: everything XDP passes up and every TCP request. Items
+// that fit the in-kernel slot live in the BPF map (read and written through
+// the control program, so under XDP's locks); larger ones live in big, and
+// the map holds a marker that makes XDP pass their requests up.
+type engine struct {
+	o *Objects
+
+	mu     sync.Mutex
+	big    map[string]item
+	casSeq uint64
+	stats  kvKvStats // requests served here; XDP's own are per-CPU in the map
+	now    func() time.Time
+}
+
+func newEngine(o *Objects) *engine {
+	return &engine{o: o, big: map[string]item{}, now: time.Now}
+}
+
+var errContended = errors.New("SERVER_ERROR key contended")
+
+// maxRetries bounds the retries of a read-modify-write that raced with XDP.
+const maxRetries = 16
+
+func absExptime(e int32, now uint64) uint64 {
+	switch {
+	case e == 0:
+		return 0
+	case e < 0:
+		return 1
+	case e <= relTimeMax:
+		return now + uint64(e)
+	}
+	return uint64(e)
+}
+
+func expired(exptime, now uint64) bool { return exptime != 0 && exptime <= now }
+
+// get returns the key's live item.
+func (g *engine) get(key []byte, now uint64) (item, bool, error) {
+	e, ok, err := g.o.load(key, now)
+	if err != nil || !ok {
+		return item{}, false, err
+	}
+	if !e.slow {
+		return item{cas: e.cas, exptime: e.exptime, flags: e.flags, data: e.data}, true, nil
+	}
+	b, ok := g.big[string(key)]
+	if !ok || b.cas != e.cas || expired(b.exptime, now) {
+		// A marker without its value (or an expired one): drop both.
+		if ok && expired(b.exptime, now) {
+			g.stats.GetExpired++
+		}
+		delete(g.big, string(key))
+		_, err := g.o.remove(key, condCAS, e.cas, now)
+		return item{}, false, err
+	}
+	return b, true, nil
+}
+
+// put writes it under cond (condCAS compares with cas). Values too large
+// for the kernel slot go to big behind a marker.
+func (g *engine) put(key []byte, it item, cond uint32, cas uint64, now uint64) (bool, error) {
+	if len(it.data) <= int(g.o.cfg.MaxValue) {
+		ok, _, err := g.o.write(key, entry{cas: it.cas, exptime: it.exptime, flags: it.flags, data: it.data}, cond, cas, now)
+		if ok {
+			delete(g.big, string(key))
+		}
+		return ok, err
+	}
+	if it.cas == 0 {
+		g.casSeq++
+		it.cas = g.casSeq<<10 | 2<<8 // the slow path's own cas space
+	}
+	ok, _, err := g.o.write(key, entry{cas: it.cas, slow: true}, cond, cas, now)
+	if ok {
+		it.data = bytes.Clone(it.data)
+		g.big[string(key)] = it
+	}
+	return ok, err
+}
+
+// exec runs one parsed request and returns memcached's reply (nil when
+// noreply silences it).
+func (g *engine) exec(req *memcache.Request) []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := uint64(g.now().Unix())
+	reply, err := g.execLocked(req, now)
+	if err != nil {
+		if errors.Is(err, errContended) {
+			return []byte(err.Error() + "\r\n")
+		}
+		return []byte("SERVER_ERROR " + err.Error() + "\r\n")
+	}
+	if req.NoReply {
+		return nil
+	}
+	return reply
+}
+
+func (g *engine) execLocked(req *memcache.Request, now uint64) ([]byte, error) {
+	switch req.Command {
+	case memcache.CmdGet, memcache.CmdGets:
+		return g.getMulti(req, now)
+	case memcache.CmdSet, memcache.CmdAdd, memcache.CmdReplace, memcache.CmdAppend, memcache.CmdPrepend, memcache.CmdCAS:
+		g.stats.CmdSet++
+		return g.store(req, now)
+	case memcache.CmdDelete:
+		return g.delete(req.Key, now)
+	case memcache.CmdIncr, memcache.CmdDecr:
+		return g.arith(req, now)
+	case memcache.CmdTouch:
+		g.stats.CmdTouch++
+		return g.touch(req, now)
+	}
+	return []byte("ERROR\r\n"), nil
+}
+
+func (g *engine) getMulti(req *memcache.Request, now uint64) ([]byte, error) {
+	var out []byte
+	for _, k := range req.Keys {
+		g.stats.CmdGet++
+		it, ok, err := g.get(k, now)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			g.stats.GetMisses++
+			continue
+		}
+		g.stats.GetHits++
+		out = appendValue(out, k, it, req.Command == memcache.CmdGets)
+	}
+	return append(out, "END\r\n"...), nil
+}
+
+func appendValue(out, key []byte, it item, withCAS bool) []byte {
+	out = append(out, "VALUE "...)
+	out = append(out, key...)
+	out = append(out, ' ')
+	out = strconv.AppendUint(out, uint64(it.flags), 10)
+	out = append(out, ' ')
+	out = strconv.AppendInt(out, int64(len(it.data)), 10)
+	if withCAS {
+		out = append(out, ' ')
+		out = strconv.AppendUint(out, it.cas, 10)
+	}
+	out = append(out, "\r\n"...)
+	out = append(out, it.data...)
+	return append(out, "\r\n"...)
+}
+
+var (
+	replyStored    = []byte("STORED\r\n")
+	replyNotStored = []byte("NOT_STORED\r\n")
+	replyExists    = []byte("EXISTS\r\n")
+	replyNotFound  = []byte("NOT_FOUND\r\n")
+	replyDeleted   = []byte("DELETED\r\n")
+	replyTouched   = []byte("TOUCHED\r\n")
+)
+
+// store runs set/add/replace/append/prepend/cas as a compare-and-swap loop
+// against whatever XDP does to the same key meanwhile.
+func (g *engine) store(req *memcache.Request, now uint64) ([]byte, error) {
+	for range maxRetries {
+		cur, live, err := g.get(req.Key, now)
+		if err != nil {
+			return nil, err
+		}
+		next := item{exptime: absExptime(req.Exptime, now), flags: req.Flags, data: req.Value}
+		cond, cas := uint32(condAbsent), uint64(0)
+		if live {
+			cond, cas = condCAS, cur.cas
+		}
+		switch req.Command {
+		case memcache.CmdSet:
+			cond = condAny
+		case memcache.CmdAdd:
+			if live {
+				return replyNotStored, nil
+			}
+		case memcache.CmdReplace:
+			if !live {
+				return replyNotStored, nil
+			}
+		case memcache.CmdAppend, memcache.CmdPrepend:
+			if !live {
+				return replyNotStored, nil
+			}
+			next.flags, next.exptime = cur.flags, cur.exptime
+			if req.Command == memcache.CmdAppend {
+				next.data = append(bytes.Clone(cur.data), req.Value...)
+			} else {
+				next.data = append(bytes.Clone(req.Value), cur.data...)
+			}
+		case memcache.CmdCAS:
+			if !live {
+				g.stats.CasMisses++
+				return replyNotFound, nil
+			}
+			if cur.cas != req.CAS {
+				g.stats.CasBadval++
+				return replyExists, nil
+			}
+		}
+		ok, err := g.put(req.Key, next, cond, cas, now)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			if req.Command == memcache.CmdCAS {
+				g.stats.CasHits++
+			}
+			g.stats.TotalItems++
+			return replyStored, nil
+		}
+	}
+	return nil, errContended
+}
+
+func (g *engine) delete(key []byte, now uint64) ([]byte, error) {
+	for range maxRetries {
+		cur, live, err := g.get(key, now)
+		if err != nil {
+			return nil, err
+		}
+		if !live {
+			g.stats.DeleteMisses++
+			return replyNotFound, nil
+		}
+		ok, err := g.o.remove(key, condCAS, cur.cas, now)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			delete(g.big, string(key))
+			g.stats.DeleteHits++
+			return replyDeleted, nil
+		}
+	}
+	return nil, errContended
+}
+
+func (g *engine) touch(req *memcache.Request, now uint64) ([]byte, error) {
+	for range maxRetries {
+		cur, live, err := g.get(req.Key, now)
+		if err != nil {
+			return nil, err
+		}
+		if !live {
+			g.stats.TouchMisses++
+			return replyNotFound, nil
+		}
+		cur.exptime = absExptime(req.Exptime, now)
+		ok, err := g.put(req.Key, cur, condCAS, cur.cas, now) // keeps cur.cas, as memcached does
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			g.stats.TouchHits++
+			return replyTouched, nil
+		}
+	}
+	return nil, errContended
+}
+
+var replyNonNumeric = []byte("CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")
+
+// arith is memcached's do_add_delta: 64-bit wrap on incr, floor at zero on
+// decr, and a result no longer than the old value written over it padded
+// with spaces.
+func (g *engine) arith(req *memcache.Request, now uint64) ([]byte, error) {
+	incr := req.Command == memcache.CmdIncr
+	for range maxRetries {
+		cur, live, err := g.get(req.Key, now)
+		if err != nil {
+			return nil, err
+		}
+		if !live {
+			if incr {
+				g.stats.IncrMisses++
+			} else {
+				g.stats.DecrMisses++
+			}
+			return replyNotFound, nil
+		}
+		v, ok := strtoull(cur.data)
+		if len(cur.data) == 0 || !ok {
+			return replyNonNumeric, nil
+		}
+		if incr {
+			v += req.Delta
+		} else if req.Delta > v {
+			v = 0
+		} else {
+			v -= req.Delta
+		}
+		digits := strconv.AppendUint(nil, v, 10)
+		next := cur
+		next.cas = 0
+		if len(digits) <= len(cur.data) {
+			next.data = append(bytes.Clone(digits), bytes.Repeat([]byte{' '}, len(cur.data)-len(digits))...)
+		} else {
+			next.data = digits
+		}
+		ok, err = g.put(req.Key, next, condCAS, cur.cas, now)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			if incr {
+				g.stats.IncrHits++
+			} else {
+				g.stats.DecrHits++
+			}
+			return append(digits, "\r\n"...), nil
+		}
+	}
+	return nil, errContended
+}
+
+// strtoull is memcached's safe_strtoull on an item's data, which memcached
+// keeps followed by "\r\n": C strtoull, then the rest must start with
+// whitespace (or be the end), and a negative number is refused.
+func strtoull(data []byte) (uint64, bool) {
+	s := append(bytes.Clone(data), '\r', '\n')
+	i := 0
+	for i < len(s) && isSpace(s[i]) {
+		i++
+	}
+	neg := false
+	if i < len(s) && (s[i] == '+' || s[i] == '-') {
+		neg = s[i] == '-'
+		i++
+	}
+	start := i
+	var v uint64
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		d := uint64(s[i] - '0')
+		if v > (^uint64(0)-d)/10 {
+			return 0, false // ERANGE
+		}
+		v = v*10 + d
+		i++
+	}
+	if i == start {
+		return 0, false // no conversion: endptr == str
+	}
+	if !(isSpace(s[i]) || s[i] == 0) {
+		return 0, false
+	}
+	if neg {
+		if v != 0 && int64(-v) < 0 {
+			return 0, false
+		}
+		v = -v
+	}
+	return v, true
+}
+
+func isSpace(c byte) bool { return c == ' ' || (c >= '\t' && c <= '\r') }

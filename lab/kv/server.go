@@ -1,0 +1,406 @@
+package kv
+
+import (
+	"bufio"
+	"encoding/binary"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+	"github.com/xdplab/xdplab/lab/memcache"
+)
+
+// Version is what `version` answers: memcached's format, naming the store.
+const Version = "1.6.18-xdplab"
+
+// Server is the slow path: it answers what XDP passes up on the UDP port
+// and serves the same protocol on TCP, on the same items.
+type Server struct {
+	o      *Objects
+	g      *engine
+	parser memcache.Parser
+	start  time.Time
+
+	udp   net.PacketConn
+	tcp   net.Listener
+	conns atomic.Int64
+	wg    sync.WaitGroup
+}
+
+// NewServer wraps loaded objects. Listen binds its sockets.
+func NewServer(o *Objects) *Server {
+	return &Server{o: o, g: newEngine(o), parser: memcache.Parser{MaxValueLen: maxItemValue}, start: time.Now()}
+}
+
+// Listen binds UDP and TCP on host:port in the calling thread's network
+// namespace (call it inside the namespace the store serves).
+func (s *Server) Listen(host string) error {
+	addr := net.JoinHostPort(host, strconv.Itoa(int(s.o.cfg.Port)))
+	udp, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("slow path UDP: %w", err)
+	}
+	tcp, err := net.Listen("tcp", addr)
+	if err != nil {
+		udp.Close()
+		return fmt.Errorf("slow path TCP: %w", err)
+	}
+	s.udp, s.tcp = udp, tcp
+	return nil
+}
+
+// Addrs are the bound UDP and TCP addresses.
+func (s *Server) Addrs() (udp, tcp net.Addr) { return s.udp.LocalAddr(), s.tcp.Addr() }
+
+// Serve runs until ctx ends, then closes the sockets and waits for its
+// goroutines.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.udp == nil {
+		return errors.New("serve: Listen first")
+	}
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); s.serveUDP() }()
+	go func() { defer s.wg.Done(); s.serveTCP() }()
+	go func() { defer s.wg.Done(); s.tick(ctx) }()
+	<-ctx.Done()
+	err := multierror.Append(nil, s.udp.Close(), s.tcp.Close()).ErrorOrNil()
+	s.wg.Wait()
+	return err
+}
+
+// tick keeps the program's clock offset current (NTP may slew the wall
+// clock) and runs delayed flush_all.
+func (s *Server) tick(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.o.SyncClock()
+		}
+	}
+}
+
+func (s *Server) serveUDP() {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := s.udp.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		h, err := memcache.ParseHeader(buf[:n])
+		// memcached ignores datagrams without a frame header and requests
+		// spanning several datagrams.
+		if err != nil || h.Total != 1 || h.Seq != 0 {
+			continue
+		}
+		out := s.execStream(buf[memcache.HeaderLen:n], nil)
+		if len(out) == 0 {
+			continue
+		}
+		for _, d := range memcache.AppendDatagrams(nil, h.RequestID, out) {
+			s.udp.WriteTo(d, from)
+		}
+	}
+}
+
+func (s *Server) serveTCP() {
+	for {
+		c, err := s.tcp.Accept()
+		if err != nil {
+			return
+		}
+		s.conns.Add(1)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.conns.Add(-1)
+			s.serveConn(c)
+		}()
+	}
+}
+
+// serveConn reads requests as they stream in and answers in order.
+func (s *Server) serveConn(c net.Conn) {
+	defer c.Close()
+	r := bufio.NewReaderSize(c, 64<<10)
+	w := bufio.NewWriter(c)
+	var buf []byte
+	for {
+		if len(buf) > 0 {
+			req, n, err := s.parser.Parse(buf)
+			if err == nil || !errors.Is(err, memcache.ErrIncomplete) {
+				var me *memcache.Error
+				switch {
+				case err == nil && req.Command == memcache.CmdQuit:
+					w.Flush()
+					return
+				case err == nil:
+					w.Write(s.exec(&req))
+				case errors.As(err, &me) && me.Close:
+					w.Flush()
+					return
+				case errors.As(err, &me):
+					if me.Swallow > 0 {
+						// Discard the too-large data block as it arrives.
+						rest := me.Swallow - min(me.Swallow, len(buf)-n)
+						n += me.Swallow - rest
+						if _, err := io.CopyN(io.Discard, r, int64(rest)); err != nil {
+							return
+						}
+					}
+					w.Write(me.Reply())
+				}
+				buf = buf[n:]
+				if r.Buffered() == 0 && len(buf) == 0 {
+					if w.Flush() != nil {
+						return
+					}
+				}
+				continue
+			}
+		}
+		if w.Flush() != nil {
+			return
+		}
+		chunk := make([]byte, 64<<10)
+		n, err := r.Read(chunk)
+		if n > 0 {
+			buf = append(buf, chunk[:n]...)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// execStream runs every request in a datagram's payload and concatenates
+// the replies, as memcached does for several commands in one datagram.
+func (s *Server) execStream(b []byte, out []byte) []byte {
+	for len(b) > 0 {
+		req, n, err := s.parser.Parse(b)
+		var me *memcache.Error
+		switch {
+		case errors.Is(err, memcache.ErrIncomplete):
+			return out // the datagram ended inside a request: memcached waits in vain
+		case errors.As(err, &me):
+			if me.Close {
+				return out
+			}
+			out = append(out, me.Reply()...)
+			n += me.Swallow
+		case err != nil:
+			return out
+		case req.Command == memcache.CmdQuit:
+			return out
+		default:
+			out = append(out, s.exec(&req)...)
+		}
+		if n <= 0 || n > len(b) {
+			return out
+		}
+		b = b[n:]
+	}
+	return out
+}
+
+// exec answers one request: commands on keys go to the engine, the rest
+// are the server's own.
+func (s *Server) exec(req *memcache.Request) []byte {
+	var out []byte
+	switch req.Command {
+	case memcache.CmdStats:
+		if len(req.Args) > 0 {
+			return []byte("ERROR\r\n") // only general-purpose stats
+		}
+		st, err := s.Stats()
+		if err != nil {
+			return []byte("SERVER_ERROR " + err.Error() + "\r\n")
+		}
+		for _, kv := range st {
+			out = fmt.Appendf(out, "STAT %s %s\r\n", kv[0], kv[1])
+		}
+		return append(out, "END\r\n"...)
+	case memcache.CmdVersion:
+		return []byte("VERSION " + Version + "\r\n")
+	case memcache.CmdVerbosity:
+		if req.NoReply {
+			return nil
+		}
+		return []byte("OK\r\n")
+	case memcache.CmdFlushAll:
+		if req.Exptime > 0 {
+			time.AfterFunc(time.Duration(req.Exptime)*time.Second, func() { s.Flush() })
+		} else if err := s.Flush(); err != nil {
+			return []byte("SERVER_ERROR " + err.Error() + "\r\n")
+		}
+		if req.NoReply {
+			return nil
+		}
+		return []byte("OK\r\n")
+	}
+	return s.g.exec(req)
+}
+
+// Flush invalidates every item, in the kernel and in the slow path.
+func (s *Server) Flush() error {
+	s.g.mu.Lock()
+	defer s.g.mu.Unlock()
+	now := uint64(s.g.now().Unix())
+	var keys [][]byte
+	var h uint64
+	val := make([]byte, s.o.vsize)
+	it := s.o.objs.Kv.Iterate()
+	for it.Next(&h, &val) {
+		klen := int(val[valKlenOff]) | int(val[valKlenOff+1])<<8
+		if klen > 0 && klen <= memcache.MaxKeyLen {
+			keys = append(keys, append([]byte(nil), val[valKeyOff:valKeyOff+klen]...))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	var errs *multierror.Error
+	for _, k := range keys {
+		if _, err := s.o.remove(k, condAny, 0, now); err != nil {
+			errs = multierror.Append(errs, err)
+		}
+	}
+	clear(s.g.big)
+	return errs.ErrorOrNil()
+}
+
+// Offsets in struct kv_val, for reading map values without a full decode.
+const (
+	valKlenOff = 24
+	valKeyOff  = 32
+)
+
+// Stats returns memcached-style statistics, in memcached's order where the
+// names are shared, then the store's own xdp_* counters.
+func (s *Server) Stats() ([][2]string, error) {
+	var sum kvKvStats
+	var per []kvKvStats
+	if err := s.o.objs.Stats.Lookup(uint32(0), &per); err != nil {
+		return nil, err
+	}
+	for _, p := range per {
+		addStats(&sum, &p)
+	}
+	s.g.mu.Lock()
+	addStats(&sum, &s.g.stats)
+	bigItems, bigBytes := len(s.g.big), 0
+	for _, b := range s.g.big {
+		bigBytes += len(b.data)
+	}
+	s.g.mu.Unlock()
+
+	// Items and bytes come from a walk of the map: evictions and expiry
+	// happen without the program seeing them.
+	now := uint64(time.Now().Unix())
+	var entries, live, bytes uint64
+	var h uint64
+	val := make([]byte, s.o.vsize)
+	it := s.o.objs.Kv.Iterate()
+	for it.Next(&h, &val) {
+		entries++
+		v := decodeVal(val)
+		if v.Cas != 0 && v.Slow == 0 && !expired(v.Exptime, now) {
+			live++
+			bytes += uint64(v.Len)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, err
+	}
+	evictions := uint64(0)
+	if sum.Inserts > entries {
+		evictions = sum.Inserts - entries
+	}
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	up := time.Since(s.start)
+	return [][2]string{
+		{"pid", strconv.Itoa(os.Getpid())},
+		{"uptime", strconv.Itoa(int(up.Seconds()))},
+		{"time", strconv.FormatInt(time.Now().Unix(), 10)},
+		{"version", Version},
+		{"curr_connections", strconv.FormatInt(s.conns.Load()+2, 10)},
+		{"cmd_get", u(sum.CmdGet)},
+		{"cmd_set", u(sum.CmdSet)},
+		{"cmd_touch", u(sum.CmdTouch)},
+		{"get_hits", u(sum.GetHits)},
+		{"get_misses", u(sum.GetMisses)},
+		{"get_expired", u(sum.GetExpired)},
+		{"delete_misses", u(sum.DeleteMisses)},
+		{"delete_hits", u(sum.DeleteHits)},
+		{"incr_misses", u(sum.IncrMisses)},
+		{"incr_hits", u(sum.IncrHits)},
+		{"decr_misses", u(sum.DecrMisses)},
+		{"decr_hits", u(sum.DecrHits)},
+		{"cas_misses", u(sum.CasMisses)},
+		{"cas_hits", u(sum.CasHits)},
+		{"cas_badval", u(sum.CasBadval)},
+		{"touch_hits", u(sum.TouchHits)},
+		{"touch_misses", u(sum.TouchMisses)},
+		{"limit_maxbytes", u(uint64(s.o.cfg.Entries) * uint64(s.o.vsize))},
+		{"bytes", u(bytes + uint64(bigBytes))},
+		{"curr_items", u(live + uint64(bigItems))},
+		{"total_items", u(sum.TotalItems)},
+		{"evictions", u(evictions)},
+		{"xdp_rx", u(sum.Rx)},
+		{"xdp_tx", u(sum.Tx)},
+		{"xdp_pass", u(sum.Pass)},
+		{"xdp_drop", u(sum.Drop)},
+		{"xdp_map_entries", u(entries)},
+		{"xdp_max_value", u(uint64(s.o.cfg.MaxValue))},
+		{"slow_items", u(uint64(bigItems))},
+	}, nil
+}
+
+func decodeVal(b []byte) kvKvVal {
+	var v kvKvVal
+	v.Cas = binary.LittleEndian.Uint64(b[0:])
+	v.Exptime = binary.LittleEndian.Uint64(b[8:])
+	v.Flags = binary.LittleEndian.Uint32(b[16:])
+	v.Len = binary.LittleEndian.Uint32(b[20:])
+	v.Klen = binary.LittleEndian.Uint16(b[24:])
+	v.Slow = b[26]
+	return v
+}
+
+func addStats(dst, src *kvKvStats) {
+	dst.Rx += src.Rx
+	dst.Tx += src.Tx
+	dst.Pass += src.Pass
+	dst.Drop += src.Drop
+	dst.CmdGet += src.CmdGet
+	dst.GetHits += src.GetHits
+	dst.GetMisses += src.GetMisses
+	dst.GetExpired += src.GetExpired
+	dst.CmdSet += src.CmdSet
+	dst.CmdTouch += src.CmdTouch
+	dst.TouchHits += src.TouchHits
+	dst.TouchMisses += src.TouchMisses
+	dst.DeleteHits += src.DeleteHits
+	dst.DeleteMisses += src.DeleteMisses
+	dst.IncrHits += src.IncrHits
+	dst.IncrMisses += src.IncrMisses
+	dst.DecrHits += src.DecrHits
+	dst.DecrMisses += src.DecrMisses
+	dst.CasHits += src.CasHits
+	dst.CasMisses += src.CasMisses
+	dst.CasBadval += src.CasBadval
+	dst.TotalItems += src.TotalItems
+	dst.Inserts += src.Inserts
+	dst.Deletes += src.Deletes
+}
