@@ -3,6 +3,7 @@ package memcache
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -91,13 +92,33 @@ func TestParseRequestErrorDetails(t *testing.T) {
 	}
 }
 
-// TestTooLarge checks Parser.MaxValueLen against memcached's own limit: a
+// TestTooLarge checks Parser.MaxItemSize against memcached's own limit: a
 // too-large data block is swallowed, and the reply follows it.
 func TestTooLarge(t *testing.T) {
+	fits := func(key string, flags uint32, n int) bool {
+		in := fmt.Sprintf("set %s %d 0 %d\r\n%s\r\n", key, flags, n, strings.Repeat("v", n))
+		_, _, err := Parser{MaxItemSize: 1 << 20}.Parse([]byte(in))
+		return err == nil
+	}
+	// The longest values memcached 1.6.18 -I 1m takes, found by bisection.
+	limits := []struct {
+		key   string
+		flags uint32
+		max   int
+	}{
+		{"k", 0, 1048516}, {"k", 1, 1048512}, {"kk", 0, 1048515},
+		{strings.Repeat("k", 10), 0, 1048507}, {key250, 0, 1048267}, {key250, 5, 1048263},
+	}
+	for _, tc := range limits {
+		if !fits(tc.key, tc.flags, tc.max) || fits(tc.key, tc.flags, tc.max+1) {
+			t.Errorf("key of %d bytes, flags %d: limit is not %d", len(tc.key), tc.flags, tc.max)
+		}
+	}
+
 	const size = 2000000
 	data := strings.Repeat("a", size)
 	in := "set big 0 0 2000000\r\n" + data + "\r\nget big\r\n"
-	p := Parser{MaxValueLen: 1 << 20}
+	p := Parser{MaxItemSize: 1 << 20}
 	_, n, err := p.Parse([]byte(in))
 	var e *Error
 	if !errors.As(err, &e) || e.Msg != "SERVER_ERROR object too large for cache" || e.Swallow != size+2 || n != len("set big 0 0 2000000\r\n") {
@@ -111,6 +132,20 @@ func TestTooLarge(t *testing.T) {
 	}
 
 	addr := startMemcached(t)
+	c, err := DialTCP(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, tc := range limits {
+		val := bytes.Repeat([]byte("v"), tc.max+1)
+		err1 := c.Set(t.Context(), Item{Key: tc.key, Flags: tc.flags, Value: val[:tc.max]})
+		err2 := c.Set(t.Context(), Item{Key: tc.key, Flags: tc.flags, Value: val})
+		var se *ServerError
+		if err1 != nil || !errors.As(err2, &se) || se.Line != "SERVER_ERROR object too large for cache" {
+			t.Errorf("memcached, key of %d bytes, flags %d: %v, %v", len(tc.key), tc.flags, err1, err2)
+		}
+	}
 	for _, tc := range []struct{ in, want string }{
 		{in, "SERVER_ERROR object too large for cache\r\nEND\r\n"},
 		{"set big 0 0 2000000\r\n" + data + "x\r\nget big\r\n", "SERVER_ERROR object too large for cache\r\nERROR\r\nEND\r\n"},

@@ -52,7 +52,7 @@ func FuzzParseRequest(f *testing.F) {
 				t.Fatalf("round trip via %q:\n got %+v, %d, %v\nwant %+v", wire, again, m, err, req)
 			}
 		}
-		if _, m, err := (Parser{MaxValueLen: 3}).Parse(data); m < 0 || m > len(data) || errors.As(err, &e) && e.Swallow < 0 {
+		if _, m, err := (Parser{MaxItemSize: 64}).Parse(data); m < 0 || m > len(data) || errors.As(err, &e) && e.Swallow < 0 {
 			t.Fatalf("Parser.Parse: n = %d, %v", m, err)
 		}
 		ExpectedReplies(data)
