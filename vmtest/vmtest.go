@@ -76,6 +76,9 @@ type Result struct {
 	Backend    Backend
 	Kernel     string // the release booted
 	Duration   time.Duration
+	// PID of the QEMU (direct) or vng process; it led a process group that
+	// is gone when Run returns.
+	PID int
 }
 
 // Failure kinds, matched with errors.Is.
@@ -140,6 +143,7 @@ func Run(ctx context.Context, k *kernels.Kernel, args []string, o Options) (*Res
 	if err != nil {
 		return nil, err
 	}
+	tempDirs.Store(tmp, true)
 	defer os.RemoveAll(tmp)
 
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
@@ -280,6 +284,7 @@ func supervise(ctx context.Context, cmd *exec.Cmd, l *launch, o Options, res *Re
 		f.Close()
 	}
 	pgid := cmd.Process.Pid
+	res.PID = pgid
 	wg.Add(2)
 	go pump(l.stdout, &outBuf, o.Stdout)
 	go pump(l.stderr, &errBuf, o.Stderr)
@@ -526,6 +531,10 @@ func acquireSlot(ctx context.Context) (func(), error) {
 		}
 	}
 }
+
+// tempDirs records every run's temporary directory, so tests can check
+// that none outlives its run.
+var tempDirs sync.Map
 
 // syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
 type syncBuffer struct {

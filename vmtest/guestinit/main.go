@@ -159,7 +159,7 @@ func main() {
 	mount("devtmpfs", r+"/dev", "devtmpfs", 0, "")
 	mount("devpts", r+"/dev/pts", "devpts", 0, "gid=5,mode=620")
 	mount("tmpfs", r+"/dev/shm", "tmpfs", 0, "mode=1777")
-	mount("tmpfs", r+"/tmp", "tmpfs", 0, "mode=1777")
+	// /tmp stays in the overlay: host files there are visible, as with vng.
 	mount("tmpfs", r+"/run", "tmpfs", 0, "mode=0755")
 	mount("cgroup2", r+"/sys/fs/cgroup", "cgroup2", 0, "")
 	syscall.Mount("debugfs", r+"/sys/kernel/debug", "debugfs", 0, "")

@@ -1,0 +1,322 @@
+package vmtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xdplab/xdplab/kernels"
+)
+
+func TestScanKernelLog(t *testing.T) {
+	log := "[ 1.0] ok\n[ 2.0] sysrq: Trigger a crash\n[ 2.1] Kernel panic - not syncing: sysrq triggered crash\n[ 2.2] CPU: 0 PID: 1\n"
+	lines, kind := scanKernelLog(log, false)
+	if kind != ErrPanic || !strings.Contains(strings.Join(lines, "\n"), "sysrq triggered crash") {
+		t.Errorf("panic: kind %v, lines %q", kind, lines)
+	}
+	warn := "[ 1.0] ok\n[ 3.0] WARNING: CPU: 0 PID: 7 at net/core/dev.c:1 foo+0x1\n[ 3.1] Call Trace:\n"
+	if _, kind := scanKernelLog(warn, false); kind != ErrKernelBug {
+		t.Errorf("WARNING: kind %v", kind)
+	}
+	if _, kind := scanKernelLog(warn, true); kind != nil {
+		t.Errorf("allowed WARNING: kind %v", kind)
+	}
+	if _, kind := scanKernelLog("[ 1.0] BUG: kernel NULL pointer dereference\n", false); kind != ErrKernelBug {
+		t.Errorf("BUG: kind %v", kind)
+	}
+	if _, kind := scanKernelLog("[ 1.0] all fine\n", false); kind != nil {
+		t.Errorf("clean log: kind %v", kind)
+	}
+}
+
+func TestShellJoin(t *testing.T) {
+	if got := shellJoin([]string{"echo", "a b", "it's"}); got != `'echo' 'a b' 'it'\''s'` {
+		t.Error(got)
+	}
+	if got := shellJoin([]string{"exit 3"}); got != "exit 3" {
+		t.Error(got)
+	}
+}
+
+func TestHostKernel(t *testing.T) {
+	res, err := Run(context.Background(), kernels.Host(), []string{`echo out; echo err >&2; echo r > "$XDPLAB_RESULTS/f"; exit 3`},
+		Options{ResultsDir: t.TempDir(), Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 3 || string(res.Stdout) != "out\n" || string(res.Stderr) != "err\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(res.ResultsDir, "f")); string(b) != "r\n" {
+		t.Errorf("results file: %q", b)
+	}
+}
+
+// vmKernels skips VM tests where they cannot or should not run, and fetches
+// the pinned kernels (downloaded by the run itself on a fresh machine).
+func vmKernels(t *testing.T) []*kernels.Kernel {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: skipping VM boots (seconds each under emulation; run without -short)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("VM tests share the host root file system with the guest and need root")
+	}
+	if err := checkTools(Direct); err != nil {
+		t.Fatal(err)
+	}
+	m, err := kernels.Pinned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetchOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		for _, n := range m.Names() {
+			k, _ := m.Lookup(n)
+			if err := k.Fetch(ctx, &kernels.Options{Log: os.Stderr}); err != nil {
+				fetchErr = err
+				return
+			}
+		}
+	})
+	if fetchErr != nil {
+		t.Fatal(fetchErr)
+	}
+	var ks []*kernels.Kernel
+	for _, n := range m.Names() {
+		k, _ := m.Lookup(n)
+		ks = append(ks, k)
+	}
+	return ks
+}
+
+var (
+	fetchOnce sync.Once
+	fetchErr  error
+)
+
+type tlog struct {
+	t      *testing.T
+	prefix string
+}
+
+func (l tlog) Write(b []byte) (int, error) {
+	l.t.Log(l.prefix + strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+func opts(t *testing.T, b Backend) Options {
+	return Options{
+		Backend: b, Timeout: 4 * time.Minute, ResultsDir: t.TempDir(),
+		Stdout: tlog{t, "guest stdout: "}, Stderr: tlog{t, "guest stderr: "},
+	}
+}
+
+// assertGone checks that nothing of the run's process group survives.
+func assertGone(t *testing.T, res *Result) {
+	t.Helper()
+	if res == nil || res.PID == 0 {
+		t.Fatal("no process recorded")
+	}
+	if err := syscall.Kill(-res.PID, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("process group %d still exists (kill: %v)", res.PID, err)
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// stat: pid (comm) state ppid pgrp ...
+		s := string(b)
+		if i := strings.LastIndex(s, ")"); i > 0 {
+			f := strings.Fields(s[i+1:])
+			if len(f) > 2 && f[2] == fmt.Sprint(res.PID) {
+				t.Errorf("process %s of the VM's group survived: %s", e.Name(), s)
+			}
+		}
+	}
+}
+
+func buildXDPAttach(t *testing.T) string {
+	t.Helper()
+	xdpOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "xdplab-vmtest-bin-")
+		if err != nil {
+			xdpErr = err
+			return
+		}
+		xdpDir = dir
+		bin := filepath.Join(dir, "xdpattach")
+		cmd := exec.Command("go", "build", "-o", bin, "./testdata/xdpattach")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			xdpErr = fmt.Errorf("building xdpattach: %v: %s", err, out)
+			return
+		}
+		xdpBin = bin
+	})
+	if xdpErr != nil {
+		t.Fatal(xdpErr)
+	}
+	return xdpBin
+}
+
+var (
+	xdpOnce        sync.Once
+	xdpBin, xdpDir string
+	xdpErr         error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if xdpDir != "" {
+		os.RemoveAll(xdpDir)
+	}
+	// Every run removes its own temporary directory; check none is left.
+	tempDirs.Range(func(k, _ any) bool {
+		if _, err := os.Stat(k.(string)); err == nil {
+			fmt.Fprintf(os.Stderr, "FAIL: temporary directory left behind: %s\n", k)
+			code = 1
+		}
+		return true
+	})
+	os.Exit(code)
+}
+
+// TestDirect boots every pinned kernel with the direct path and checks the
+// whole contract. One boot carries several independent checks (each with
+// its own assertion) to keep the number of boots down under emulation.
+func TestDirect(t *testing.T) {
+	ks := vmKernels(t)
+	xdp := buildXDPAttach(t)
+	for _, k := range ks {
+		t.Run(k.Name, func(t *testing.T) {
+			t.Parallel()
+			t.Run("main", func(t *testing.T) { checkMain(t, k, Direct, xdp) })
+			t.Run("exit0", func(t *testing.T) { checkExit(t, k, Direct, 0) })
+			t.Run("exit255", func(t *testing.T) { checkExit(t, k, Direct, 255) })
+			t.Run("panic", func(t *testing.T) { checkPanic(t, k, Direct) })
+			t.Run("timeout", func(t *testing.T) { checkTimeout(t, k, Direct) })
+		})
+	}
+}
+
+// TestVNG covers virtme-ng, the reference path, on every kernel: one boot
+// each for the main checks, plus 255 and panic on one kernel (vng's own
+// code for a dead guest is 255 too, so that case matters most here).
+func TestVNG(t *testing.T) {
+	ks := vmKernels(t)
+	if err := checkTools(VNG); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range ks {
+		t.Run(k.Name, func(t *testing.T) {
+			t.Parallel()
+			t.Run("main", func(t *testing.T) { checkMain(t, k, VNG, "") })
+			if k.Name == "6.1" {
+				t.Run("exit255", func(t *testing.T) { checkExit(t, k, VNG, 255) })
+				t.Run("panic", func(t *testing.T) { checkPanic(t, k, VNG) })
+			}
+		})
+	}
+}
+
+func checkMain(t *testing.T, k *kernels.Kernel, b Backend, xdp string) {
+	o := opts(t, b)
+	o.Env = []string{"XDPLAB_TEST_VAR=hello world"}
+	script := `uname -r; echo "var=$XDPLAB_TEST_VAR"; echo to-stderr >&2; echo written-in-guest > "$XDPLAB_RESULTS/out.txt"`
+	if xdp != "" {
+		script += "; " + xdp + " || echo xdpattach-failed"
+	}
+	script += "; exit 3"
+	res, err := Run(context.Background(), k, []string{script}, o)
+	if err != nil {
+		t.Fatalf("%s: %v", k.Name, err)
+	}
+	t.Logf("%s %s: %.1fs (%s: %s)", k.Name, b, res.Duration.Seconds(), res.Accel, res.AccelWhy)
+	out := strings.Split(strings.TrimSpace(string(res.Stdout)), "\n")
+	if out[0] != k.Release {
+		t.Errorf("uname -r = %q, pinned %q", out[0], k.Release)
+	}
+	if res.ExitCode != 3 {
+		t.Errorf("exit code %d, want 3", res.ExitCode)
+	}
+	if !strings.Contains(string(res.Stdout), "var=hello world\n") {
+		t.Errorf("environment not passed: stdout %q", res.Stdout)
+	}
+	if strings.TrimSpace(string(res.Stderr)) != "to-stderr" || strings.Contains(string(res.Stdout), "to-stderr") {
+		t.Errorf("stdout/stderr mixed: stdout %q, stderr %q", res.Stdout, res.Stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(o.ResultsDir, "out.txt")); err != nil || string(b) != "written-in-guest\n" {
+		t.Errorf("results file: %q, %v", b, err)
+	}
+	if xdp != "" {
+		if n := strings.Count(string(res.Stdout), "xdp attached:"); n != 2 || strings.Contains(string(res.Stdout), "xdpattach-failed") {
+			t.Errorf("XDP attach on veth pair failed: stdout %q, stderr %q", res.Stdout, res.Stderr)
+		}
+	}
+	if res.KernelLog == "" {
+		t.Error("no kernel log")
+	}
+	assertGone(t, res)
+}
+
+func checkExit(t *testing.T, k *kernels.Kernel, b Backend, code int) {
+	res, err := Run(context.Background(), k, []string{fmt.Sprintf("exit %d", code)}, opts(t, b))
+	if err != nil {
+		t.Fatalf("%s: %v", k.Name, err)
+	}
+	if res.ExitCode != code {
+		t.Errorf("exit code %d, want %d", res.ExitCode, code)
+	}
+	assertGone(t, res)
+}
+
+func checkPanic(t *testing.T, k *kernels.Kernel, b Backend) {
+	res, err := Run(context.Background(), k, []string{"echo c > /proc/sysrq-trigger; sleep 30"}, opts(t, b))
+	if !errors.Is(err, ErrPanic) {
+		t.Fatalf("want a panic error, got %v", err)
+	}
+	var ge *GuestError
+	if !errors.As(err, &ge) || !strings.Contains(strings.Join(ge.Lines, "\n"), "Kernel panic") {
+		t.Errorf("panic error without the panic lines: %v", err)
+	}
+	t.Logf("reported as: %v", firstLines(err.Error(), 4))
+	assertGone(t, res)
+}
+
+func checkTimeout(t *testing.T, k *kernels.Kernel, b Backend) {
+	o := opts(t, b)
+	// Long enough for any boot on a loaded machine, short enough to be cheap.
+	o.Timeout = 30 * time.Second
+	start := time.Now()
+	res, err := Run(context.Background(), k, []string{"echo sleeping; sleep 600"}, o)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("want a timeout, got %v", err)
+	}
+	if el := time.Since(start); el > o.Timeout+15*time.Second {
+		t.Errorf("timeout took %s to take effect", el)
+	}
+	if !strings.Contains(string(res.Stdout), "sleeping") {
+		t.Errorf("command never started, so the timeout hit the boot instead: stdout %q", res.Stdout)
+	}
+	assertGone(t, res)
+}
+
+func firstLines(s string, n int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > n {
+		l = l[:n]
+	}
+	return strings.Join(l, "\n")
+}
