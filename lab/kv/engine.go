@@ -14,9 +14,10 @@ import (
 // relative, larger ones absolute unix times.
 const relTimeMax = 60 * 60 * 24 * 30
 
-// maxItemValue approximates memcached's default item limit (-I 1m minus the
-// item header): longer values get "SERVER_ERROR object too large for cache".
-const maxItemValue = 1024*1024 - 64
+// maxItemSize is memcached's default item limit (-I 1m), in its own
+// accounting (memcache.ItemSize): bigger items get "SERVER_ERROR object too
+// large for cache".
+const maxItemSize = 1 << 20
 
 // item is one stored value as the slow path sees it.
 type item struct {

@@ -37,7 +37,7 @@ type Server struct {
 
 // NewServer wraps loaded objects. Listen binds its sockets.
 func NewServer(o *Objects) *Server {
-	return &Server{o: o, g: newEngine(o), parser: memcache.Parser{MaxValueLen: maxItemValue}, start: time.Now()}
+	return &Server{o: o, g: newEngine(o), parser: memcache.Parser{MaxItemSize: maxItemSize}, start: time.Now()}
 }
 
 // Listen binds UDP and TCP on host:port in the calling thread's network

@@ -71,6 +71,10 @@ func main() {
 			os.Exit(ee.code)
 		}
 		fmt.Fprintf(os.Stderr, "lab %s: %v\n", c.name, err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }
