@@ -150,6 +150,11 @@ func TestTooLarge(t *testing.T) {
 		{in, "SERVER_ERROR object too large for cache\r\nEND\r\n"},
 		{"set big 0 0 2000000\r\n" + data + "x\r\nget big\r\n", "SERVER_ERROR object too large for cache\r\nERROR\r\nEND\r\n"},
 		{"set big 0 0 2000000 noreply\r\n" + data + "\r\nget big\r\n", "END\r\n"},
+		// A set that is too large deletes the key; add and append do not.
+		{"set old 0 0 1\r\nx\r\nset old 0 0 2000000\r\n" + data + "\r\nget old\r\n", "STORED\r\nSERVER_ERROR object too large for cache\r\nEND\r\n"},
+		{"set old3 0 0 1\r\nx\r\nreplace old3 0 0 2000000\r\n" + data + "\r\nget old3\r\n", "STORED\r\nSERVER_ERROR object too large for cache\r\nVALUE old3 0 1\r\nx\r\nEND\r\n"},
+		{"set old4 0 0 1\r\nx\r\ncas old4 0 0 2000000 1\r\n" + data + "\r\nget old4\r\n", "STORED\r\nSERVER_ERROR object too large for cache\r\nVALUE old4 0 1\r\nx\r\nEND\r\n"},
+		{"set old2 0 0 1\r\nx\r\nappend old2 0 0 2000000\r\n" + data + "\r\nget old2\r\n", "STORED\r\nSERVER_ERROR object too large for cache\r\nVALUE old2 0 1\r\nx\r\nEND\r\n"},
 	} {
 		if got := rawExchange(addr, []byte(tc.in), 300e6); got != tc.want {
 			t.Errorf("memcached: got %q, want %q", got, tc.want)

@@ -177,7 +177,9 @@ type Parser struct {
 	// memcached's accounting (ItemSize); memcached's is its -I setting,
 	// 1 MiB by default. A storage command for a bigger item gets
 	// "SERVER_ERROR object too large for cache" and its data block is
-	// swallowed (Error.Swallow).
+	// swallowed (Error.Swallow); memcached also deletes the key's current
+	// item when the command is set (not for add, replace, append, prepend
+	// or cas).
 	MaxItemSize int
 }
 
