@@ -8,6 +8,7 @@
 package vmtest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -247,7 +248,7 @@ func (l *launch) exitCode() (int, bool) {
 // member is gone.
 func supervise(ctx context.Context, cmd *exec.Cmd, l *launch, o Options, res *Result) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	var outBuf, errBuf syncBuffer
+	var outBuf, errBuf, qemuMsgs syncBuffer
 	var wg sync.WaitGroup
 	pump := func(r io.Reader, keep *syncBuffer, w io.Writer) {
 		defer wg.Done()
@@ -287,7 +288,28 @@ func supervise(ctx context.Context, cmd *exec.Cmd, l *launch, o Options, res *Re
 	res.PID = pgid
 	wg.Add(2)
 	go pump(l.stdout, &outBuf, o.Stdout)
-	go pump(l.stderr, &errBuf, o.Stderr)
+	if o.Backend == VNG {
+		// QEMU under vng shares the guest's stderr; its own warnings go to
+		// the kernel log instead, to keep the command's stderr exact.
+		pr, pw := io.Pipe()
+		go func() {
+			sc := bufio.NewScanner(l.stderr)
+			sc.Buffer(make([]byte, 64<<10), 1<<20)
+			for sc.Scan() {
+				line := sc.Text() + "\n"
+				if strings.HasPrefix(line, "qemu-system-x86_64: ") {
+					qemuMsgs.Write([]byte(line))
+					continue
+				}
+				pw.Write([]byte(line))
+			}
+			io.Copy(pw, l.stderr) // whatever the scanner left
+			pw.Close()
+		}()
+		go pump(pr, &errBuf, o.Stderr)
+	} else {
+		go pump(l.stderr, &errBuf, o.Stderr)
+	}
 	if l.klogR != nil {
 		wg.Add(1)
 		go pump(l.klogR, l.klog, nil)
@@ -321,6 +343,7 @@ func supervise(ctx context.Context, cmd *exec.Cmd, l *launch, o Options, res *Re
 			l.klog.Write(b)
 		}
 	}
+	l.klog.Write(qemuMsgs.Bytes())
 	res.Stdout, res.Stderr = outBuf.Bytes(), errBuf.Bytes()
 	return runErr
 }
