@@ -219,8 +219,9 @@ var behaviour = []struct {
 	{name: "unknown two-letter m command", in: "mz\r\n", want: "ERROR\r\n"},
 }
 
-// renderCodec is the codec's view of in; see behaviour.
-func renderCodec(in []byte) string {
+// renderCodec is the codec's view of in; see behaviour. With quiet, a
+// parsed request with noreply renders as nothing, like memcached's reply.
+func renderCodec(in []byte, quiet bool) string {
 	var sb bytes.Buffer
 	flushed := 0 // memcached sends its queued replies after a get
 	for len(in) > 0 {
@@ -248,7 +249,9 @@ func renderCodec(in []byte) string {
 		case err != nil:
 			return sb.String() + "<unexpected error " + err.Error() + ">"
 		default:
-			sb.WriteString("<" + req.Command.String() + ">")
+			if !quiet || !req.NoReply {
+				sb.WriteString("<" + req.Command.String() + ">")
+			}
 			if req.Command == CmdGet || req.Command == CmdGets {
 				flushed = sb.Len()
 			}
@@ -267,7 +270,7 @@ func TestBehaviourCodec(t *testing.T) {
 		if want == "" {
 			want = tc.want
 		}
-		if got := renderCodec([]byte(tc.in)); got != want {
+		if got := renderCodec([]byte(tc.in), false); got != want {
 			t.Errorf("%s: %.80q:\n got %q\nwant %q", tc.name, tc.in, got, want)
 		}
 	}
