@@ -28,10 +28,10 @@ type Client struct {
 	calls   map[uint16]*Call // UDP, by request id
 	re      Reassembler      // UDP
 	queue   []*Call          // TCP, in send order
-	readerr chan struct{}
+	readerDone chan struct{}
 }
 
-// Call is a request in flight, returned by Send.
+// Call is a request in flight, returned by Send and SendExpect.
 type Call struct {
 	c      *Client
 	id     uint16
@@ -67,7 +67,7 @@ func DialTCP(addr string) (*Client, error) {
 }
 
 func newClient(conn net.Conn, udp bool) *Client {
-	c := &Client{conn: conn, udp: udp, calls: map[uint16]*Call{}, readerr: make(chan struct{})}
+	c := &Client{conn: conn, udp: udp, calls: map[uint16]*Call{}, readerDone: make(chan struct{})}
 	if udp {
 		go c.readUDP()
 	} else {
@@ -79,7 +79,7 @@ func newClient(conn net.Conn, udp bool) *Client {
 // Close closes the connection; calls in flight fail.
 func (c *Client) Close() error {
 	err := c.conn.Close()
-	<-c.readerr
+	<-c.readerDone
 	return err
 }
 
@@ -234,7 +234,7 @@ func (c *Client) fail(err error) {
 }
 
 func (c *Client) readUDP() {
-	defer close(c.readerr)
+	defer close(c.readerDone)
 	buf := make([]byte, 1<<16)
 	for {
 		n, err := c.conn.Read(buf)
@@ -276,7 +276,7 @@ func (c *Client) failUDPCalls(err error) {
 }
 
 func (c *Client) readTCP() {
-	defer close(c.readerr)
+	defer close(c.readerDone)
 	var buf []byte
 	tmp := make([]byte, 1<<16)
 	for {
