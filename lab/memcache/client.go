@@ -22,12 +22,12 @@ type Client struct {
 
 	wmu sync.Mutex // serialises writes, so TCP replies come back in queue order
 
-	mu      sync.Mutex // guards the fields below
-	err     error      // sticky; set when the connection is done
-	nextID  uint16
-	calls   map[uint16]*Call // UDP, by request id
-	re      Reassembler      // UDP
-	queue   []*Call          // TCP, in send order
+	mu         sync.Mutex // guards the fields below
+	err        error      // sticky; set when the connection is done
+	nextID     uint16
+	calls      map[uint16]*Call // UDP, by request id
+	re         Reassembler      // UDP
+	queue      []*Call          // TCP, in send order
 	readerDone chan struct{}
 }
 
