@@ -24,6 +24,7 @@
 
 #define REQ_MAX 2048 /* scratch buffers; a power of two so indices can be masked */
 #define MASK (REQ_MAX - 1)
+#define PAYLOAD_MAX 1480 /* the largest UDP payload XDP takes: a 1500-byte MTU */
 #define GET_KEYS_MAX 24
 #define TOK_TOO_LONG 0x10000 /* longer than any token XDP handles */
 #define RELTIME_MAX 2592000 /* memcached's REALTIME_MAXDELTA: 30 days */
@@ -75,6 +76,7 @@ struct scratch {
 	__u32 noreply;
 	__u32 slot;
 	__u32 nd;   /* digits of a number being written */
+	__u32 poff; /* payload offset in the frame */
 	__u32 alen; /* length of the item being changed */
 	__s64 exptime;
 	__u64 num;
@@ -173,6 +175,9 @@ __noinline int next_tok(__u32 slot)
 		return TOK_TOO_LONG;
 	}
 	WR(s->ts, pos);
+	/* Reload both: the first loop's exits must not fork the second loop. */
+	pos = RD(s->ts);
+	end = RD(s->line_end);
 	for (i = 0; i < KV_KEY_MAX + 1; i++) {
 		if (pos >= end || s->req[pos & MASK] == ' ')
 			break;
@@ -585,7 +590,9 @@ __noinline int do_store(__u32 slot, __u32 cmd)
 	lk = stripe_of(h);
 	if (!lk)
 		return ACT_PASS;
-	for (attempt = 0; attempt < 2; attempt++) {
+	/* One attempt: an insert that races with another one is rare and the
+	 * slow path resolves it (verifying a retry would cost as much again). */
+	for (attempt = 0; attempt < 1; attempt++) {
 		v = bpf_map_lookup_elem(&kv, &h);
 		if (v) {
 			__u32 n = RD(s->nbytes);
@@ -685,8 +692,7 @@ __noinline int do_store(__u32 slot, __u32 cmd)
 				STAT_INC(total_items);
 				return reply_line(slot, R_STORED);
 			}
-			if (err != -17 /* EEXIST: raced with another insert */)
-				return ACT_PASS;
+			return ACT_PASS;
 		}
 	}
 	return ACT_PASS;
@@ -906,7 +912,7 @@ __noinline int process(__u32 slot)
 	if (!s)
 		return ACT_PASS;
 	len = RD(s->req_len);
-	for (i = 0; i < REQ_MAX; i++) {
+	for (i = 0; i < PAYLOAD_MAX; i++) {
 		if (i >= len)
 			break;
 		if (s->req[i] == 0) /* memcached stops a line at NUL: the slow path's job */
@@ -965,12 +971,18 @@ static __always_inline __u16 fold(__u64 sum)
 }
 
 /* The copy loops read their lengths from the scratch map (not a register), so
- * the many ways a loop can end do not multiply the verifier's states. */
+ * the many ways a loop can end do not multiply the verifier's states. The
+ * payload offset, too, comes back from the map as a bounded unknown: a
+ * constant offset would tie every bounds check to the frame's own pointers,
+ * and each loop exit would carry a different packet range forward. */
 static __always_inline int copy_in(struct scratch *s, void *data, void *data_end, __u32 off)
 {
 	__u32 i, o;
 
-	for (i = 0; i < REQ_MAX / 8; i++) {
+	WR(s->poff, off);
+	off = RD(s->poff) & 127;
+
+	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
 		void *p;
 
 		o = i * 8;
@@ -1000,7 +1012,10 @@ static __always_inline int copy_out(struct scratch *s, void *data, void *data_en
 {
 	__u32 i, o;
 
-	for (i = 0; i < REQ_MAX / 8; i++) {
+	WR(s->poff, off);
+	off = RD(s->poff) & 127;
+
+	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
 		void *p;
 
 		o = i * 8;
@@ -1098,7 +1113,7 @@ int kv_xdp(struct xdp_md *ctx)
 	if (plen < sizeof(*udp) + sizeof(*fr) || data + hoff + plen > data_end)
 		goto pass;
 	plen -= sizeof(*udp) + sizeof(*fr);
-	if (plen > REQ_MAX - 8 || fr->seq != 0 || fr->total != bpf_htons(1))
+	if (plen > PAYLOAD_MAX || fr->seq != 0 || fr->total != bpf_htons(1))
 		goto pass;
 	slot = slow_token && fr->reserved == bpf_htons(slow_token) ? 1 : 0;
 	s = get_scratch(slot);
@@ -1119,7 +1134,7 @@ int kv_xdp(struct xdp_md *ctx)
 
 	/* Turn the request into the reply in place. */
 	rlen = RD(s->resp_len);
-	if (rlen > REQ_MAX - 8)
+	if (rlen > PAYLOAD_MAX)
 		goto pass;
 	if (bpf_xdp_adjust_tail(ctx, (int)rlen - (int)RD(s->req_len)))
 		goto pass;

@@ -92,7 +92,9 @@ type kvScratch struct {
 	Noreply   uint32
 	Slot      uint32
 	Nd        uint32
+	Poff      uint32
 	Alen      uint32
+	_         [4]byte
 	Exptime   int64
 	Num       uint64
 	CasIn     uint64
