@@ -1,0 +1,202 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xdplab/xdplab/lab/memcache"
+)
+
+// startMemcached runs memcached with UDP on a free-looking loopback port.
+func startMemcached(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("memcached")
+	if err != nil {
+		t.Skip("memcached not installed: run make deps")
+	}
+	for try := 0; ; try++ {
+		port := strconv.Itoa(20000 + rand.IntN(30000))
+		args := []string{"-l", "127.0.0.1", "-p", port, "-U", port, "-t", "2", "-m", "64"}
+		if os.Geteuid() == 0 {
+			args = append(args, "-u", "root")
+		}
+		cmd := exec.Command(bin, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		addr := net.JoinHostPort("127.0.0.1", port)
+		if waitTCP(addr, done) {
+			t.Cleanup(func() { cmd.Process.Kill(); <-done })
+			return addr
+		}
+		cmd.Process.Kill()
+		<-done
+		if try == 5 {
+			t.Fatal("memcached did not start")
+		}
+	}
+}
+
+// waitTCP waits until addr accepts, or the process exits (port taken).
+func waitTCP(addr string, exited chan struct{}) bool {
+	for range 200 {
+		select {
+		case <-exited:
+			return false
+		default:
+		}
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
+
+func TestRunAgainstMemcached(t *testing.T) {
+	addr := startMemcached(t)
+	ctx := t.Context()
+	for _, w := range []Workload{
+		{GetRatio: 1, Keys: 500, KeySize: 16, ValueSize: 100, InFlight: 16, Sockets: 2, Preload: true},
+		{GetRatio: 0.5, Keys: 500, KeySize: 32, ValueSize: 10, InFlight: 4, Sockets: 1, Preload: true, KeyPrefix: "mix:"},
+		{GetRatio: 1, Keys: 100, KeySize: 16, ValueSize: 100, MultiGet: 10, InFlight: 8, Sockets: 1, Preload: true, KeyPrefix: "mg:"},
+		// Values beyond one reply datagram: memcached splits the reply.
+		{GetRatio: 1, Keys: 50, KeySize: 16, ValueSize: 1300, MultiGet: 3, InFlight: 4, Sockets: 1, Preload: true, KeyPrefix: "big:"},
+		{GetRatio: 0, Keys: 100, KeySize: 8, ValueSize: 1, InFlight: 8, Sockets: 1, KeyPrefix: "s:"},
+	} {
+		w.Duration, w.Warmup = 300*time.Millisecond, 50*time.Millisecond
+		t.Run(w.String(), func(t *testing.T) {
+			r, err := Run(ctx, Target{Name: "memcached", Addr: addr}, w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("\n%s", MarkdownTable(r))
+			if r.Requests == 0 || r.Requests != r.Gets+r.Sets || r.Errors != 0 || r.Lost != 0 {
+				t.Errorf("requests %d (gets %d sets %d) errors %d lost %d", r.Requests, r.Gets, r.Sets, r.Errors, r.Lost)
+			}
+			if r.Histogram().Count() != r.Requests || r.Latency.P50Us <= 0 || r.Latency.P99Us < r.Latency.P50Us {
+				t.Errorf("latency: %+v over %d records", r.Latency, r.Histogram().Count())
+			}
+			if w.GetRatio > 0 && (r.Misses != 0 || r.Hits != r.Gets*uint64(max(1, w.MultiGet))) {
+				t.Errorf("preloaded, yet hits %d misses %d for %d gets", r.Hits, r.Misses, r.Gets)
+			}
+			if w.GetRatio == 0 && r.Gets != 0 {
+				t.Errorf("gets %d in a SET-only run", r.Gets)
+			}
+			if w.GetRatio == 0.5 && (r.Gets < r.Requests/4 || r.Sets < r.Requests/4) {
+				t.Errorf("mix: %d gets, %d sets", r.Gets, r.Sets)
+			}
+			if r.PreloadFailed != 0 {
+				t.Errorf("preload failed for %d keys", r.PreloadFailed)
+			}
+			js, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back map[string]any
+			if err := json.Unmarshal(js, &back); err != nil || back["ops_per_sec"] == nil || back["latency"] == nil {
+				t.Errorf("json: %s (%v)", js, err)
+			}
+		})
+	}
+	// The keys the loader stored are the ones the workload reads.
+	c, err := memcache.DialUDP(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	items, err := c.Get(cctx, "b:00000000000499")
+	if err != nil || len(items) != 1 || len(items[0].Value) != 100 {
+		t.Errorf("get b:00000000000499: %v %v", items, err)
+	}
+}
+
+func TestRunNobodyListening(t *testing.T) {
+	// Find a UDP port nobody uses: bind one and close it.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	w := Workload{GetRatio: 1, Keys: 10, Duration: 100 * time.Millisecond, Timeout: 20 * time.Millisecond, Sockets: 1}
+	_, err = Run(t.Context(), Target{Addr: addr}, w)
+	if err == nil || !strings.Contains(err.Error(), "no replies") {
+		t.Fatalf("err %v, want no replies", err)
+	}
+	w.Preload = true
+	if _, err := Run(t.Context(), Target{Addr: addr}, w); err == nil || !strings.Contains(err.Error(), "preload stored none") {
+		t.Fatalf("preload: err %v", err)
+	}
+}
+
+func TestWorkloadValidate(t *testing.T) {
+	for _, w := range []Workload{
+		{GetRatio: 2},
+		{KeySize: 251},
+		{Keys: 100000, KeySize: 4},
+		{ValueSize: 2000, GetRatio: 0.5},
+		{MultiGet: 100, KeySize: 100},
+		{InFlight: -1},
+	} {
+		if err := w.normalize(); err == nil {
+			t.Errorf("%+v: accepted", w)
+		}
+	}
+	w := Workload{GetRatio: 1}
+	if err := w.normalize(); err != nil || w.KeySize != 16 || w.Sockets != 2 || w.MultiGet != 1 {
+		t.Errorf("defaults: %+v %v", w, err)
+	}
+	ks := newKeySet(Workload{Keys: 12, KeySize: 8, KeyPrefix: "k:"})
+	if got := string(ks.key(11)); got != "k:000011" {
+		t.Errorf("key 11: %q", got)
+	}
+}
+
+func TestHistogram(t *testing.T) {
+	var h Histogram
+	for i := 1; i <= 10000; i++ {
+		h.Record(time.Duration(i) * time.Microsecond)
+	}
+	for _, q := range []float64{0.5, 0.9, 0.99, 0.999, 1} {
+		want := time.Duration(q*10000) * time.Microsecond
+		got := h.Quantile(q)
+		if got < want || float64(got) > float64(want)*(1+1.0/histSub) {
+			t.Errorf("q%v: %v, want %v within 1/%d", q, got, want, histSub)
+		}
+	}
+	if h.Max() != 10*time.Millisecond || h.Min() != time.Microsecond || h.Count() != 10000 {
+		t.Errorf("max %v min %v count %d", h.Max(), h.Min(), h.Count())
+	}
+	if m := h.Mean(); m < 5000*time.Microsecond || m > 5001*time.Microsecond {
+		t.Errorf("mean %v", m)
+	}
+	var g Histogram
+	g.Record(3)
+	g.Merge(&h)
+	if g.Count() != 10001 || g.Min() != 3 || g.Quantile(0) != 3 {
+		t.Errorf("merge: count %d min %v q0 %v", g.Count(), g.Min(), g.Quantile(0))
+	}
+	// Every bucket's bounds invert histIndex.
+	for i := range histBuckets - 1 {
+		lo, hi := histBounds(i)
+		if histIndex(lo) != i || histIndex(hi) != i || histIndex(hi+1) != i+1 {
+			t.Fatalf("bucket %d: [%d,%d] maps to %d,%d", i, lo, hi, histIndex(lo), histIndex(hi))
+		}
+	}
+}

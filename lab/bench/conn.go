@@ -1,0 +1,435 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/xdplab/xdplab/lab/memcache"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// batchConn is what ipv4.PacketConn and ipv6.PacketConn share: sendmmsg and
+// recvmmsg on Linux, one datagram per call elsewhere.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// maxBatch bounds the datagrams per sendmmsg/recvmmsg.
+const maxBatch = 64
+
+// conn is one socket and its closed loop. Requests are indexed by their
+// 16-bit request id; ids run round, so a reply can be matched to a later
+// request only if it arrives 65,536 requests late on the same socket.
+type conn struct {
+	nc    net.Conn
+	bc    batchConn
+	slots []slot
+	fifo  []sent // send order, for timeouts; entries go stale when answered
+	head  int
+	next  uint16
+	infl  int
+
+	wmsgs []ipv4.Message
+	wbufs [][]byte
+	wids  []uint16
+	rmsgs []ipv4.Message
+
+	deadline time.Duration // read deadline set, relative to the loop's base
+	st       stats
+	hist     Histogram
+}
+
+type slot struct {
+	active bool
+	get    bool
+	nkeys  int
+	key    int // preload: the key stored, to retry it
+	try    int
+	sent   time.Duration
+	buf    []byte // reply collected so far, when it spans datagrams
+}
+
+type sent struct {
+	id uint16
+	at time.Duration
+}
+
+type stats struct {
+	requests, gets, sets, hits, misses, errors, lost uint64
+}
+
+func (s *stats) addTo(r *Result) {
+	r.Requests += s.requests
+	r.Gets += s.gets
+	r.Sets += s.sets
+	r.Hits += s.hits
+	r.Misses += s.misses
+	r.Errors += s.errors
+	r.Lost += s.lost
+}
+
+func newConn(nc net.Conn) (*conn, error) {
+	pc, ok := nc.(net.PacketConn)
+	if !ok {
+		return nil, fmt.Errorf("bench: dial returned %T, not a UDP socket", nc)
+	}
+	if u, ok := nc.(*net.UDPConn); ok {
+		// Replies to a batch arrive as a burst; the kernel caps this at
+		// net.core.rmem_max.
+		u.SetReadBuffer(4 << 20)
+	}
+	c := &conn{nc: nc, slots: make([]slot, 1<<16)}
+	if a, ok := nc.RemoteAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
+		c.bc = ipv6.NewPacketConn(pc)
+	} else {
+		c.bc = ipv4.NewPacketConn(pc)
+	}
+	c.wmsgs = make([]ipv4.Message, maxBatch)
+	c.wbufs = make([][]byte, maxBatch)
+	c.wids = make([]uint16, maxBatch)
+	c.rmsgs = make([]ipv4.Message, maxBatch)
+	for i := range c.rmsgs {
+		c.wbufs[i] = make([]byte, 0, memcache.MaxDatagram)
+		c.wmsgs[i].Buffers = [][]byte{nil}
+		c.rmsgs[i].Buffers = [][]byte{make([]byte, 2048)}
+	}
+	return c, nil
+}
+
+func (c *conn) close() { c.nc.Close() }
+
+// source says what a loop sends and what it does with the outcome.
+type source interface {
+	// fill appends the request for s to b (which holds the frame header)
+	// and sets s's fields; false when there is nothing to send now.
+	fill(s *slot, b []byte) ([]byte, bool)
+	reply(c *conn, s *slot, r []byte, now time.Duration)
+	lost(c *conn, s *slot, now time.Duration)
+	done() bool
+}
+
+// loop keeps up to inFlight requests outstanding until stop (relative to
+// base), ctx ends, or src is done with nothing in flight.
+func (c *conn) loop(ctx context.Context, src source, base time.Time, stop time.Duration, inFlight int, timeout time.Duration) error {
+	tick := min(max(timeout/4, time.Millisecond), 10*time.Millisecond)
+	for ctx.Err() == nil {
+		now := time.Since(base)
+		if now >= stop || (src.done() && c.infl == 0) {
+			return nil
+		}
+		c.expire(src, now, timeout)
+		if err := c.send(src, now, inFlight); err != nil {
+			return err
+		}
+		if c.infl == 0 {
+			if src.done() {
+				return nil
+			}
+			continue
+		}
+		if now+tick/2 > c.deadline {
+			c.deadline = now + tick
+			c.nc.SetReadDeadline(base.Add(c.deadline))
+		}
+		n, err := c.bc.ReadBatch(c.rmsgs, 0)
+		now = time.Since(base)
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			continue
+		case errors.Is(err, syscall.ECONNREFUSED):
+			// ICMP port unreachable for an earlier datagram: those
+			// requests time out as lost.
+			c.st.errors++
+			continue
+		case errors.Is(err, net.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("bench: receive: %w", err)
+		}
+		for i := range n {
+			m := &c.rmsgs[i]
+			c.receive(src, m.Buffers[0][:m.N], now)
+		}
+	}
+	return nil
+}
+
+// send tops the requests in flight up to inFlight, in batches.
+func (c *conn) send(src source, now time.Duration, inFlight int) error {
+	for c.infl < inFlight {
+		k := 0
+		for c.infl+k < inFlight && k < maxBatch {
+			id := c.next
+			s := &c.slots[id]
+			if s.active {
+				// Unanswered for 65,536 requests: lost, and its id is due.
+				s.active = false
+				c.infl--
+				src.lost(c, s, now)
+			}
+			b := memcache.AppendHeader(c.wbufs[k][:0], memcache.Header{RequestID: id, Total: 1})
+			b, ok := src.fill(s, b)
+			if !ok {
+				break
+			}
+			c.next++
+			c.wbufs[k] = b
+			c.wmsgs[k].Buffers[0] = b
+			c.wids[k] = id
+			k++
+		}
+		if k == 0 {
+			return nil
+		}
+		sentN := 0
+		for sentN < k {
+			n, err := c.bc.WriteBatch(c.wmsgs[sentN:k], 0)
+			if err != nil {
+				if errors.Is(err, syscall.ECONNREFUSED) {
+					c.st.errors++ // an earlier datagram was refused
+					continue
+				}
+				if errors.Is(err, net.ErrClosed) {
+					return nil
+				}
+				return fmt.Errorf("bench: send: %w", err)
+			}
+			sentN += n
+		}
+		for _, id := range c.wids[:k] {
+			s := &c.slots[id]
+			s.active, s.sent, s.buf = true, now, s.buf[:0]
+			c.fifo = append(c.fifo, sent{id, now})
+		}
+		c.infl += k
+	}
+	return nil
+}
+
+// expire declares requests older than timeout lost.
+func (c *conn) expire(src source, now, timeout time.Duration) {
+	for c.head < len(c.fifo) {
+		e := c.fifo[c.head]
+		s := &c.slots[e.id]
+		if s.active && s.sent == e.at {
+			if now-e.at < timeout {
+				break
+			}
+			s.active = false
+			c.infl--
+			src.lost(c, s, now)
+		}
+		c.head++
+	}
+	// Compact once the consumed part dominates, so memory stays bounded.
+	if c.head > 4096 && c.head*2 > len(c.fifo) {
+		c.fifo = c.fifo[:copy(c.fifo, c.fifo[c.head:])]
+		c.head = 0
+	}
+}
+
+// receive takes one datagram; a reply is complete when memcache.ReplyLen
+// says so, over all the datagrams of its request id in arrival order
+// (replies of several datagrams are assumed not to be reordered, as on
+// loopback and veth).
+func (c *conn) receive(src source, d []byte, now time.Duration) {
+	if len(d) < memcache.HeaderLen {
+		return
+	}
+	s := &c.slots[binary.BigEndian.Uint16(d)]
+	if !s.active {
+		return // late, after it was declared lost
+	}
+	total := binary.BigEndian.Uint16(d[4:])
+	p := d[memcache.HeaderLen:]
+	cmd := memcache.CmdSet
+	if s.get {
+		cmd = memcache.CmdGet
+	}
+	var r []byte
+	if len(s.buf) == 0 && total == 1 {
+		if n, ok := memcache.ReplyLen(cmd, p); ok {
+			r = p[:n]
+		} else {
+			s.buf = append(s.buf, p...)
+		}
+	} else {
+		s.buf = append(s.buf, p...)
+		if n, ok := memcache.ReplyLen(cmd, s.buf); ok {
+			r = s.buf[:n]
+		}
+	}
+	if r == nil {
+		return
+	}
+	s.active = false
+	c.infl--
+	src.reply(c, s, r, now)
+}
+
+// countValues counts the VALUE blocks of a get reply; ok when it ends in END.
+func countValues(r []byte) (n int, ok bool) {
+	for len(r) > 0 {
+		eol := bytes.IndexByte(r, '\n')
+		if eol < 0 {
+			return n, false
+		}
+		line := bytes.TrimSuffix(r[:eol], []byte("\r"))
+		if bytes.Equal(line, []byte("END")) {
+			return n, eol+1 == len(r)
+		}
+		v, err := memcache.ParseValueLine(line)
+		if err != nil || len(r) < eol+1+v.Bytes+2 {
+			return n, false
+		}
+		n++
+		r = r[eol+1+v.Bytes+2:]
+	}
+	return n, false
+}
+
+var stored = []byte("STORED\r\n")
+
+// workload is the measured run's source: random keys, GET/SET mix.
+type workload struct {
+	w       *Workload
+	keys    *keySet
+	rng     *rand.Rand
+	setTail []byte // " 0 0 N\r\nVALUE\r\n"
+	measure time.Duration
+	end     time.Duration
+}
+
+type phases struct {
+	base         time.Time
+	measure, end time.Duration
+}
+
+func newWorkload(w *Workload, keys *keySet, seed uint64) *workload {
+	tail := []byte(" 0 0 " + strconv.Itoa(w.ValueSize) + "\r\n")
+	for i := range w.ValueSize {
+		tail = append(tail, 'a'+byte(i%26))
+	}
+	tail = append(tail, "\r\n"...)
+	return &workload{w: w, keys: keys, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)), setTail: tail}
+}
+
+func (l *workload) fill(s *slot, b []byte) ([]byte, bool) {
+	s.get = l.w.GetRatio >= 1 || (l.w.GetRatio > 0 && l.rng.Float64() < l.w.GetRatio)
+	if s.get {
+		s.nkeys = l.w.MultiGet
+		b = append(b, "get"...)
+		for range l.w.MultiGet {
+			b = append(b, ' ')
+			b = append(b, l.keys.key(l.rng.IntN(l.w.Keys))...)
+		}
+		return append(b, "\r\n"...), true
+	}
+	b = append(b, "set "...)
+	b = append(b, l.keys.key(l.rng.IntN(l.w.Keys))...)
+	return append(b, l.setTail...), true
+}
+
+func (l *workload) in(now time.Duration) bool { return now >= l.measure && now < l.end }
+
+func (l *workload) reply(c *conn, s *slot, r []byte, now time.Duration) {
+	if !l.in(now) {
+		return
+	}
+	st := &c.st
+	st.requests++
+	c.hist.Record(now - s.sent)
+	if !s.get {
+		st.sets++
+		if !bytes.Equal(r, stored) {
+			st.errors++
+		}
+		return
+	}
+	st.gets++
+	n, ok := countValues(r)
+	if !ok {
+		st.errors++
+	}
+	st.hits += uint64(n)
+	st.misses += uint64(max(0, s.nkeys-n))
+}
+
+func (l *workload) lost(c *conn, s *slot, now time.Duration) {
+	if l.in(now) {
+		c.st.lost++
+	}
+}
+
+func (l *workload) done() bool { return false }
+
+func (c *conn) run(ctx context.Context, w *Workload, keys *keySet, ph phases, seed uint64) error {
+	l := newWorkload(w, keys, seed)
+	l.measure, l.end = ph.measure, ph.end
+	return c.loop(ctx, l, ph.base, ph.end, w.InFlight, w.Timeout)
+}
+
+// loader is the preload's source: each key once, lost ones retried twice.
+type loader struct {
+	*workload
+	todo   []int // keys, tried tries[i] times before
+	tries  []int
+	failed int
+}
+
+func (l *loader) fill(s *slot, b []byte) ([]byte, bool) {
+	if len(l.todo) == 0 {
+		return b, false
+	}
+	k, t := l.todo[len(l.todo)-1], l.tries[len(l.tries)-1]
+	l.todo, l.tries = l.todo[:len(l.todo)-1], l.tries[:len(l.tries)-1]
+	s.get, s.key, s.try = false, k, t
+	b = append(b, "set "...)
+	b = append(b, l.keys.key(k)...)
+	return append(b, l.setTail...), true
+}
+
+func (l *loader) reply(c *conn, s *slot, r []byte, now time.Duration) {
+	if !bytes.Equal(r, stored) {
+		l.failed++ // the server said no; asking again would not help
+	}
+}
+
+func (l *loader) lost(c *conn, s *slot, now time.Duration) {
+	if s.try < 2 {
+		l.todo, l.tries = append(l.todo, s.key), append(l.tries, s.try+1)
+		return
+	}
+	l.failed++
+}
+
+func (l *loader) done() bool { return len(l.todo) == 0 }
+
+func (c *conn) preload(ctx context.Context, w *Workload, keys *keySet, todo []int) (int, error) {
+	l := &loader{workload: newWorkload(w, keys, 0), todo: todo, tries: make([]int, len(todo))}
+	// Bounded by count (every key at most three times); the time bound
+	// only guards against a server that stalls without dropping.
+	err := c.loop(ctx, l, time.Now(), time.Hour, w.InFlight, w.Timeout)
+	c.deadline = 0
+	// Forget what is still in flight (only when ctx ended).
+	for i := range c.slots {
+		c.slots[i].active = false
+	}
+	c.infl, c.fifo, c.head = 0, c.fifo[:0], 0
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return l.failed + len(l.todo), err
+}
