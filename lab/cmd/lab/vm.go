@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/xdplab/xdplab/kernels"
@@ -193,6 +195,7 @@ func vmBench(args []string) error {
 	fs := newFlags("vm bench")
 	v := addVMFlags(fs, string(vmtest.Direct))
 	n := fs.Int("n", 5, "boots per kernel")
+	sweep := fs.Bool("sweep", false, "also time a `uname -r` boot of every kernel at once (up to one VM per core)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -231,5 +234,37 @@ func vmBench(args []string) error {
 		fmt.Printf("%-6s %-8s %-5s %7.1fs %7.1fs %7.1fs\n", name, *v.backend, accel,
 			ds[len(ds)/2].Seconds(), ds[0].Seconds(), ds[len(ds)-1].Seconds())
 	}
+	if *sweep {
+		return benchSweep(ctx, names, v)
+	}
+	return nil
+}
+
+// benchSweep boots all kernels concurrently (vmtest's slots keep it to one
+// VM per core) and checks each `uname -r`.
+func benchSweep(ctx context.Context, names []string, v *vmFlags) error {
+	start := time.Now()
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		k, err := lookupCached(name)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := vmtest.Run(ctx, k, []string{"uname -r"}, v.options())
+			if err == nil && strings.TrimSpace(string(res.Stdout)) != k.Release {
+				err = fmt.Errorf("%s: uname -r = %q, pinned %q", name, res.Stdout, k.Release)
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	fmt.Printf("sweep: uname -r on %s in %.1fs (%d VMs at a time)\n", strings.Join(names, ", "), time.Since(start).Seconds(), vmtest.Slots())
 	return nil
 }
