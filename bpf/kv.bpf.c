@@ -1110,7 +1110,12 @@ int kv_xdp(struct xdp_md *ctx)
 	if ((void *)(fr + 1) > data_end)
 		goto pass;
 	plen = bpf_ntohs(udp->len);
-	if (plen < sizeof(*udp) + sizeof(*fr) || data + hoff + plen > data_end)
+	/* 5.10 leaves a byte swap's result unbounded: bound it before the
+	 * pointer math (the barrier keeps clang from dropping the mask). */
+	PIN(plen);
+	plen &= 0xffff;
+	if (plen < sizeof(*udp) + sizeof(*fr) || plen > sizeof(*udp) + sizeof(*fr) + PAYLOAD_MAX ||
+	    data + hoff + plen > data_end)
 		goto pass;
 	plen -= sizeof(*udp) + sizeof(*fr);
 	if (plen > PAYLOAD_MAX || fr->seq != 0 || fr->total != bpf_htons(1))
