@@ -33,7 +33,7 @@
 const volatile __u16 port = 11211;
 const volatile __u32 val_cap = 1024;    /* bytes of data per item; multiple of 8 */
 const volatile __u32 reply_max = 1392;  /* largest reply payload sent from XDP */
-const volatile __u16 slow_token = 0;    /* frame 'reserved' value marking slow-path requests */
+const volatile __u16 slow_token = 0;    /* frame 'reserved' value of the slow path's own test runs (scratch slot 1) */
 
 /* CLOCK_MONOTONIC to unix time, kept current by the slow path. */
 volatile __s64 unix_offset_ns = 0;
@@ -602,7 +602,7 @@ __noinline int do_store(__u32 slot, __u32 cmd)
 			res = R_STORED;
 			bpf_spin_lock(&lk->lock);
 			live = is_live(s, v, now);
-			if (v->slow && key_eq(s, v) && slot == 0) {
+			if (v->slow && key_eq(s, v)) {
 				pass = 1;
 			} else if (cmd == CMD_ADD && live) {
 				res = R_NOT_STORED;

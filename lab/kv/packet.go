@@ -11,6 +11,14 @@ import (
 // datagram count, reserved.
 const frameLen = 8
 
+// XDP actions, and PAYLOAD_MAX of bpf/kv.bpf.c: the largest payload XDP takes.
+const (
+	xdpDrop    = 1
+	xdpPass    = 2
+	xdpTX      = 3
+	payloadMax = 1480
+)
+
 const (
 	ethLen  = 14
 	ipv4Len = 20
