@@ -1,0 +1,223 @@
+package kv
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xdplab/xdplab/lab/bench"
+	"github.com/xdplab/xdplab/lab/netlab"
+	"github.com/xdplab/xdplab/lab/peer"
+)
+
+// BenchmarkVethStoreVsMemcached drives the store and memcached (UDP) over
+// veth pairs with the same lab/bench client and workload, alternating
+// several rounds in one run so that load from elsewhere on the machine
+// hits both alike, and reports medians and the ratio store/memcached.
+//
+// It is a benchmark, not a test, so `go test ./...` skips it; it needs root.
+// One call of the body is a whole comparison, whatever b.N: run it with
+// `go test -run '^$' -bench VethStore -benchtime 1x ./lab/kv` (make bench
+// runs it too). The environment tunes it:
+//
+//	XDPLAB_BENCH_ROUNDS=3     rounds per workload
+//	XDPLAB_BENCH_ROUND=2s     measured time per target and round
+//	XDPLAB_BENCH_JSON=FILE    also write every result as JSON
+//	XDPLAB_BENCH_VALUE=100    value size in bytes (keys are 16 bytes)
+//	XDPLAB_BENCH_SOCKETS=2    client sockets (one goroutine each)
+//	XDPLAB_BENCH_INFLIGHT=32  requests in flight per socket
+//
+// Topology: client — kv (the store: XDP native on kv's veth end, the Go slow
+// path listening on the same port) and client — mc (memcached 1.6 in its
+// own namespace, nothing attached: memcached as deployed). A third target,
+// "memcached+xdp", is memcached in kv's namespace on another port, behind
+// the store's program (which passes its packets): what XDP on the path
+// costs a server that does not use it. The client's ends carry XDP_PASS,
+// which XDP_TX on veth needs; replies of all three cross it.
+func BenchmarkVethStoreVsMemcached(b *testing.B) {
+	rounds := envInt(b, "XDPLAB_BENCH_ROUNDS", 3)
+	round := envDuration(b, "XDPLAB_BENCH_ROUND", 2*time.Second)
+	topo := netlab.ForTest(b, netlab.Spec{
+		Hosts: []netlab.HostSpec{
+			{Name: "client", Role: "client", XDPPass: true},
+			{Name: "kv", Role: "kv"},
+			{Name: "mc", Role: "memcached"},
+		},
+		Links: []netlab.LinkSpec{{A: "client", B: "kv"}, {A: "client", B: "mc"}},
+	})
+	client, kvh, mch := topo.Host("client"), topo.Host("kv"), topo.Host("mc")
+
+	o := loadForTest(b, Config{})
+	l, err := netlab.AttachXDP(kvh, kvh.Dev(), o.Program())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	srv := NewServer(o)
+	if err := kvh.Do(func() error { return srv.Listen(kvh.IPv4().String()) }); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			b.Error(err)
+		}
+	})
+	const mcPort = 11311
+	for _, h := range []*netlab.Host{mch, kvh} {
+		mc, err := peer.StartMemcached(ctx, h, peer.MemcachedOptions{Port: mcPort, Addrs: []netip.Addr{h.IPv4()}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { mc.Stop() })
+	}
+
+	dial := func(addr string) (net.Conn, error) {
+		var c net.Conn
+		err := client.Do(func() (err error) {
+			c, err = net.Dial("udp", addr)
+			return err
+		})
+		return c, err
+	}
+	targets := []bench.Target{
+		{Name: "store", Addr: netip.AddrPortFrom(kvh.IPv4(), o.Config().Port).String(), Dial: dial},
+		{Name: "memcached", Addr: netip.AddrPortFrom(mch.IPv4(), mcPort).String(), Dial: dial},
+		{Name: "memcached+xdp", Addr: netip.AddrPortFrom(kvh.IPv4(), mcPort).String(), Dial: dial},
+	}
+
+	var all []*bench.Result
+	for _, wl := range []struct {
+		name     string
+		getRatio float64
+	}{{"get", 1}, {"mix90", 0.9}} {
+		b.Run(wl.name, func(b *testing.B) {
+			w := bench.DefaultWorkload()
+			w.GetRatio, w.Duration, w.Warmup = wl.getRatio, round, round/4
+			w.KeyPrefix = wl.name + ":"
+			w.ValueSize = envInt(b, "XDPLAB_BENCH_VALUE", w.ValueSize)
+			w.Sockets = envInt(b, "XDPLAB_BENCH_SOCKETS", w.Sockets)
+			w.InFlight = envInt(b, "XDPLAB_BENCH_INFLIGHT", w.InFlight)
+			byTarget := map[string][]*bench.Result{}
+			before := xdpCounters(b, srv)
+			var table strings.Builder
+			table.WriteString(bench.MarkdownHeader())
+			for r := range rounds {
+				// Alternate the order, so neither target always runs first.
+				order := slices.Clone(targets)
+				if r%2 == 1 {
+					slices.Reverse(order)
+				}
+				for _, t := range order {
+					w.Preload = r == 0
+					res, err := bench.Run(ctx, t, w)
+					if err != nil {
+						b.Fatalf("round %d, %s: %v", r, t.Name, err)
+					}
+					res.Target = fmt.Sprintf("%s (round %d)", t.Name, r+1)
+					table.WriteString(res.MarkdownRow())
+					res.Target = t.Name
+					byTarget[t.Name] = append(byTarget[t.Name], res)
+					all = append(all, res)
+				}
+			}
+			med := func(name string, f func(*bench.Result) float64) float64 {
+				var v []float64
+				for _, r := range byTarget[name] {
+					v = append(v, f(r))
+				}
+				slices.Sort(v)
+				return v[len(v)/2]
+			}
+			ops := func(r *bench.Result) float64 { return r.OpsPerSec }
+			p50 := func(r *bench.Result) float64 { return r.Latency.P50Us }
+			p99 := func(r *bench.Result) float64 { return r.Latency.P99Us }
+			table.WriteString("\n| median of " + strconv.Itoa(rounds) + " rounds | ops/s | p50 µs | p99 µs | vs memcached |\n|---|--:|--:|--:|--:|\n")
+			for _, t := range targets {
+				fmt.Fprintf(&table, "| %s | %.0f | %.1f | %.1f | %.2f× |\n", t.Name, med(t.Name, ops), med(t.Name, p50), med(t.Name, p99),
+					med(t.Name, ops)/med("memcached", ops))
+			}
+			after := xdpCounters(b, srv)
+			// Requests the program passed to the slow path instead of
+			// answering: a store benchmark is only about XDP if this is 0.
+			tx, pass := after["xdp_tx"]-before["xdp_tx"], after["xdp_pass"]-before["xdp_pass"]
+			fmt.Fprintf(&table, "\nstore: %d requests answered in XDP, %d passed to the slow path (incl. preload), %d dropped\n",
+				tx, pass, after["xdp_drop"]-before["xdp_drop"])
+			// Printed rather than logged: go test cuts benchmark logs
+			// to 10 lines unless -v.
+			fmt.Printf("\n### %s: %s, %d-byte keys, %d-byte values, %d keys, %d sockets × %d in flight, %v per round\n\n%s\n",
+				b.Name(), w.String()[:strings.Index(w.String(), " k")], w.KeySize, w.ValueSize, w.Keys, w.Sockets, w.InFlight, round, table.String())
+			if pass > 0 {
+				b.Logf("the store passed %d of %d requests to its slow path: the store numbers are not XDP's", pass, pass+tx)
+			}
+			b.ReportMetric(float64(tx)/float64(max(1, tx+pass)), "store-xdp-frac")
+			b.ReportMetric(0, "ns/op") // one op is the whole comparison
+			b.ReportMetric(med("store", ops), "store-ops/s")
+			b.ReportMetric(med("memcached", ops), "memcached-ops/s")
+			b.ReportMetric(med("store", ops)/med("memcached", ops), "store/memcached")
+			b.ReportMetric(med("store", p50), "store-p50-us")
+			b.ReportMetric(med("store", p99), "store-p99-us")
+			b.ReportMetric(med("memcached", p50), "memcached-p50-us")
+			b.ReportMetric(med("memcached", p99), "memcached-p99-us")
+		})
+	}
+	if path := os.Getenv("XDPLAB_BENCH_JSON"); path != "" {
+		js, err := json.MarshalIndent(all, "", "  ")
+		if err == nil {
+			err = os.WriteFile(path, js, 0o644)
+		}
+		if err != nil {
+			b.Error(err)
+		}
+	}
+}
+
+// xdpCounters reads the store's xdp_* stats.
+func xdpCounters(b *testing.B, srv *Server) map[string]uint64 {
+	st, err := srv.Stats()
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := map[string]uint64{}
+	for _, kv := range st {
+		if strings.HasPrefix(kv[0], "xdp_") {
+			m[kv[0]], _ = strconv.ParseUint(kv[1], 10, 64)
+		}
+	}
+	return m
+}
+
+func envInt(b *testing.B, name string, def int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive number", name, s)
+	}
+	return n
+}
+
+func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		b.Fatalf("%s=%q: want a duration such as 2s", name, s)
+	}
+	return d
+}
