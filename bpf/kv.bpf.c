@@ -975,68 +975,42 @@ static __always_inline __u16 fold(__u64 sum)
  * payload offset, too, comes back from the map as a bounded unknown: a
  * constant offset would tie every bounds check to the frame's own pointers,
  * and each loop exit would carry a different packet range forward. */
-static __always_inline int copy_in(struct scratch *s, void *data, void *data_end, __u32 off)
+static __always_inline int copy_pkt(struct scratch *s, void *data, void *data_end, __u32 off, int out)
 {
+	__u8 *buf = out ? s->resp : s->req;
+	__u32 *len = out ? &s->resp_len : &s->req_len;
 	__u32 i, o;
 
 	WR(s->poff, off);
 	off = RD(s->poff) & 127;
-
 	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
 		void *p;
 
 		o = i * 8;
-		if (o + 8 > RD(s->req_len))
+		if (o + 8 > RD(*len))
 			break;
 		p = data + off + o;
 		PIN(p);
 		if (p + 8 > data_end)
 			return -1;
-		*(__u64 *)&s->req[o] = *(__u64 *)p;
+		if (out)
+			*(__u64 *)p = *(__u64 *)&buf[o];
+		else
+			*(__u64 *)&buf[o] = *(__u64 *)p;
 	}
-	o = RD(s->req_len) & (MASK & ~7U);
+	o = RD(*len) & (MASK & ~7U);
 	for (i = 0; i < 7; i++) {
 		__u8 *p = data + off + o + i;
 
 		PIN(p);
-		if (o + i >= RD(s->req_len))
+		if (o + i >= RD(*len))
 			break;
 		if ((void *)(p + 1) > data_end)
 			return -1;
-		s->req[(o + i) & MASK] = *p;
-	}
-	return 0;
-}
-
-static __always_inline int copy_out(struct scratch *s, void *data, void *data_end, __u32 off)
-{
-	__u32 i, o;
-
-	WR(s->poff, off);
-	off = RD(s->poff) & 127;
-
-	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
-		void *p;
-
-		o = i * 8;
-		if (o + 8 > RD(s->resp_len))
-			break;
-		p = data + off + o;
-		PIN(p);
-		if (p + 8 > data_end)
-			return -1;
-		*(__u64 *)p = *(__u64 *)&s->resp[o];
-	}
-	o = RD(s->resp_len) & (MASK & ~7U);
-	for (i = 0; i < 7; i++) {
-		__u8 *p = data + off + o + i;
-
-		PIN(p);
-		if (o + i >= RD(s->resp_len))
-			break;
-		if ((void *)(p + 1) > data_end)
-			return -1;
-		*p = s->resp[(o + i) & MASK];
+		if (out)
+			*p = buf[(o + i) & MASK];
+		else
+			buf[(o + i) & MASK] = *p;
 	}
 	return 0;
 }
@@ -1125,7 +1099,7 @@ int kv_xdp(struct xdp_md *ctx)
 	if (!s)
 		goto pass;
 	WR(s->req_len, plen);
-	if (copy_in(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr)) < 0)
+	if (copy_pkt(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr), 0) < 0)
 		goto pass;
 	WR(s->slot, slot);
 
@@ -1220,7 +1194,7 @@ int kv_xdp(struct xdp_md *ctx)
 	fr->seq = 0;
 	fr->total = bpf_htons(1);
 	fr->reserved = 0;
-	if (copy_out(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr)) < 0)
+	if (copy_pkt(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr), 1) < 0)
 		return XDP_DROP;
 	sum = (__u32)bpf_csum_diff(0, 0, (void *)udp, sizeof(*udp) + sizeof(*fr), (__u32)sum);
 	sum = sum_resp(s, sum);
