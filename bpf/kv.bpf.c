@@ -1052,7 +1052,7 @@ int kv_xdp(struct xdp_md *ctx)
 	struct udphdr *udp;
 	struct frame *fr;
 	struct scratch *s;
-	__u32 hoff, slot, plen, rlen;
+	__u32 hoff, slot = 0, plen, rlen;
 	int v6, act;
 
 	if ((void *)(eth + 1) > data_end)
@@ -1079,10 +1079,15 @@ int kv_xdp(struct xdp_md *ctx)
 	udp = data + hoff;
 	if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(port))
 		return XDP_PASS;
-	STAT_INC(rx);
 	fr = (void *)(udp + 1);
-	if ((void *)(fr + 1) > data_end)
+	if ((void *)(fr + 1) > data_end) {
+		STAT_INC(rx);
 		goto pass;
+	}
+	/* The slow path's own runs count as commands, not as traffic. */
+	slot = slow_token && fr->reserved == bpf_htons(slow_token) ? 1 : 0;
+	if (!slot)
+		STAT_INC(rx);
 	plen = bpf_ntohs(udp->len);
 	/* 5.10 leaves a byte swap's result unbounded: bound it before the
 	 * pointer math (the barrier keeps clang from dropping the mask). */
@@ -1094,7 +1099,6 @@ int kv_xdp(struct xdp_md *ctx)
 	plen -= sizeof(*udp) + sizeof(*fr);
 	if (plen > PAYLOAD_MAX || fr->seq != 0 || fr->total != bpf_htons(1))
 		goto pass;
-	slot = slow_token && fr->reserved == bpf_htons(slow_token) ? 1 : 0;
 	s = get_scratch(slot);
 	if (!s)
 		goto pass;
@@ -1105,7 +1109,8 @@ int kv_xdp(struct xdp_md *ctx)
 
 	act = process(slot);
 	if (act == ACT_DROP) {
-		STAT_INC(drop);
+		if (!slot)
+			STAT_INC(drop);
 		return XDP_DROP;
 	}
 	if (act != ACT_TX)
@@ -1199,10 +1204,12 @@ int kv_xdp(struct xdp_md *ctx)
 	sum = (__u32)bpf_csum_diff(0, 0, (void *)udp, sizeof(*udp) + sizeof(*fr), (__u32)sum);
 	sum = sum_resp(s, sum);
 	udp->check = fold(sum) ?: 0xffff;
-	STAT_INC(tx);
+	if (!slot)
+		STAT_INC(tx);
 	return XDP_TX;
 pass:
-	STAT_INC(pass);
+	if (!slot)
+		STAT_INC(pass);
 	return XDP_PASS;
 }
 
