@@ -384,13 +384,19 @@ func (c *conn) run(ctx context.Context, w *Workload, keys *keySet, ph phases, se
 // loader is the preload's source: each key once, lost ones retried twice.
 type loader struct {
 	*workload
-	todo   []int // keys, tried tries[i] times before
-	tries  []int
-	failed int
+	todo     []int // keys, tried tries[i] times before
+	tries    []int
+	failed   int
+	answered int
+	lostN    int
 }
 
+// dead: nothing answered while a few windows' worth of requests were lost,
+// so nobody serves there; give up rather than wait out every retry.
+func (l *loader) dead() bool { return l.answered == 0 && l.lostN >= 2*l.w.InFlight }
+
 func (l *loader) fill(s *slot, b []byte) ([]byte, bool) {
-	if len(l.todo) == 0 {
+	if len(l.todo) == 0 || l.dead() {
 		return b, false
 	}
 	k, t := l.todo[len(l.todo)-1], l.tries[len(l.tries)-1]
@@ -402,20 +408,22 @@ func (l *loader) fill(s *slot, b []byte) ([]byte, bool) {
 }
 
 func (l *loader) reply(c *conn, s *slot, r []byte, now time.Duration) {
+	l.answered++
 	if !bytes.Equal(r, stored) {
 		l.failed++ // the server said no; asking again would not help
 	}
 }
 
 func (l *loader) lost(c *conn, s *slot, now time.Duration) {
-	if s.try < 2 {
+	l.lostN++
+	if s.try < 2 && !l.dead() {
 		l.todo, l.tries = append(l.todo, s.key), append(l.tries, s.try+1)
 		return
 	}
 	l.failed++
 }
 
-func (l *loader) done() bool { return len(l.todo) == 0 }
+func (l *loader) done() bool { return len(l.todo) == 0 || l.dead() }
 
 func (c *conn) preload(ctx context.Context, w *Workload, keys *keySet, todo []int) (int, error) {
 	l := &loader{workload: newWorkload(w, keys, 0), todo: todo, tries: make([]int, len(todo))}
