@@ -52,8 +52,12 @@ test: deps build vet
 	@set -o pipefail; $(GO) test -count=1 -timeout 60m $(TESTFLAGS) ./... 2>&1 | tee $(TESTLOG); rc=$$?; \
 	echo "== summary =="; grep -E '^(ok|FAIL|---|panic:|\?)' $(TESTLOG) | grep -v '^--- PASS' ; exit $$rc
 
+# Benchmarks; needs root (BPF, namespaces). The XDP program alone through
+# BPF_PROG_TEST_RUN (lab/kv BenchmarkXDP*), the store vs memcached over veth
+# pairs (BenchmarkVethStoreVsMemcached, tuned by XDPLAB_BENCH_* variables),
+# the codec. Output, with the comparison tables, goes to bench.log too.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./lab/... | tee bench.log
+	@set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 2s -timeout 30m ./lab/... 2>&1 | tee bench.log
 
 clean:
 	rm -rf bin $(TESTLOG) bench.log
