@@ -61,6 +61,9 @@ type Options struct {
 	Stderr     io.Writer
 	// AllowWarnings keeps kernel WARNING: lines from failing the run.
 	AllowWarnings bool
+	// VNGFullUdev gives a vng guest the host's whole udev rule set and
+	// tmpfiles.d (as lab vm shell has) instead of the one rule runs need.
+	VNGFullUdev bool
 	// KVM forces the accelerator: "" decides automatically, "kvm" or "tcg".
 	KVM string
 }

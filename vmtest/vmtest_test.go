@@ -298,7 +298,7 @@ func checkPanic(t *testing.T, k *kernels.Kernel, b Backend) {
 func checkTimeout(t *testing.T, k *kernels.Kernel, b Backend) {
 	o := opts(t, b)
 	// Long enough for any boot on a loaded machine, short enough to be cheap.
-	o.Timeout = 30 * time.Second
+	o.Timeout = 40 * time.Second
 	start := time.Now()
 	res, err := Run(context.Background(), k, []string{"echo sleeping; sleep 600"}, o)
 	if !errors.Is(err, ErrTimeout) {

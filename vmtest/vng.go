@@ -38,6 +38,13 @@ func vngCommand(k *kernels.Kernel, args []string, o Options, tmp, accel string) 
 	script := fmt.Sprintf("%s\n(%s) </dev/null\nrc=$?\necho \"%s$rc\" > /dev/kmsg\nexit $rc\n",
 		exportEnv(guestEnv(o)), shellJoin(args), exitMarker)
 	a := vngArgs(k, o, accel)
+	if !o.VNGFullUdev {
+		lean, err := leanGuestDirs(tmp)
+		if err != nil {
+			return nil, err
+		}
+		a = append(a, lean...)
+	}
 	a = append(a,
 		"--qemu-opts=-chardev file,id=xdplabklog,path="+qemuEscape(klog)+" -device virtconsole,chardev=xdplabklog",
 		"--append=console=hvc0 loglevel=7",
@@ -73,4 +80,25 @@ func ShellCommand(k *kernels.Kernel, o Options) (*exec.Cmd, error) {
 	}
 	acc, _ := accel(o.KVM)
 	return exec.Command("vng", vngArgs(k, o, acc)...), nil
+}
+
+// virtioPortsRule is the one udev rule vng's script mode depends on: it
+// makes the /dev/virtio-ports/NAME links its init looks for.
+const virtioPortsRule = `SUBSYSTEM=="virtio-ports", KERNEL=="vport*", ATTR{name}=="?*", SYMLINK+="virtio-ports/$attr{name}"` + "\n"
+
+// leanGuestDirs hides the host's udev rules and tmpfiles.d from the guest
+// behind read-only mounts of our own: udev's coldplug with Debian's full
+// rule set costs ~9 s under TCG, with this one rule ~2 s.
+func leanGuestDirs(tmp string) ([]string, error) {
+	rules := filepath.Join(tmp, "udev-rules")
+	empty := filepath.Join(tmp, "empty")
+	for _, d := range []string{rules, empty} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(rules, "50-virtio-ports.rules"), []byte(virtioPortsRule), 0o644); err != nil {
+		return nil, err
+	}
+	return []string{"--rodir=/usr/lib/udev/rules.d=" + rules, "--rodir=/usr/lib/tmpfiles.d=" + empty}, nil
 }
