@@ -1,0 +1,317 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/xdplab/xdplab/lab/netlab"
+)
+
+func needRootT(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+}
+
+// sweepAtEnd removes every prefix noted, whatever the test's outcome.
+type sweepAtEnd struct {
+	t        *testing.T
+	prefixes []string
+}
+
+func newSweeper(t *testing.T) *sweepAtEnd {
+	s := &sweepAtEnd{t: t}
+	t.Cleanup(func() {
+		for _, p := range s.prefixes {
+			if err := netlab.Sweep(p); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	return s
+}
+
+func (s *sweepAtEnd) note(p string) { s.prefixes = append(s.prefixes, p) }
+
+// namespaces lists the namespaces of a run prefix.
+func namespaces(t *testing.T, prefix string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(netlab.NetnsDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix+"-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+func mustUp(t *testing.T, d labDir, sw *sweepAtEnd, backends int) (labState, statusReport, string) {
+	t.Helper()
+	var out bytes.Buffer
+	topo, s, err := d.up(backends, &out)
+	if s.Prefix != "" {
+		sw.note(s.Prefix)
+	}
+	if err != nil {
+		t.Fatalf("up(%d): %v\n%s", backends, err, out.String())
+	}
+	defer topo.Detach()
+	return s, labStatusOf(topo), out.String()
+}
+
+func TestLabUpStatusDown(t *testing.T) {
+	needRootT(t)
+	d := labDir(t.TempDir())
+	sw := newSweeper(t)
+
+	if _, _, err := d.open(); !errors.Is(err, errNoLab) {
+		t.Fatalf("status before up: %v, want errNoLab", err)
+	}
+
+	s1, st, _ := mustUp(t, d, sw, 2)
+	want := []statusHost{
+		{"client", "client", s1.Prefix + "-client", "", "198.18.1.2", "fd00:0:0:1::2"},
+		{"proxy", "proxy", s1.Prefix + "-proxy", "", "198.18.1.1", "fd00:0:0:1::1"},
+		{"kv1", "kv", s1.Prefix + "-kv1", "", "198.18.2.2", "fd00:0:0:2::2"},
+		{"kv2", "kv", s1.Prefix + "-kv2", "", "198.18.3.2", "fd00:0:0:3::2"},
+	}
+	if len(st.Hosts) != len(want) {
+		t.Fatalf("status %+v, want %d hosts", st, len(want))
+	}
+	topo, _, err := d.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range st.Hosts {
+		w := want[i]
+		w.Dev = h.Dev
+		if h != w {
+			t.Errorf("host %d: %+v, want %+v", i, h, w)
+		}
+		// dev is real, carries the address shown, and (except on the
+		// proxy, whose XDP program is the user's) has XDP_PASS so the
+		// proxy's redirected frames arrive.
+		host := topo.Host(h.Name)
+		err := host.Do(func() error {
+			l, err := netlink.LinkByName(h.Dev)
+			if err != nil {
+				return err
+			}
+			if x := l.Attrs().Xdp; (x != nil && x.Attached) != (h.Role != "proxy") {
+				t.Errorf("%s %s: XDP attached %v", h.Name, h.Dev, x != nil && x.Attached)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("%s: %v", h.Name, err)
+		}
+		if i := host.Iface(h.Dev); i == nil || i.IPv4.Addr().String() != h.IPv4 {
+			t.Errorf("%s: dev %s does not carry %s", h.Name, h.Dev, h.IPv4)
+		}
+	}
+	if d := topo.Host("proxy").IfaceTo("client"); d == nil || d.Name != st.Hosts[1].Dev {
+		t.Errorf("proxy dev %s is not the one facing the client", st.Hosts[1].Dev)
+	}
+	topo.Detach()
+
+	// Idempotent: the same lab again, with or without the same count.
+	for _, n := range []int{0, 2} {
+		s, _, out := mustUp(t, d, sw, n)
+		if s != s1 || !strings.Contains(out, "already up") {
+			t.Errorf("second up(%d): %+v %q, want the existing %+v reported", n, s, out, s1)
+		}
+	}
+
+	// A different count rebuilds; the old lab is gone.
+	s2, st, out := mustUp(t, d, sw, 3)
+	if s2.Prefix == s1.Prefix || len(st.Hosts) != 5 || !strings.Contains(out, "rebuilding") {
+		t.Errorf("up(3) over 2 backends: %+v, %d hosts, %q", s2, len(st.Hosts), out)
+	}
+	if left := namespaces(t, s1.Prefix); len(left) > 0 {
+		t.Errorf("old lab left %v", left)
+	}
+
+	// A lab missing a piece (a crash, or someone's ip netns del) is
+	// reported by status and rebuilt, with its count, by up.
+	if out, err := exec.Command("ip", "netns", "del", s2.Prefix+"-kv2").CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v %s", err, out)
+	}
+	if _, _, err := d.open(); err == nil || !strings.Contains(err.Error(), "incomplete") {
+		t.Errorf("status of a broken lab: %v", err)
+	}
+	s3, st, _ := mustUp(t, d, sw, 0)
+	if s3.Prefix == s2.Prefix || s3.Backends != 3 || len(st.Hosts) != 5 {
+		t.Errorf("up over a broken lab: %+v with %d hosts", s3, len(st.Hosts))
+	}
+	if left := namespaces(t, s2.Prefix); len(left) > 0 {
+		t.Errorf("broken lab left %v", left)
+	}
+
+	// down removes the lab and stops what runs in it.
+	sleep := exec.Command("nsenter", "--net="+filepath.Join(netlab.NetnsDir, s3.Prefix+"-kv1"), "--", "sleep", "600")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- sleep.Wait() }()
+	t.Cleanup(func() { sleep.Process.Kill() })
+	if p, err := d.down(); err != nil || p != s3.Prefix {
+		t.Fatalf("down: %q, %v", p, err)
+	}
+	<-waited // Sweep waits for the kill; a hang here is the failure
+	if left := namespaces(t, s3.Prefix); len(left) > 0 {
+		t.Errorf("down left %v", left)
+	}
+	if p, err := d.down(); err != nil || p != "" {
+		t.Errorf("second down: %q, %v; want nothing to do", p, err)
+	}
+	if _, _, err := d.open(); !errors.Is(err, errNoLab) {
+		t.Errorf("status after down: %v", err)
+	}
+}
+
+// TestLabDownAfterCrashedUp: up records the lab before building it, so
+// what a crash mid-build leaves is found and removed.
+func TestLabDownAfterCrashedUp(t *testing.T) {
+	needRootT(t)
+	d := labDir(t.TempDir())
+	sw := newSweeper(t)
+	s := labState{Prefix: netlab.NewDetachedPrefix(), Backends: 4}
+	sw.note(s.Prefix)
+	if err := os.MkdirAll(string(d), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.write(s); err != nil {
+		t.Fatal(err)
+	}
+	// Half of the lab: as far as a killed `lab up` got.
+	half, err := netlab.New(netlab.StarSpec(1, netlab.Options{Prefix: s.Prefix, PeerXDP: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	half.Detach()
+	if n := len(namespaces(t, s.Prefix)); n != 3 {
+		t.Fatalf("%d namespaces built, want 3", n)
+	}
+	if p, err := d.down(); err != nil || p != s.Prefix {
+		t.Fatalf("down: %q, %v", p, err)
+	}
+	if left := namespaces(t, s.Prefix); len(left) > 0 {
+		t.Errorf("down after a crashed up left %v", left)
+	}
+}
+
+// TestLabCommands runs the built binary: exit codes, one-line errors,
+// JSON on stdout.
+func TestLabCommands(t *testing.T) {
+	needRootT(t)
+	if testing.Short() {
+		t.Skip("builds the lab binary")
+	}
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "lab")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	stateDir := filepath.Join(tmp, "state")
+	sw := newSweeper(t)
+	t.Cleanup(func() {
+		if s, err := labDir(stateDir).read(); err == nil {
+			sw.note(s.Prefix)
+		}
+	})
+	run := func(args ...string) (string, string, int) {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), labDirEnv+"="+stateDir)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+	}
+	for _, c := range []struct {
+		args []string
+		code int
+		err  string
+	}{
+		{[]string{"status"}, 1, "no lab is up"},
+		{[]string{"status", "--json"}, 1, "no lab is up"},
+		{[]string{"up", "--backends", "0"}, 2, "--backends must be"},
+		{[]string{"up", "--backends", "x"}, 2, "--backends must be"},
+		{[]string{"up", "--nope"}, 2, "not defined"},
+		{[]string{"down", "extra"}, 2, "usage: lab down"},
+		{[]string{"status", "extra"}, 2, "usage: lab status"},
+	} {
+		_, stderr, code := run(c.args...)
+		if code != c.code || !strings.Contains(stderr, c.err) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+			t.Errorf("lab %s: exit %d, stderr %q; want exit %d and one line with %q", strings.Join(c.args, " "), code, stderr, c.code, c.err)
+		}
+	}
+
+	stdout, stderr, code := run("up", "--backends", "1", "--json")
+	if code != 0 {
+		t.Fatalf("lab up: exit %d: %s", code, stderr)
+	}
+	var up statusReport
+	if err := json.Unmarshal([]byte(stdout), &up); err != nil {
+		t.Fatalf("lab up --json stdout is not JSON: %v\n%s", err, stdout)
+	}
+	sw.note(up.Prefix)
+	stdout, _, code = run("status", "--json")
+	if code != 0 {
+		t.Fatalf("lab status --json: exit %d", code)
+	}
+	var st statusReport
+	if err := json.Unmarshal([]byte(stdout), &st); err != nil || len(st.Hosts) != 3 || st.Prefix != up.Prefix {
+		t.Fatalf("lab status --json = %s (%v), want the 3 hosts lab up printed", stdout, err)
+	}
+	// The field names are the interface others script against.
+	var raw struct {
+		Hosts []map[string]any `json:"hosts"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range raw.Hosts {
+		for _, k := range []string{"name", "role", "netns", "dev", "ipv4", "ipv6"} {
+			if s, ok := h[k].(string); !ok || s == "" {
+				t.Errorf("host %v: field %q missing or empty", h, k)
+			}
+		}
+	}
+	if kv1 := st.Hosts[2]; kv1.Name != "kv1" || kv1.Role != "kv" || kv1.IPv4 != "198.18.2.2" {
+		t.Errorf("kv1 in status: %+v", kv1)
+	}
+	stdout, _, code = run("status")
+	if code != 0 || !strings.Contains(stdout, "NAME") || !strings.Contains(stdout, up.Prefix+"-kv1") {
+		t.Errorf("lab status: exit %d\n%s", code, stdout)
+	}
+	stdout, _, code = run("down")
+	if code != 0 || !strings.Contains(stdout, "removed lab "+up.Prefix) {
+		t.Errorf("lab down: exit %d %q", code, stdout)
+	}
+	if left := namespaces(t, up.Prefix); len(left) > 0 {
+		t.Errorf("lab down left %v", left)
+	}
+	stdout, _, code = run("down")
+	if code != 0 || !strings.Contains(stdout, "no lab was up") {
+		t.Errorf("second lab down: exit %d %q", code, stdout)
+	}
+}
