@@ -100,6 +100,7 @@ type kvScratch struct {
 	CasIn     uint64
 	Hash      uint64
 	CasSeq    uint64
+	St        kvKvStats
 }
 
 type kvStripe struct {
@@ -117,7 +118,6 @@ const (
 	kvMapKv           = "kv"
 	kvMapLocks        = "locks"
 	kvMapScratch      = "scratch"
-	kvMapStats        = "stats"
 	kvProgKvControl   = "kv_control"
 	kvProgKvXdp       = "kv_xdp"
 	kvVarPort         = "port"
@@ -182,7 +182,6 @@ type kvMapSpecs struct {
 	Kv      *ebpf.MapSpec `ebpf:"kv"`
 	Locks   *ebpf.MapSpec `ebpf:"locks"`
 	Scratch *ebpf.MapSpec `ebpf:"scratch"`
-	Stats   *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // kvVariableSpecs contains global variables before they are loaded into the kernel.
@@ -221,7 +220,6 @@ type kvMaps struct {
 	Kv      *ebpf.Map `ebpf:"kv"`
 	Locks   *ebpf.Map `ebpf:"locks"`
 	Scratch *ebpf.Map `ebpf:"scratch"`
-	Stats   *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *kvMaps) Close() error {
@@ -229,7 +227,6 @@ func (m *kvMaps) Close() error {
 		m.Kv,
 		m.Locks,
 		m.Scratch,
-		m.Stats,
 	)
 }
 

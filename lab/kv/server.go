@@ -100,8 +100,8 @@ func (s *Server) serveUDP() {
 		}
 		h, err := memcache.ParseHeader(buf[:n])
 		// memcached ignores datagrams without a frame header and requests
-		// spanning several datagrams.
-		if err != nil || h.Total != 1 || h.Seq != 0 {
+		// spanning several datagrams; it does not look at seq.
+		if err != nil || h.Total != 1 {
 			continue
 		}
 		out := s.execStream(buf[memcache.HeaderLen:n], nil)
@@ -289,13 +289,16 @@ const (
 // Stats returns memcached-style statistics, in memcached's order where the
 // names are shared, then the store's own xdp_* counters.
 func (s *Server) Stats() ([][2]string, error) {
+	// XDP's counters are per CPU, in both scratch slots.
 	var sum kvKvStats
-	var per []kvKvStats
-	if err := s.o.objs.Stats.Lookup(uint32(0), &per); err != nil {
-		return nil, err
-	}
-	for _, p := range per {
-		addStats(&sum, &p)
+	for slot := range uint32(2) {
+		var per []kvScratch
+		if err := s.o.objs.Scratch.Lookup(slot, &per); err != nil {
+			return nil, err
+		}
+		for i := range per {
+			addStats(&sum, &per[i].St)
+		}
 	}
 	s.g.mu.Lock()
 	addStats(&sum, &s.g.stats)
