@@ -243,20 +243,22 @@ __noinline int hash_key(__u32 slot)
 __noinline int load_key(__u32 slot)
 {
 	struct scratch *s = get_scratch(slot);
-	__u32 ts, tl, i;
+	__u32 tl, i;
 
 	if (!s)
 		return -1;
-	ts = RD(s->ts);
 	tl = RD(s->tl);
 	if (tl == 0 || tl > KV_KEY_MAX)
 		return -1;
-	for (i = 0; i < KV_KEY_SLOT / 8; i++)
-		((__u64 *)s->key)[i] = 0;
-	for (i = 0; i < KV_KEY_MAX; i++) {
-		if (i >= tl)
+	for (i = 0; i < KV_KEY_SLOT / 8; i++) {
+		if (i * 8 >= tl)
 			break;
-		s->key[i] = s->req[(ts + i) & MASK];
+		((__u64 *)s->key)[i] = 0;
+	}
+	for (i = 0; i < KV_KEY_MAX; i++) {
+		if (i >= RD(s->tl))
+			break;
+		s->key[i] = s->req[(RD(s->ts) + i) & MASK];
 	}
 	WR(s->klen, tl);
 	return hash_key(slot);
@@ -340,12 +342,17 @@ static __always_inline struct stripe *stripe_of(__u64 h)
 	return bpf_map_lookup_elem(&locks, &k);
 }
 
+/* Keys are compared and copied a word at a time up to their length; the
+ * last word is zero-padded (load_key), so equal keys have equal words. */
 static __always_inline int key_eq(struct scratch *s, struct kv_val *v)
 {
 	__u64 diff = v->klen ^ RD(s->klen);
 
-	for (__u32 i = 0; i < KV_KEY_SLOT / 8; i++)
+	for (__u32 i = 0; i < KV_KEY_SLOT / 8; i++) {
+		if (diff || i * 8 >= RD(s->klen))
+			break;
 		diff |= ((__u64 *)v->key)[i] ^ ((__u64 *)s->key)[i];
+	}
 	return diff == 0;
 }
 
@@ -361,8 +368,11 @@ static __always_inline int is_live(struct scratch *s, struct kv_val *v, __u64 no
 
 static __always_inline void set_key(struct scratch *s, struct kv_val *v)
 {
-	for (__u32 i = 0; i < KV_KEY_SLOT / 8; i++)
+	for (__u32 i = 0; i < KV_KEY_SLOT / 8; i++) {
+		if (i * 8 >= RD(s->klen))
+			break;
 		((__u64 *)v->key)[i] = ((__u64 *)s->key)[i];
+	}
 	v->klen = RD(s->klen);
 }
 
