@@ -130,9 +130,13 @@ static __always_inline struct scratch *get_scratch(__u32 slot)
 	return bpf_map_lookup_elem(&scratch, &k);
 }
 
-static __always_inline __u64 now_sec(void)
+#define NSEC 1000000000ULL
+
+/* Unix time in ns: liveness compares exptime * NSEC with it, which spares
+ * the read paths a 64-bit division. */
+static __always_inline __u64 now_ns(void)
 {
-	return (__u64)((__s64)bpf_ktime_get_ns() + unix_offset_ns) / 1000000000ULL;
+	return (__u64)((__s64)bpf_ktime_get_ns() + unix_offset_ns);
 }
 
 static __always_inline __u64 new_cas(struct scratch *s, __u32 slot)
@@ -293,28 +297,39 @@ static __always_inline void put(struct scratch *s, __u32 *o, const char *str, __
 
 static __always_inline __u32 ndigits(__u64 v)
 {
+	__u64 p = 10;
 	__u32 n = 1;
 
 	for (__u32 i = 0; i < 19; i++) {
-		v /= 10;
-		if (v == 0)
+		if (v < p)
 			break;
 		n++;
+		p *= 10;
 	}
 	return n;
 }
 
 /* Decimal digits of v into buf at o, written from the right; no stack array,
  * since 5.10's verifier rejects variable-offset stack reads. */
-#define PUT_DIGITS(buf, bufmask, at, v, n)                          \
+#define PUT_DIGITS_T(T, buf, bufmask, at, v, n)                    \
 	do {                                                        \
-		__u64 __v = (v);                                    \
+		T __v = (v);                                        \
 		for (__u32 __i = 0; __i < 20; __i++) {              \
 			if (__i >= (n))                             \
 				break;                              \
 			(buf)[((at) + (n) - 1 - __i) & (bufmask)] = '0' + __v % 10; \
 			__v /= 10;                                  \
 		}                                                   \
+	} while (0)
+
+/* 32-bit numbers (flags, lengths) divide by ten with a multiply; only
+ * 64-bit ones need the slow division. */
+#define PUT_DIGITS(buf, bufmask, at, v, n)                              \
+	do {                                                            \
+		if ((__u64)(v) <= 0xffffffffULL)                        \
+			PUT_DIGITS_T(__u32, buf, bufmask, at, v, n);    \
+		else                                                    \
+			PUT_DIGITS_T(__u64, buf, bufmask, at, v, n);    \
 	} while (0)
 
 static __always_inline void put_u64(struct scratch *s, __u32 *o, __u64 v)
@@ -371,12 +386,13 @@ static __always_inline int key_eq(struct scratch *s, struct kv_val *v)
 	return diff == 0;
 }
 
-/* A live item of this key: present, not deleted, not expired, ours. */
+/* A live item of this key: present, not deleted, not expired, ours. now is
+ * unix time in ns. */
 static __always_inline int is_live(struct scratch *s, struct kv_val *v, __u64 now)
 {
 	if (!v->cas || !key_eq(s, v))
 		return 0;
-	if (v->exptime && v->exptime <= now)
+	if (v->exptime && v->exptime * NSEC <= now)
 		return 0;
 	return 1;
 }
@@ -416,7 +432,7 @@ __noinline int get_one(__u32 slot, __u32 with_cas)
 	struct scratch *s = get_scratch(slot);
 	struct kv_val *v;
 	struct stripe *lk;
-	__u64 now = now_sec(), h;
+	__u64 now = now_ns(), h;
 	__u32 o;
 	int hit = 0, slow = 0, expired = 0;
 
@@ -599,7 +615,7 @@ __noinline int do_store(__u32 slot, __u32 cmd)
 	struct scratch *s = get_scratch(slot);
 	struct kv_val *v;
 	struct stripe *lk;
-	__u64 now = now_sec(), h, cas, exp;
+	__u64 now = now_ns(), h, cas, exp;
 	int res, attempt;
 
 	if (!s)
@@ -608,7 +624,7 @@ __noinline int do_store(__u32 slot, __u32 cmd)
 		return ACT_PASS;
 	STAT_INC(cmd_set);
 	h = RD(s->hash);
-	exp = abs_exptime(RD(s->exptime), now);
+	exp = abs_exptime(RD(s->exptime), now / NSEC);
 	lk = stripe_of(h);
 	if (!lk)
 		return ACT_PASS;
@@ -725,7 +741,7 @@ __noinline int do_delete(__u32 slot)
 	struct scratch *s = get_scratch(slot);
 	struct kv_val *v;
 	struct stripe *lk;
-	__u64 now = now_sec(), h;
+	__u64 now = now_ns(), h;
 	int res = R_NOT_FOUND, pass = 0;
 
 	if (!s)
@@ -762,7 +778,7 @@ __noinline int do_touch(__u32 slot)
 	struct scratch *s = get_scratch(slot);
 	struct kv_val *v;
 	struct stripe *lk;
-	__u64 now = now_sec(), h, exp;
+	__u64 now = now_ns(), h, exp;
 	int res = R_NOT_FOUND, pass = 0;
 
 	if (!s)
@@ -785,7 +801,7 @@ __noinline int do_touch(__u32 slot)
 	if (tail_noreply(slot, s) < 0)
 		return ACT_PASS;
 	STAT_INC(cmd_touch);
-	exp = abs_exptime(RD(s->exptime), now);
+	exp = abs_exptime(RD(s->exptime), now / NSEC);
 	h = RD(s->hash);
 	lk = stripe_of(h);
 	v = bpf_map_lookup_elem(&kv, &h);
@@ -815,7 +831,7 @@ __noinline int do_arith(__u32 slot, __u32 incr)
 	struct scratch *s = get_scratch(slot);
 	struct kv_val *v;
 	struct stripe *lk;
-	__u64 now = now_sec(), h, delta, cur = 0, cas;
+	__u64 now = now_ns(), h, delta, cur = 0, cas;
 	__u32 o = 0;
 	int found = 0, pass = 0;
 
@@ -993,6 +1009,25 @@ __noinline int process(__u32 slot)
 
 /* ---- packet in, packet out ---- */
 
+
+/* Folds a wide sum to 32 bits without losing carries, as a csum_diff seed. */
+static __always_inline __u32 fold32(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	return (__u32)((sum & 0xffffffff) + (sum >> 32));
+}
+
+/* Ones' complement sum of n (constant, even) bytes as raw 16-bit words:
+ * cheaper inline than a bpf_csum_diff call for headers. */
+static __always_inline __u64 sum16(const void *p, const __u32 n)
+{
+	__u64 sum = 0;
+
+#pragma unroll
+	for (__u32 i = 0; i < n / 2; i++)
+		sum += ((const __u16 *)p)[i];
+	return sum;
+}
 
 static __always_inline __u16 fold(__u64 sum)
 {
@@ -1185,13 +1220,13 @@ int kv_xdp(struct xdp_md *ctx)
 		ip->tot_len = bpf_htons(sizeof(*ip) + ulen);
 		ip->ttl = 64;
 		ip->check = 0;
-		ip->check = fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
+		ip->check = fold(sum16(ip, sizeof(*ip)));
 		ph.saddr = ip->saddr;
 		ph.daddr = ip->daddr;
 		ph.zero = 0;
 		ph.proto = IPPROTO_UDP;
 		ph.len = bpf_htons(ulen);
-		sum = (__u32)bpf_csum_diff(0, 0, (void *)&ph, sizeof(ph), 0);
+		sum = sum16(&ph, sizeof(ph));
 		udp = (void *)(ip + 1);
 	} else {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
@@ -1213,7 +1248,7 @@ int kv_xdp(struct xdp_md *ctx)
 		ph.daddr = ip6->daddr;
 		ph.len = bpf_htonl(ulen);
 		ph.nh = IPPROTO_UDP;
-		sum = (__u32)bpf_csum_diff(0, 0, (void *)&ph, sizeof(ph), 0);
+		sum = sum16(&ph, sizeof(ph));
 		udp = (void *)(ip6 + 1);
 	}
 	fr = (void *)(udp + 1);
@@ -1232,8 +1267,8 @@ int kv_xdp(struct xdp_md *ctx)
 	fr->reserved = 0;
 	if (copy_pkt(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr), 1) < 0)
 		return XDP_DROP;
-	sum = (__u32)bpf_csum_diff(0, 0, (void *)udp, sizeof(*udp) + sizeof(*fr), (__u32)sum);
-	sum = sum_resp(s, sum);
+	sum += sum16(udp, sizeof(*udp) + sizeof(*fr));
+	sum = sum_resp(s, fold32(sum));
 	udp->check = fold(sum) ?: 0xffff;
 	if (!slot)
 		STAT_INC(tx);
