@@ -1,0 +1,51 @@
+package kv
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// ProgramStats is what the verifier suite records per program and kernel.
+type ProgramStats struct {
+	Program      string `json:"program"`
+	VerifiedInsn uint32 `json:"verified_insns"`
+	XlatedBytes  int    `json:"xlated_bytes"`
+	JitedBytes   uint32 `json:"jited_bytes"`
+	LoadMicros   int64  `json:"load_us"`
+}
+
+// TestVerifierStats loads the store at its default and largest sizes and
+// records what the verifier did, for the kernel-matrix report
+// ($XDPLAB_RESULTS/verifier-kv.json when set).
+func TestVerifierStats(t *testing.T) {
+	var all []ProgramStats
+	for _, cfg := range []Config{{MaxValue: 64}, {MaxValue: maxValueLimit, Entries: 1 << 20}} {
+		o := loadForTest(t, cfg)
+		for name, p := range map[string]*ebpf.Program{"kv_xdp": o.objs.KvXdp, "kv_control": o.objs.KvControl} {
+			info, err := p.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := ProgramStats{Program: name}
+			st.VerifiedInsn, _ = info.VerifiedInstructions()
+			st.XlatedBytes, _ = info.TranslatedSize()
+			st.JitedBytes, _ = info.JitedSize()
+			if d, ok := info.LoadTime(); ok {
+				st.LoadMicros = d.Microseconds()
+			}
+			t.Logf("%s (max value %d): %d instructions verified, %d bytes translated, %d bytes JITed",
+				name, o.cfg.MaxValue, st.VerifiedInsn, st.XlatedBytes, st.JitedBytes)
+			all = append(all, st)
+		}
+	}
+	if dir := os.Getenv("XDPLAB_RESULTS"); dir != "" {
+		b, _ := json.MarshalIndent(all, "", "  ")
+		if err := os.WriteFile(filepath.Join(dir, "verifier-kv.json"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
