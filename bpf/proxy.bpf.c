@@ -1,0 +1,754 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The XDP memcached proxy: routes each memcached UDP request by key to a
+ * backend on nutcracker's ketama ring, and brings the backend's replies back.
+ *
+ * Requests: a datagram to the proxy's address and port holding exactly one
+ * request whose keys all land on one backend (see lab/proxy/route.go, the Go
+ * model this must agree with) gets its destination rewritten to that backend
+ * and goes out with XDP_REDIRECT (XDP_TX if the backend is behind the same
+ * interface). The source stays the client's, so the backend's reply comes
+ * back through the proxy (its gateway) addressed to the client: replies need
+ * no per-request state, and request ids stay the client's own.
+ *
+ * Replies: a datagram from a backend's address and port to a client that
+ * sent that backend a request through the proxy (the flows map) gets its
+ * source rewritten to the proxy's address and port, and goes to the client.
+ *
+ * Everything else passes untouched: other traffic, and requests XDP does not
+ * finish (multi-key gets spanning backends, pipelined or multi-datagram
+ * requests, anything odd), which the Go slow path on the same port serves.
+ *
+ * Verifier shape, as in kv.bpf.c: the payload is copied into a per-CPU
+ * scratch map, the loops sit in global functions verified once each, and
+ * values crossing loops go through the scratch map (RD/WR).
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define AF_INET 2
+#define AF_INET6 10
+
+#define REQ_MAX 2048 /* scratch buffer; a power of two so indices can be masked */
+#define MASK (REQ_MAX - 1)
+#define PAYLOAD_MAX 1480 /* the largest UDP payload taken: a 1500-byte MTU */
+#define KEY_MAX 250      /* memcached's KEY_MAX_LENGTH */
+#define KEYS_MAX 24      /* keys of one get routed in XDP */
+#define TOK_BAD 0x10000
+#define RING_MAX 16384 /* points; 160 per backend at equal weights: 102 backends */
+#define RING_MASK (RING_MAX - 1)
+#define RING_STEPS 15  /* binary search steps over RING_MAX points */
+#define BACKENDS_MAX 256
+
+/* One backend: where requests of each family go. */
+struct proxy_backend {
+	__be32 addr4;
+	__u8 addr6[16];
+	__be16 port;
+	__u8 has4;
+	__u8 has6;
+};
+
+/* The ketama continuum, sorted by hash (lab/proxy.Ring.Points). */
+struct proxy_ring {
+	__u32 n; /* points in use; 0: no live backend */
+	__u32 pad;
+	__u32 hash[RING_MAX];
+	__u16 backend[RING_MAX];
+};
+
+/* A backend's address and port, IPv4 as ::ffff:a.b.c.d. */
+struct proxy_addr {
+	__u8 addr[16];
+	__be16 port;
+	__u16 pad;
+};
+
+/* A client that sent a backend requests through the proxy. */
+struct proxy_flow {
+	__u8 addr[16]; /* the client's, IPv4 as ::ffff:a.b.c.d */
+	__be16 port;
+	__u16 backend;
+};
+
+/* Per-CPU counters. */
+struct proxy_stats {
+	__u64 requests;   /* datagrams to the proxy's address and port */
+	__u64 forwarded;  /* requests sent to a backend from XDP */
+	__u64 replies;    /* backend replies sent to a client from XDP */
+	__u64 slow;       /* requests handed to the slow path */
+	__u64 no_backend; /* requests passed because no backend was live */
+	__u64 no_route;   /* frames passed because the FIB gave no next hop */
+};
+
+/* Per-CPU, per-backend counters. */
+struct proxy_backend_stats {
+	__u64 requests;
+	__u64 replies;
+};
+
+/* Load-time configuration. */
+const volatile __u16 port = 11211;
+const volatile __u8 has_listen4 = 0;
+const volatile __be32 listen4 = 0;
+const volatile __u8 has_listen6 = 0;
+const volatile __u32 listen6[4] = {}; /* network order */
+
+/* Which of the two rings is current; the loader writes the other, then flips. */
+volatile __u32 ring_slot = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct proxy_ring);
+} rings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BACKENDS_MAX);
+	__type(key, __u32);
+	__type(value, struct proxy_backend);
+} backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BACKENDS_MAX * 2);
+	__type(key, struct proxy_addr);
+	__type(value, __u32);
+} backend_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct proxy_flow);
+	__type(value, __u8);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct proxy_stats);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BACKENDS_MAX);
+	__type(key, __u32);
+	__type(value, struct proxy_backend_stats);
+} backend_stats SEC(".maps");
+
+struct scratch {
+	__u8 req[REQ_MAX + 8];
+	__u32 req_len;
+	__u32 line_end; /* index of the '\r' or '\n' ending the first line */
+	__u32 data_start; /* index after that line's '\n' */
+	__u32 pos;      /* tokenizer position */
+	__u32 ts, tl;   /* current token */
+	__u32 poff;     /* payload offset in the frame */
+	__u32 num;
+	__u32 hash;
+	__u32 lo, hi; /* ring_lookup's search window */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+/* Force a real load/store so values crossing loops reach the verifier as
+ * unknown scalars and the states after each loop converge. */
+#define RD(x) (*(volatile typeof(x) *)&(x))
+#define WR(x, v) (*(volatile typeof(x) *)&(x) = (v))
+
+/* Keeps clang from re-deriving a pointer or index after its bounds check. */
+#define PIN(p) asm volatile("" : "+r"(p))
+
+#define STAT_INC(field)                                                      \
+	do {                                                                 \
+		__u32 __z = 0;                                               \
+		struct proxy_stats *__st = bpf_map_lookup_elem(&stats, &__z); \
+		if (__st)                                                    \
+			__st->field++;                                       \
+	} while (0)
+
+static __always_inline void backend_stat(__u32 b, int reply)
+{
+	struct proxy_backend_stats *st = bpf_map_lookup_elem(&backend_stats, &b);
+
+	if (!st)
+		return;
+	if (reply)
+		st->replies++;
+	else
+		st->requests++;
+}
+
+static __always_inline struct scratch *get_scratch(void)
+{
+	__u32 k = 0;
+
+	return bpf_map_lookup_elem(&scratch, &k);
+}
+
+/* ---- parsing (global functions: verified once) ---- */
+
+/* Finds the first line: s->line_end and s->data_start. 0 ok, -1 no '\n'. */
+__noinline int find_line(void)
+{
+	struct scratch *s = get_scratch();
+	__u32 n, i;
+
+	if (!s)
+		return -1;
+	n = RD(s->req_len);
+	for (i = 0; i < PAYLOAD_MAX; i++) {
+		if (i >= n)
+			return -1;
+		if (s->req[i & MASK] == '\n')
+			break;
+	}
+	if (i == PAYLOAD_MAX)
+		return -1;
+	WR(s->data_start, i + 1);
+	if (i > 0 && s->req[(i - 1) & MASK] == '\r')
+		i--;
+	WR(s->line_end, i);
+	WR(s->pos, 0);
+	return 0;
+}
+
+/* Next space-separated token of the first line into s->ts/s->tl; returns its
+ * length (0 at the line's end), or TOK_BAD for a run of spaces or a token
+ * longer than any key. */
+__noinline int next_tok(void)
+{
+	struct scratch *s = get_scratch();
+	__u32 pos, end, i;
+
+	if (!s)
+		return TOK_BAD;
+	pos = RD(s->pos);
+	end = RD(s->line_end);
+	for (i = 0; i < 32; i++) {
+		if (pos >= end || s->req[pos & MASK] != ' ')
+			break;
+		pos++;
+	}
+	if (i == 32)
+		return TOK_BAD;
+	WR(s->ts, pos);
+	pos = RD(s->ts);
+	end = RD(s->line_end);
+	for (i = 0; i < KEY_MAX + 1; i++) {
+		if (pos >= end || s->req[pos & MASK] == ' ')
+			break;
+		pos++;
+	}
+	WR(s->pos, pos);
+	WR(s->tl, pos - RD(s->ts));
+	if (i > KEY_MAX)
+		return TOK_BAD;
+	return pos - RD(s->ts);
+}
+
+/* The current token as a key: 0 and its hash in s->hash (nutcracker's
+ * fnv1a_32, bytes sign-extended as its char is), or -1 if it has a byte
+ * memcached keys cannot hold (control, space, DEL). */
+__noinline int hash_tok(void)
+{
+	struct scratch *s = get_scratch();
+	__u32 ts, tl, i, h = 2166136261U;
+
+	if (!s)
+		return -1;
+	ts = RD(s->ts);
+	tl = RD(s->tl);
+	if (tl == 0 || tl > KEY_MAX)
+		return -1;
+	for (i = 0; i < KEY_MAX; i++) {
+		__u8 c;
+
+		if (i >= tl)
+			break;
+		c = s->req[(ts + i) & MASK];
+		if (c <= ' ' || c == 0x7f)
+			return -1;
+		h ^= (__u32)(__s32)(__s8)c;
+		h *= 16777619U;
+	}
+	WR(s->hash, h);
+	return 0;
+}
+
+/* The backend owning s->hash: the first point at or after it, wrapping
+ * (nutcracker's ketama_dispatch); -1 if no backend is live. lo and hi live
+ * in the scratch map: as registers, each step's two outcomes would carry
+ * different bounds forward and the verifier would walk 2^steps paths. */
+__noinline int ring_lookup(void)
+{
+	struct scratch *s = get_scratch();
+	struct proxy_ring *r;
+	__u32 slot = ring_slot & 1, n, i;
+
+	if (!s)
+		return -1;
+	r = bpf_map_lookup_elem(&rings, &slot);
+	if (!r)
+		return -1;
+	n = RD(r->n);
+	if (n == 0 || n > RING_MAX)
+		return -1;
+	WR(s->lo, 0);
+	WR(s->hi, n);
+	for (i = 0; i < RING_STEPS + 1; i++) {
+		__u32 lo = RD(s->lo), hi = RD(s->hi), mid;
+
+		if (lo >= hi)
+			break;
+		mid = (lo + hi) / 2;
+		if (r->hash[mid & RING_MASK] < RD(s->hash))
+			WR(s->lo, mid + 1);
+		else
+			WR(s->hi, mid);
+	}
+	i = RD(s->lo);
+	if (i >= n)
+		i = 0;
+	return r->backend[i & RING_MASK];
+}
+
+/* The current token as a decimal of at most 6 digits into s->num; -1 otherwise. */
+__noinline int tok_num(void)
+{
+	struct scratch *s = get_scratch();
+	__u32 ts, tl, i, v = 0;
+
+	if (!s)
+		return -1;
+	ts = RD(s->ts);
+	tl = RD(s->tl);
+	if (tl == 0 || tl > 6)
+		return -1;
+	for (i = 0; i < 6; i++) {
+		__u8 c;
+
+		if (i >= tl)
+			break;
+		c = s->req[(ts + i) & MASK];
+		if (c < '0' || c > '9')
+			return -1;
+		v = v * 10 + (c - '0');
+	}
+	WR(s->num, v);
+	return 0;
+}
+
+static __always_inline int tok_is(struct scratch *s, const char *w, __u32 n)
+{
+	__u32 ts = RD(s->ts);
+
+	if (RD(s->tl) != n)
+		return 0;
+#pragma unroll
+	for (__u32 i = 0; i < n; i++)
+		if (s->req[(ts + i) & MASK] != w[i])
+			return 0;
+	return 1;
+}
+
+#define TOK_IS(s, lit) tok_is(s, lit, sizeof(lit) - 1)
+
+enum { K_NONE, K_GET, K_STORE, K_KEYED };
+
+/* The backend for the request in the scratch buffer, or -1 to leave it to
+ * the slow path. */
+__noinline int route(void)
+{
+	struct scratch *s = get_scratch();
+	int kind = K_NONE, b, first = -1;
+	__u32 k;
+
+	if (!s)
+		return -1;
+	if (find_line() < 0)
+		return -1;
+	if (next_tok() >= TOK_BAD || RD(s->ts) != 0)
+		return -1;
+	if (TOK_IS(s, "get") || TOK_IS(s, "gets"))
+		kind = K_GET;
+	else if (TOK_IS(s, "set") || TOK_IS(s, "add") || TOK_IS(s, "replace") ||
+		 TOK_IS(s, "append") || TOK_IS(s, "prepend") || TOK_IS(s, "cas"))
+		kind = K_STORE;
+	else if (TOK_IS(s, "delete") || TOK_IS(s, "incr") || TOK_IS(s, "decr") || TOK_IS(s, "touch"))
+		kind = K_KEYED;
+	if (kind == K_NONE)
+		return -1;
+
+	if (kind == K_GET) {
+		for (k = 0; k < KEYS_MAX; k++) {
+			int n = next_tok();
+
+			if (n == 0)
+				break;
+			if (n >= TOK_BAD || hash_tok() < 0)
+				return -1;
+			b = ring_lookup();
+			if (b < 0)
+				return -1;
+			if (first >= 0 && b != first)
+				return -1; /* spans backends: the slow path splits it */
+			first = b;
+		}
+		if (k == KEYS_MAX && next_tok() != 0)
+			return -1;
+		if (first < 0)
+			return -1;
+		/* One request per datagram: nothing after the line. */
+		if (RD(s->data_start) != RD(s->req_len))
+			return -1;
+		return first;
+	}
+
+	if (next_tok() >= TOK_BAD || RD(s->tl) == 0 || hash_tok() < 0)
+		return -1;
+	first = ring_lookup();
+	if (first < 0)
+		return -1;
+	if (kind == K_KEYED) {
+		if (RD(s->data_start) != RD(s->req_len))
+			return -1;
+		return first;
+	}
+	/* Storage: <flags> <exptime> <bytes> (cas: then <unique>); the data
+	 * block and its \r\n must end the datagram. */
+	if (next_tok() >= TOK_BAD || RD(s->tl) == 0)
+		return -1;
+	if (next_tok() >= TOK_BAD || RD(s->tl) == 0)
+		return -1;
+	if (next_tok() >= TOK_BAD || tok_num() < 0)
+		return -1;
+	if (RD(s->data_start) + RD(s->num) + 2 != RD(s->req_len))
+		return -1;
+	return first;
+}
+
+/* ---- packet in, packet out ---- */
+
+static __always_inline __u16 fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* Copies the payload into s->req (see kv.bpf.c's copy_pkt for the shape). */
+static __always_inline int copy_in(struct scratch *s, void *data, void *data_end, __u32 off)
+{
+	__u32 i, o;
+
+	WR(s->poff, off);
+	off = RD(s->poff) & 127;
+	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
+		void *p;
+
+		o = i * 8;
+		if (o + 8 > RD(s->req_len))
+			break;
+		p = data + off + o;
+		PIN(p);
+		if (p + 8 > data_end)
+			return -1;
+		*(__u64 *)&s->req[o] = *(__u64 *)p;
+	}
+	o = RD(s->req_len) & (MASK & ~7U);
+	for (i = 0; i < 7; i++) {
+		__u8 *p = data + off + o + i;
+
+		PIN(p);
+		if (o + i >= RD(s->req_len))
+			break;
+		if ((void *)(p + 1) > data_end)
+			return -1;
+		s->req[(o + i) & MASK] = *p;
+	}
+	return 0;
+}
+
+static __always_inline void v4mapped(__u8 *out, __be32 a)
+{
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, &a, 4);
+}
+
+/* The FIB's next hop towards params' destination, from the ingress device.
+ * 0 ok (ifindex and MACs filled in), -1 pass to the stack. */
+static __always_inline int next_hop(struct xdp_md *ctx, struct bpf_fib_lookup *fib)
+{
+	fib->ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS) {
+		STAT_INC(no_route);
+		return -1;
+	}
+	return 0;
+}
+
+static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, struct bpf_fib_lookup *fib)
+{
+	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	if (fib->ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(fib->ifindex, 0);
+}
+
+/* Rewrites the UDP checksum for one address (4 or 16 bytes) and the port
+ * pair changing; 0 (no checksum, IPv4 only) stays 0. */
+static __always_inline void udp_csum(struct udphdr *udp, __u32 *from, __u32 *to, __u32 size)
+{
+	__u64 sum;
+
+	if (!udp->check)
+		return;
+	sum = bpf_csum_diff(from, size, to, size, ~(__u32)udp->check & 0xffff);
+	udp->check = fold(sum) ?: 0xffff;
+}
+
+SEC("xdp")
+int proxy_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	/* Both point after the Ethernet header; v6 says which is valid. A
+	 * known-constant flag, unlike a null pointer check on a packet
+	 * pointer, lets the verifier skip the impossible mixes. */
+	struct iphdr *ip = (void *)(eth + 1);
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
+	struct udphdr *udp;
+	struct proxy_backend *be;
+	struct proxy_addr pa = {};
+	struct proxy_flow fl = {};
+	struct bpf_fib_lookup fib = {};
+	struct scratch *s;
+	__u32 hoff, plen, bi, *bip;
+	__u8 one = 1;
+	int b, v6, to_us = 0;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		v6 = 0;
+		if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
+			return XDP_PASS;
+		if (ip->frag_off & bpf_htons(0x3fff))
+			return XDP_PASS;
+		hoff = sizeof(*eth) + sizeof(*ip);
+		to_us = has_listen4 && ip->daddr == listen4;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		v6 = 1;
+		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
+			return XDP_PASS;
+		hoff = sizeof(*eth) + sizeof(*ip6);
+		to_us = has_listen6 && ip6->daddr.in6_u.u6_addr32[0] == listen6[0] &&
+			ip6->daddr.in6_u.u6_addr32[1] == listen6[1] &&
+			ip6->daddr.in6_u.u6_addr32[2] == listen6[2] &&
+			ip6->daddr.in6_u.u6_addr32[3] == listen6[3];
+	} else {
+		return XDP_PASS;
+	}
+	udp = data + hoff;
+	if ((void *)(udp + 1) > data_end)
+		return XDP_PASS;
+
+	if (!(to_us && udp->dest == bpf_htons(port)))
+		goto reply;
+
+	/* ---- a request ---- */
+	STAT_INC(requests);
+	plen = bpf_ntohs(udp->len);
+	PIN(plen); /* 5.10 leaves a byte swap's result unbounded */
+	plen &= 0xffff;
+	if (plen < sizeof(*udp) + 8 || plen > sizeof(*udp) + 8 + PAYLOAD_MAX ||
+	    data + hoff + plen > data_end)
+		goto slow;
+	{
+		__be16 *fr = (void *)(udp + 1);
+
+		if ((void *)(fr + 4) > data_end)
+			goto slow;
+		/* seq 0 of a one-datagram message */
+		if (fr[1] != 0 || fr[2] != bpf_htons(1))
+			goto slow;
+	}
+	plen -= sizeof(*udp) + 8;
+	s = get_scratch();
+	if (!s)
+		goto slow;
+	WR(s->req_len, plen);
+	if (copy_in(s, data, data_end, hoff + sizeof(*udp) + 8) < 0)
+		goto slow;
+	b = route();
+	if (b < 0) {
+		__u32 slot = ring_slot & 1;
+		struct proxy_ring *r = bpf_map_lookup_elem(&rings, &slot);
+
+		if (r && r->n == 0)
+			STAT_INC(no_backend);
+		goto slow;
+	}
+	bi = (__u32)b;
+	be = bpf_map_lookup_elem(&backends, &bi);
+	if (!be)
+		goto slow;
+
+	/* Ask the FIB before touching the frame: a pass must leave it as it came. */
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = udp->source;
+	fib.dport = be->port;
+	if (!v6) {
+		if (!be->has4 || ip->ttl <= 1)
+			goto slow;
+		fib.family = AF_INET;
+		fib.tos = ip->tos;
+		fib.tot_len = bpf_ntohs(ip->tot_len);
+		fib.ipv4_src = ip->saddr;
+		fib.ipv4_dst = be->addr4;
+	} else {
+		if (!be->has6 || ip6->hop_limit <= 1)
+			goto slow;
+		fib.family = AF_INET6;
+		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+		__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, be->addr6, 16);
+	}
+	if (next_hop(ctx, &fib) < 0)
+		goto slow;
+
+	if (!v6) {
+		__u32 from[2], to[2];
+
+		v4mapped(fl.addr, ip->saddr);
+		from[0] = ip->daddr;
+		__builtin_memcpy(&from[1], &udp->source, 4);
+		ip->daddr = be->addr4;
+		udp->dest = be->port;
+		to[0] = ip->daddr;
+		__builtin_memcpy(&to[1], &udp->source, 4);
+		udp_csum(udp, from, to, sizeof(from));
+		ip->ttl--;
+		ip->check = 0;
+		ip->check = fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
+	} else {
+		__u32 from[5], to[5];
+
+		__builtin_memcpy(fl.addr, &ip6->saddr, 16);
+		__builtin_memcpy(from, &ip6->daddr, 16);
+		__builtin_memcpy(&from[4], &udp->source, 4);
+		__builtin_memcpy(&ip6->daddr, be->addr6, 16);
+		udp->dest = be->port;
+		__builtin_memcpy(to, &ip6->daddr, 16);
+		__builtin_memcpy(&to[4], &udp->source, 4);
+		udp_csum(udp, from, to, sizeof(from));
+		ip6->hop_limit--;
+	}
+	/* Remember the client, so this backend's replies to it come back
+	 * through us; look first, as most requests come from known clients. */
+	fl.port = udp->source;
+	fl.backend = bi;
+	if (!bpf_map_lookup_elem(&flows, &fl))
+		bpf_map_update_elem(&flows, &fl, &one, BPF_ANY);
+	STAT_INC(forwarded);
+	backend_stat(bi, 0);
+	return send(ctx, eth, &fib);
+
+reply:
+	/* ---- perhaps a backend's reply to a client ---- */
+	pa.port = udp->source;
+	if (!v6)
+		v4mapped(pa.addr, ip->saddr);
+	else
+		__builtin_memcpy(pa.addr, &ip6->saddr, 16);
+	bip = bpf_map_lookup_elem(&backend_addrs, &pa);
+	if (!bip)
+		return XDP_PASS;
+	bi = *bip;
+	fl.port = udp->dest;
+	fl.backend = bi;
+	if (!v6) {
+		if (!has_listen4 || ip->ttl <= 1)
+			return XDP_PASS;
+		v4mapped(fl.addr, ip->daddr);
+	} else {
+		if (!has_listen6 || ip6->hop_limit <= 1)
+			return XDP_PASS;
+		__builtin_memcpy(fl.addr, &ip6->daddr, 16);
+	}
+	if (!bpf_map_lookup_elem(&flows, &fl))
+		return XDP_PASS; /* not a client of ours: someone talking to the backend directly */
+
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = bpf_htons(port);
+	fib.dport = udp->dest;
+	if (!v6) {
+		fib.family = AF_INET;
+		fib.tos = ip->tos;
+		fib.tot_len = bpf_ntohs(ip->tot_len);
+		fib.ipv4_src = listen4;
+		fib.ipv4_dst = ip->daddr;
+	} else {
+		fib.family = AF_INET6;
+		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+		for (int i = 0; i < 4; i++)
+			fib.ipv6_src[i] = listen6[i];
+		__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+	}
+	if (next_hop(ctx, &fib) < 0)
+		return XDP_PASS;
+	if (!v6) {
+		__u32 from[2], to[2];
+
+		from[0] = ip->saddr;
+		__builtin_memcpy(&from[1], &udp->source, 4);
+		ip->saddr = listen4;
+		udp->source = bpf_htons(port);
+		to[0] = ip->saddr;
+		__builtin_memcpy(&to[1], &udp->source, 4);
+		udp_csum(udp, from, to, sizeof(from));
+		ip->ttl--;
+		ip->check = 0;
+		ip->check = fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
+	} else {
+		__u32 from[5], to[5];
+
+		__builtin_memcpy(from, &ip6->saddr, 16);
+		__builtin_memcpy(&from[4], &udp->source, 4);
+		for (int i = 0; i < 4; i++)
+			ip6->saddr.in6_u.u6_addr32[i] = listen6[i];
+		udp->source = bpf_htons(port);
+		__builtin_memcpy(to, &ip6->saddr, 16);
+		__builtin_memcpy(&to[4], &udp->source, 4);
+		udp_csum(udp, from, to, sizeof(from));
+		ip6->hop_limit--;
+	}
+	STAT_INC(replies);
+	backend_stat(bi, 1);
+	return send(ctx, eth, &fib);
+
+slow:
+	STAT_INC(slow);
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";
