@@ -404,7 +404,11 @@ func (g *engine) arith(req *memcache.Request, now uint64) ([]byte, error) {
 
 // strtoull is memcached's safe_strtoull on an item's data, which memcached
 // keeps followed by "\r\n": C strtoull, then the rest must start with
-// whitespace (or be the end), and a negative number is refused.
+// whitespace (or be the end). A result that is negative as an int64 is
+// refused if strchr finds a '-' in the data: memcached scans up to a NUL,
+// past the number ("9223372036854775808 -" is not a number). Beyond the
+// item's "\r\n" it scans whatever memory follows, which cannot be modelled;
+// this assumes no '-' there.
 func strtoull(data []byte) (uint64, bool) {
 	s := append(bytes.Clone(data), '\r', '\n')
 	i := 0
@@ -433,10 +437,16 @@ func strtoull(data []byte) (uint64, bool) {
 		return 0, false
 	}
 	if neg {
-		if v != 0 && int64(-v) < 0 {
+		v = -v
+	}
+	if int64(v) < 0 {
+		str := data
+		if nul := bytes.IndexByte(str, 0); nul >= 0 {
+			str = str[:nul]
+		}
+		if bytes.IndexByte(str, '-') >= 0 {
 			return 0, false
 		}
-		v = -v
 	}
 	return v, true
 }

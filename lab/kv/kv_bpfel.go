@@ -94,7 +94,7 @@ type kvScratch struct {
 	Nd        uint32
 	Poff      uint32
 	Alen      uint32
-	_         [4]byte
+	Room      uint32
 	Exptime   int64
 	Num       uint64
 	CasIn     uint64

@@ -235,3 +235,32 @@ func TestVethStore(t *testing.T) {
 		})
 	}
 }
+
+// TestVethIncrOnce checks incr and decr take effect once whatever the
+// device's tailroom: on a veth an XDP reply can seldom grow much past its
+// request, and a command XDP applied but could not answer must not be
+// applied again by the slow path.
+func TestVethIncrOnce(t *testing.T) {
+	l := newVethLab(t, Config{MaxValue: 256}, false)
+	udp := l.dial(t, "udp", l.storeAddr(false))
+	for _, start := range []uint64{0, 9, 99999, 9223372036854775808, 18446744073709551605} {
+		for _, delta := range []uint64{1, 10, 1 << 40} {
+			key := fmt.Sprintf("n%d", start%1000)
+			v := strconv.FormatUint(start, 10)
+			if r, err := doCtx(udp, fmt.Sprintf("set %s 0 0 %d\r\n%s\r\n", key, len(v), v)); err != nil || r != "STORED\r\n" {
+				t.Fatalf("set: %q %v", r, err)
+			}
+			want := strconv.FormatUint(start+delta, 10)
+			got, err := doCtx(udp, fmt.Sprintf("incr %s %d\r\n", key, delta))
+			if err != nil || got != want+"\r\n" {
+				t.Fatalf("incr %d by %d: %q %v, want %s", start, delta, got, err, want)
+			}
+			if len(want) < len(v) {
+				want += strings.Repeat(" ", len(v)-len(want))
+			}
+			if got := peek(t, udp, key); string(got) != want {
+				t.Errorf("%d incremented by %d holds %q, want %q", start, delta, got, want)
+			}
+		}
+	}
+}
