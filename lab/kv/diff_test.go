@@ -60,7 +60,7 @@ var (
 type diffOp struct {
 	pre, post []byte // around the cas unique, for cas
 	casKey    string
-	casMode   int // 0: the last seen unique, 1: an older one, 2: zero
+	casMode   int    // 0: the last seen unique, 1: an older one, 2: zero
 	arithKey  string // incr and decr
 	cas       bool
 	udp       bool // may go over UDP
