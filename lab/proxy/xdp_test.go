@@ -28,7 +28,7 @@ type xdpMD struct {
 // xdpLab is a star topology with the proxy program loaded for the proxy
 // host's addresses towards the client, and kv1..kv3 as backends.
 type xdpLab struct {
-	t        *testing.T
+	t        testing.TB
 	topo     *netlab.Topology
 	o        *Objects
 	backends []Backend
@@ -38,7 +38,7 @@ type xdpLab struct {
 	tooBig   int           // routable requests checkRequest expected the FIB to refuse
 }
 
-func newXDPLab(t *testing.T) *xdpLab {
+func newXDPLab(t testing.TB) *xdpLab {
 	topo := netlab.ForTest(t, netlab.StarSpec(3, netlab.Options{}))
 	proxy := topo.Host("proxy")
 	l := &xdpLab{t: t, topo: topo, fromCli: proxy.IfaceTo("client")}
@@ -412,4 +412,21 @@ func TestXDPReplies(t *testing.T) {
 	if st.Replies != 2 || st.Backends[1].Replies != 2 {
 		t.Errorf("stats %+v: want 2 replies, both from kv2", st)
 	}
+}
+
+// FuzzXDPRoute holds the program to Route on arbitrary payloads, over IPv4
+// and IPv6. The seeds (run by every go test) are the generator's shapes.
+func FuzzXDPRoute(f *testing.F) {
+	for i, p := range payloads(rand.New(rand.NewPCG(5, 6)), 64) {
+		f.Add(i%2 == 1, p)
+	}
+	l := newXDPLab(f)
+	f.Fuzz(func(t *testing.T, v6 bool, payload []byte) {
+		if len(payload) > 2*PayloadMax {
+			t.Skip("longer than any frame")
+		}
+		lt := *l
+		lt.t = t
+		lt.checkRequest(lt.request(v6, 50000, payload))
+	})
 }

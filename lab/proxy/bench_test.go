@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xdplab/xdplab/lab/netlab"
+)
+
+// verifierBudget bounds the instructions the verifier may walk for the
+// proxy: a tenth of its limit. Crossing it means a loop's paths stopped
+// converging (see ring_lookup), which on an older kernel is a rejection.
+const verifierBudget = 100_000
+
+// TestVerifierStats records what the verifier did with the proxy
+// ($XDPLAB_RESULTS/verifier-proxy.json when set) and holds it to the budget.
+func TestVerifierStats(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	o, err := Load(Config{Listen4: netip.MustParseAddr("198.18.1.1"), Listen6: netip.MustParseAddr("fd00:0:0:1::1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	info, err := o.Program().Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, ok := info.VerifiedInstructions()
+	xl, _ := info.TranslatedSize()
+	jit, _ := info.JitedSize()
+	t.Logf("proxy_xdp: %d instructions verified, %d bytes translated, %d bytes JITed", n, xl, jit)
+	if ok && n > verifierBudget {
+		t.Errorf("verifier walked %d instructions, budget %d", n, verifierBudget)
+	}
+	if dir := os.Getenv("XDPLAB_RESULTS"); dir != "" {
+		b, _ := json.MarshalIndent([]map[string]any{{"program": "proxy_xdp", "verified_insns": n, "xlated_bytes": xl, "jited_bytes": jit}}, "", "  ")
+		if err := os.WriteFile(filepath.Join(dir, "verifier-proxy.json"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkXDPRoute: ns per request through BPF_PROG_TEST_RUN, as the
+// kernel times one run (Repeat 1: a routed frame is rewritten, so a
+// repeat would see the backend's address). Runs in the proxy's namespace,
+// from its loopback, so the FIB lookups are real.
+func BenchmarkXDPRoute(b *testing.B) {
+	topo := netlab.ForTest(b, netlab.StarSpec(3, netlab.Options{}))
+	proxy := topo.Host("proxy")
+	fromCli := proxy.IfaceTo("client")
+	o, err := Load(Config{Listen4: fromCli.IPv4.Addr(), Listen6: fromCli.IPv6.Addr()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.Close()
+	var bs []Backend
+	for _, kv := range topo.Backends() {
+		bs = append(bs, Backend{Server: Server{Host: kv.IPv4().String(), Port: 11211, Weight: 1}, IPv4: kv.IPv4(), IPv6: kv.IPv6()})
+	}
+	ring, err := o.SetBackends(bs, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Keys that all live on backend 0, of a given length.
+	keysOn0 := func(n, length int) []string {
+		var ks []string
+		for i := 0; len(ks) < n; i++ {
+			k := fmt.Sprintf("%0*d", length, i)
+			if ring.Lookup([]byte(k)) == 0 {
+				ks = append(ks, k)
+			}
+		}
+		return ks
+	}
+	req := func(v6 bool, payload string) []byte {
+		src, dst := fromCli.Peer.IPv4.Addr(), fromCli.IPv4.Addr()
+		if v6 {
+			src, dst = fromCli.Peer.IPv6.Addr(), fromCli.IPv6.Addr()
+		}
+		return dgram{SrcMAC: fromCli.Peer.MAC, DstMAC: fromCli.MAC, Src: netip.AddrPortFrom(src, 40000),
+			Dst: netip.AddrPortFrom(dst, 11211), Total: 1, Payload: []byte(payload)}.frame()
+	}
+	k16 := keysOn0(10, 16)
+	k250 := keysOn0(1, 250)
+	var spanning []string
+	for i := 0; len(spanning) < 2; i++ {
+		if k := fmt.Sprintf("s%d", i); ring.Lookup([]byte(k)) == len(spanning) {
+			spanning = append(spanning, k)
+		}
+	}
+	kv1 := topo.Host("kv1")
+	reply := dgram{SrcMAC: kv1.Ifaces[0].MAC, DstMAC: kv1.Ifaces[0].Peer.MAC,
+		Src: netip.AddrPortFrom(kv1.IPv4(), 11211), Dst: netip.AddrPortFrom(fromCli.Peer.IPv4.Addr(), 40000),
+		Total: 1, Payload: []byte("VALUE " + k16[0] + " 0 4\r\nvvvv\r\nEND\r\n")}.frame()
+	// The client's first request records its flow, so the reply is ours.
+	if err := proxy.Do(func() error {
+		ret, _, err := o.Program().Benchmark(req(false, "get "+k16[0]+"\r\n"), 1, nil)
+		if err == nil && ret != xdpRedirect {
+			err = fmt.Errorf("first request: action %d", ret)
+		}
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		frame []byte
+		want  uint32
+	}{
+		{"OtherTraffic", dgram{SrcMAC: fromCli.Peer.MAC, DstMAC: fromCli.MAC, Src: netip.AddrPortFrom(fromCli.Peer.IPv4.Addr(), 40000),
+			Dst: netip.AddrPortFrom(kv1.IPv4(), 11211), Total: 1, Payload: []byte("get a\r\n")}.frame(), xdpPass},
+		{"Get/key=16", req(false, "get "+k16[0]+"\r\n"), xdpRedirect},
+		{"Get/key=16/IPv6", req(true, "get "+k16[0]+"\r\n"), xdpRedirect},
+		{"Get/key=250", req(false, "get "+k250[0]+"\r\n"), xdpRedirect},
+		{"MultiGet/keys=10/one-backend", req(false, "get "+strings.Join(k16, " ")+"\r\n"), xdpRedirect},
+		{"MultiGet/keys=2/spanning", req(false, "get "+strings.Join(spanning, " ")+"\r\n"), xdpPass},
+		{"Set/key=16/value=100", req(false, "set "+k16[0]+" 0 0 100\r\n"+strings.Repeat("v", 100)+"\r\n"), xdpRedirect},
+		{"Set/key=16/value=1000", req(false, "set "+k16[0]+" 0 0 1000\r\n"+strings.Repeat("v", 1000)+"\r\n"), xdpRedirect},
+		{"Reply", reply, xdpRedirect},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			var total time.Duration
+			err := proxy.Do(func() error {
+				for i := 0; i < b.N; i++ {
+					ret, d, err := o.Program().Benchmark(c.frame, 1, nil)
+					if err != nil {
+						return err
+					}
+					if ret != c.want {
+						return fmt.Errorf("action %d, want %d", ret, c.want)
+					}
+					total += d
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/req")
+		})
+	}
+}
