@@ -514,6 +514,9 @@ __noinline int do_get(__u32 slot, __u32 with_cas)
 
 	if (!s)
 		return ACT_PASS;
+	/* Nothing may follow the get line in the datagram: memcached runs it too. */
+	if (RD(s->data_start) != RD(s->req_len))
+		return ACT_PASS;
 	WR(s->resp_len, 0);
 	for (k = 0; k < GET_KEYS_MAX; k++) {
 		if (next_tok(slot) == 0)
