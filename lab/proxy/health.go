@@ -1,0 +1,168 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/xdplab/xdplab/lab/memcache"
+)
+
+// HealthConfig tunes Health; zero values pick the defaults.
+type HealthConfig struct {
+	// Interval between probes of each backend; default 200ms.
+	Interval time.Duration
+	// Timeout is the silence after which a backend is out; default 700ms.
+	// A backend is out at most Timeout+Interval/2 after its last answer,
+	// and back at most Interval+Interval/2 (plus a round trip) after it
+	// answers again: both within the second the issue asks for.
+	Timeout time.Duration
+}
+
+func (c *HealthConfig) normalize() {
+	if c.Interval <= 0 {
+		c.Interval = 200 * time.Millisecond
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 700 * time.Millisecond
+	}
+}
+
+// Health probes backends with memcached's "version" over UDP and tracks
+// which are live. It starts with all of them live, as nutcracker does.
+type Health struct {
+	cfg      HealthConfig
+	backends []Backend
+	dst      []netip.AddrPort
+	conn     *net.UDPConn
+
+	mu     sync.Mutex
+	lastOK []time.Time
+	live   []bool
+}
+
+// NewHealth opens the probe socket in the calling thread's network
+// namespace (the proxy's): one unconnected UDP socket for all backends, so
+// that a dead backend's ICMP errors never stick to it.
+func NewHealth(backends []Backend, cfg HealthConfig) (*Health, error) {
+	cfg.normalize()
+	h := &Health{cfg: cfg, backends: slices.Clone(backends)}
+	for _, b := range backends {
+		a := b.IPv4
+		if !a.IsValid() {
+			a = b.IPv6
+		}
+		if !a.IsValid() {
+			return nil, fmt.Errorf("health: backend %s has no address", b.Server)
+		}
+		h.dst = append(h.dst, netip.AddrPortFrom(a, b.Server.Port))
+	}
+	conn, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return nil, fmt.Errorf("health: probe socket: %w", err)
+	}
+	h.conn = conn
+	now := time.Now()
+	for range backends {
+		h.lastOK = append(h.lastOK, now)
+		h.live = append(h.live, true)
+	}
+	return h, nil
+}
+
+// Live returns which backends are live now.
+func (h *Health) Live() []bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.live)
+}
+
+// Run probes until ctx is done, then closes the socket. It calls
+// onChange, from its own goroutine, with the new live set whenever one
+// changes.
+func (h *Health) Run(ctx context.Context, onChange func(live []bool)) error {
+	go func() {
+		<-ctx.Done()
+		h.conn.Close()
+	}()
+	readDone := make(chan error, 1)
+	go func() { readDone <- h.read() }()
+
+	tick := time.NewTicker(h.cfg.Interval / 2)
+	defer tick.Stop()
+	var id uint16
+	var lastProbe time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			<-readDone
+			return nil
+		case err := <-readDone:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case now := <-tick.C:
+			if now.Sub(lastProbe) >= h.cfg.Interval-h.cfg.Interval/4 {
+				lastProbe = now
+				id++
+				msg := memcache.AppendHeader(nil, memcache.Header{RequestID: id, Total: 1})
+				msg = append(msg, "version\r\n"...)
+				for _, d := range h.dst {
+					// A send error (no route, a refused port reported
+					// back) is the same as silence.
+					_, _ = h.conn.WriteToUDPAddrPort(msg, d)
+				}
+			}
+			h.mu.Lock()
+			next := decideLive(now, h.lastOK, h.cfg.Timeout)
+			changed := !slices.Equal(next, h.live)
+			h.live = next
+			h.mu.Unlock()
+			if changed && onChange != nil {
+				onChange(slices.Clone(next))
+			}
+		}
+	}
+}
+
+// read records each backend's answers until the socket closes.
+func (h *Health) read() error {
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := h.conn.ReadFromUDPAddrPort(buf)
+		if errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("health: read: %w", err)
+		}
+		if n < memcache.HeaderLen || !bytes.HasPrefix(buf[memcache.HeaderLen:n], []byte("VERSION ")) {
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		now := time.Now()
+		h.mu.Lock()
+		for i, d := range h.dst {
+			if d == from {
+				h.lastOK[i] = now
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+// decideLive: a backend is live if it answered within timeout of now.
+func decideLive(now time.Time, lastOK []time.Time, timeout time.Duration) []bool {
+	live := make([]bool, len(lastOK))
+	for i, t := range lastOK {
+		live[i] = now.Sub(t) <= timeout
+	}
+	return live
+}
