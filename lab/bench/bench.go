@@ -24,8 +24,9 @@ import (
 	"github.com/xdplab/xdplab/lab/memcache"
 )
 
-// Workload describes the load. Zero fields take DefaultWorkload's values,
-// except GetRatio, where zero means SETs only, and MultiGet and Preload.
+// Workload describes the load. Zero sizes, counts and durations take
+// DefaultWorkload's values (so a value size of 0 means 100 bytes); a zero
+// GetRatio means SETs only, and Warmup, Preload and Seed are taken as given.
 type Workload struct {
 	// GetRatio is the fraction of requests that are GETs (0..1); the rest
 	// are SETs.
