@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math/bits"
 	"net/netip"
 	"strings"
@@ -202,6 +203,14 @@ func (o *Objects) SetBackends(bs []Backend, live []bool) (*Ring, error) {
 			}
 		}
 	}
+	// Flows name backends by index: once an index means another address,
+	// a remembered flow would let that backend's traffic to the client be
+	// taken for replies. Start over (ejections keep the addresses).
+	if !maps.Equal(addrs, o.addrs) && o.addrs != nil {
+		if err := o.flushFlows(); err != nil {
+			return nil, err
+		}
+	}
 	for i := len(bs); i < o.nback; i++ {
 		if err := o.objs.Backends.Put(uint32(i), &proxyProxyBackend{}); err != nil {
 			return nil, fmt.Errorf("proxy: clear backend %d: %w", i, err)
@@ -209,6 +218,21 @@ func (o *Objects) SetBackends(bs []Backend, live []bool) (*Ring, error) {
 	}
 	o.addrs, o.nback = addrs, len(bs)
 	return ring, nil
+}
+
+func (o *Objects) flushFlows() error {
+	var k, next proxyProxyFlow
+	var keys []proxyProxyFlow
+	for err := o.objs.Flows.NextKey(nil, &next); err == nil; err = o.objs.Flows.NextKey(&k, &next) {
+		keys = append(keys, next)
+		k = next
+	}
+	for _, k := range keys {
+		if err := o.objs.Flows.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("proxy: forget flows: %w", err)
+		}
+	}
+	return nil
 }
 
 // Stats are the program's counters, summed over CPUs.

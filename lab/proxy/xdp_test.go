@@ -412,6 +412,21 @@ func TestXDPReplies(t *testing.T) {
 	if st.Replies != 2 || st.Backends[1].Replies != 2 {
 		t.Errorf("stats %+v: want 2 replies, both from kv2", st)
 	}
+
+	// Reordered backends: index 1 is now kv3. The client's flow was with
+	// index 1 = kv2; kv3 writing to that client port is not a reply.
+	l.backends[1], l.backends[2] = l.backends[2], l.backends[1]
+	l.setBackends(nil)
+	toKV3 := proxy.IfaceTo("kv3")
+	stray := dgram{
+		SrcMAC: toKV3.Peer.MAC, DstMAC: toKV3.MAC,
+		Src: netip.AddrPortFrom(l.topo.Host("kv3").IPv4(), 11211), Dst: netip.AddrPortFrom(l.client.IPv4.Addr(), 41000),
+		Total: 1, Payload: []byte("END\r\n"),
+	}
+	in := stray.frame()
+	if act, out := l.run(toKV3, in); act != xdpPass || !bytes.Equal(in, out) {
+		t.Errorf("after reordering backends, kv3 -> client: action %d, want XDP_PASS untouched", act)
+	}
 }
 
 // FuzzXDPRoute holds the program to Route on arbitrary payloads, over IPv4
