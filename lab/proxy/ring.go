@@ -1,5 +1,3 @@
-// Package proxy loads and runs the XDP memcached proxy: the consistent-hash
-// ring, the backends and their health.
 package proxy
 
 import (

@@ -1,0 +1,41 @@
+// Package proxy loads and runs the XDP memcached proxy (bpf/proxy.bpf.c):
+// the consistent-hash ring, the backends and their health.
+//
+// The ring ([Ring]) is nutcracker 0.5.0's ketama with fnv1a_32, placement
+// for placement: the same servers put a key on the same backend through
+// either proxy (TestRingMatchesNutcracker checks it against a real
+// nutcracker). Details that matter: an unnamed server on port 11211 hashes
+// as its host alone, others as "host:port", a named one as its name; point
+// counts are computed in float32 as nutcracker does; key bytes from 0x80 up
+// are sign-extended in the hash; ejected servers leave the ring and the
+// others share all the points by weight.
+//
+// The data path, decided in XDP on the proxy host:
+//
+//   - A request to the proxy's address and port whose keys all land on one
+//     backend ([Route] is the decision, in Go; the program must agree with it
+//     on every input) has its destination rewritten to that backend and is
+//     redirected to the interface the FIB names. The client's source address
+//     and port, and its request id, are kept: the backend answers the client
+//     directly, through the proxy, which is its gateway. No per-request state
+//     (only per client, below), and clients whose request ids collide cannot get each
+//     other's replies.
+//   - A datagram from a backend's address and port to a client that has sent
+//     that backend requests through the proxy (an LRU map of client address,
+//     port and backend) gets the proxy's address and port as its source and
+//     goes to the client. Traffic between a backend and anyone else passes.
+//   - Everything else passes to the kernel untouched: other traffic, and the
+//     requests XDP does not finish (multi-key gets spanning backends,
+//     pipelined or multi-datagram requests, odd spellings, requests larger
+//     than the backend link's MTU), which a Go slow path on the proxy's
+//     address and port is to serve.
+//
+// Attach the program to the proxy's interface towards the clients and to
+// those towards the backends; the ends facing it need an XDP program of
+// their own for redirected frames to arrive on veth (see netlab).
+//
+// The ring lives in a double-buffered BPF array: [Objects.SetBackends]
+// writes the idle copy and then flips an index, so the program sees the
+// old ring or the new one. [Health] probes backends with "version" and
+// reports live sets to feed it.
+package proxy
