@@ -17,9 +17,9 @@
 //     on every input) has its destination rewritten to that backend and is
 //     redirected to the interface the FIB names. The client's source address
 //     and port, and its request id, are kept: the backend answers the client
-//     directly, through the proxy, which is its gateway. No per-request state
-//     (only per client, below), and clients whose request ids collide cannot get each
-//     other's replies.
+//     directly, through the proxy, which is its gateway. Nothing is kept per
+//     request (only per client, below), and clients whose request ids
+//     collide cannot get each other's replies.
 //   - A datagram from a backend's address and port to a client that has sent
 //     that backend requests through the proxy (an LRU map of client address,
 //     port and backend) gets the proxy's address and port as its source and
