@@ -143,12 +143,16 @@ func Run(ctx context.Context, k *kernels.Kernel, args []string, o Options) (*Res
 	}
 	defer release()
 
+	sweepStale()
 	tmp, err := os.MkdirTemp("", "xdplab-vm-")
 	if err != nil {
 		return nil, err
 	}
 	tempDirs.Store(tmp, true)
 	defer os.RemoveAll(tmp)
+	if err := os.WriteFile(filepath.Join(tmp, "owner"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return nil, err
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -554,6 +558,25 @@ func acquireSlot(ctx context.Context) (func(), error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// sweepStale removes run directories whose owning process is gone (killed
+// with SIGKILL, so its deferred cleanup never ran).
+func sweepStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "xdplab-vm-*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "owner"))
+		if err != nil {
+			continue // being created, or not ours
+		}
+		pid, err := strconv.Atoi(string(b))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
 		}
 	}
 }

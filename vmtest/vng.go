@@ -38,6 +38,11 @@ func vngCommand(k *kernels.Kernel, args []string, o Options, tmp, accel string) 
 	script := fmt.Sprintf("%s\n(%s) </dev/null\nrc=$?\necho \"%s$rc\" > /dev/kmsg\nexit $rc\n",
 		exportEnv(guestEnv(o)), shellJoin(args), exitMarker)
 	a := vngArgs(k, o, accel)
+	wrapper, err := qemuWrapper(tmp)
+	if err != nil {
+		return nil, err
+	}
+	a = append(a, "--qemu", wrapper)
 	if !o.VNGFullUdev {
 		lean, err := leanGuestDirs(tmp)
 		if err != nil {
@@ -101,4 +106,22 @@ func leanGuestDirs(tmp string) ([]string, error) {
 		return nil, err
 	}
 	return []string{"--rodir=/usr/lib/udev/rules.d=" + rules, "--rodir=/usr/lib/tmpfiles.d=" + empty}, nil
+}
+
+// qemuWrapper writes a stand-in for qemu-system-x86_64 that kills QEMU
+// when this process disappears. Our direct child gets a parent-death
+// signal, but vng starts QEMU two processes further down, so without this a
+// killed test binary would leave a hung guest running. The watcher must
+// not hold QEMU's stdout: vng reads `qemu --version` through a pipe.
+func qemuWrapper(tmp string) (string, error) {
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(tmp, "qemu-system-x86_64")
+	script := fmt.Sprintf(`#!/bin/sh
+( while kill -0 %d && kill -0 $$; do sleep 1; done; kill -9 $$ ) </dev/null >/dev/null 2>&1 &
+exec %s "$@"
+`, os.Getpid(), shellQuote(qemu))
+	return p, os.WriteFile(p, []byte(script), 0o755)
 }
