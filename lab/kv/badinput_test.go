@@ -233,13 +233,13 @@ func TestFragments(t *testing.T) {
 			fmt.Sprintf("set frag 3 0 %d\r\n%s\r\n", len(val), val),
 			"get frag\r\n",
 			"get frag " + strings.Join(multi, " ") + " frag\r\n",
-			"set small 0 0 1\r\nx\r\n" + strings.Repeat("get small\r\n", 200),
+			"set small 0 0 1\r\nx\r\n" + strings.Repeat("get small\r\n", 150),
 		} {
 			var reps [2][]byte
 			for i, s := range servers {
 				r, err := s.exchange(one(req))
 				if err != nil {
-					t.Fatal(err)
+					t.Fatalf("v6 %v %.40q to %s: %v", v6, req, []string{"memcached", "store"}[i], err)
 				}
 				reps[i] = r
 			}

@@ -119,8 +119,11 @@ func (l *vethLab) dialRaw(t *testing.T, addr string) *net.UDPConn {
 		if err != nil {
 			return err
 		}
-		c, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(ap))
-		return err
+		if c, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(ap)); err != nil {
+			return err
+		}
+		// Replies of many datagrams come in bursts.
+		return c.SetReadBuffer(4 << 20)
 	})
 	if err != nil {
 		t.Fatal(err)
