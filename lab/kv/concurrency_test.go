@@ -106,12 +106,16 @@ func TestConcurrentIncrAndNoTear(t *testing.T) {
 	}
 }
 
-// TestLRUEviction fills a small map far past its size: the most recent keys
-// survive, old ones are evicted, and stats count the evictions.
+// TestLRUEviction fills a map far past its size: the most recent keys
+// survive, old ones are evicted, and stats count the evictions. The kernel's
+// LRU is approximate: each CPU keeps up to 128 free entries of its own, so
+// the map must be well above 128 x CPUs for recency to hold (at 256 entries
+// and 2 CPUs, 5.10 kept only 32 of the 50 newest keys).
 func TestLRUEviction(t *testing.T) {
-	o := loadForTest(t, Config{Entries: 256})
+	const entries = 2048
+	o := loadForTest(t, Config{Entries: entries})
 	s := NewServer(o)
-	const n = 4000
+	const n = 8 * entries
 	for i := range n {
 		req := fmt.Sprintf("set key%d 0 0 5\r\nv%04d\r\n", i, i%10000)
 		if r, act, err := xdpDo(o, uint16(i), req); err != nil || string(r) != "STORED\r\n" {
@@ -141,8 +145,8 @@ func TestLRUEviction(t *testing.T) {
 	}
 	ev, _ := strconv.Atoi(m["evictions"])
 	items, _ := strconv.Atoi(m["curr_items"])
-	if ev < n-300 || items > 300 || m["total_items"] != strconv.Itoa(n) {
-		t.Errorf("stats after %d sets into 256 entries: evictions %s curr_items %s total_items %s", n, m["evictions"], m["curr_items"], m["total_items"])
+	if ev < n-entries-100 || items > entries || m["total_items"] != strconv.Itoa(n) {
+		t.Errorf("stats after %d sets into 2048 entries: evictions %s curr_items %s total_items %s", n, m["evictions"], m["curr_items"], m["total_items"])
 	}
 }
 
