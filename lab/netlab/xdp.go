@@ -29,9 +29,23 @@ func RemoveMemlock() {
 // goes with the device. It fails if dev already has a native XDP program.
 // Closing the result detaches the program.
 func AttachXDPPass(h *Host, dev string) (io.Closer, error) {
+	if err := h.Do(func() error { return PutXDPPass(dev) }); err != nil {
+		return nil, fmt.Errorf("netlab: attach XDP_PASS to %s on %s: %w", dev, h.Name, err)
+	}
+	return &xdpPass{h: h, dev: dev}, nil
+}
+
+// xdpPassName is the placeholder program's name, by which TakeXDPPass
+// recognises it.
+const xdpPassName = "xdp_pass"
+
+// PutXDPPass is AttachXDPPass for dev in the calling thread's namespace,
+// without a closer: the program stays until the device goes or someone
+// removes it.
+func PutXDPPass(dev string) error {
 	RemoveMemlock()
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:    "xdp_pass",
+		Name:    xdpPassName,
 		Type:    ebpf.XDP,
 		License: "GPL",
 		Instructions: asm.Instructions{
@@ -40,20 +54,40 @@ func AttachXDPPass(h *Host, dev string) (io.Closer, error) {
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("netlab: load XDP_PASS: %w", err)
+		return fmt.Errorf("load XDP_PASS: %w", err)
 	}
 	defer prog.Close() // the device keeps its own reference
-	err = h.Do(func() error {
-		l, err := netlink.LinkByName(dev)
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetXdpFdWithFlags(l, prog.FD(), unix.XDP_FLAGS_DRV_MODE|unix.XDP_FLAGS_UPDATE_IF_NOEXIST)
-	})
+	l, err := netlink.LinkByName(dev)
 	if err != nil {
-		return nil, fmt.Errorf("netlab: attach XDP_PASS to %s on %s: %w", dev, h.Name, err)
+		return err
 	}
-	return &xdpPass{h: h, dev: dev}, nil
+	return netlink.LinkSetXdpFdWithFlags(l, prog.FD(), unix.XDP_FLAGS_DRV_MODE|unix.XDP_FLAGS_UPDATE_IF_NOEXIST)
+}
+
+// TakeXDPPass removes the placeholder XDP_PASS program from dev in the
+// calling thread's namespace, if that is what dev carries, so a real program
+// can take its place. It reports whether it removed one; put it back with
+// PutXDPPass when the real program goes, or XDP_TX and XDP_REDIRECT from
+// the peer stop delivering.
+func TakeXDPPass(dev string) (bool, error) {
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return false, err
+	}
+	x := l.Attrs().Xdp
+	if x == nil || !x.Attached || x.ProgId == 0 {
+		return false, nil
+	}
+	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(x.ProgId))
+	if err != nil {
+		return false, err
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil || info.Name != xdpPassName {
+		return false, err
+	}
+	return true, netlink.LinkSetXdpFdWithFlags(l, -1, unix.XDP_FLAGS_DRV_MODE)
 }
 
 type xdpPass struct {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netns"
 	"github.com/xdplab/xdplab/lab/kv"
+	"github.com/xdplab/xdplab/lab/netlab"
 )
 
 func init() {
@@ -49,13 +51,30 @@ func kvServe(args []string) error {
 	var how string
 	var detach func() error
 	err = inNetns(*ns, func() error {
+		// `lab up` leaves a placeholder XDP_PASS on every veth end (XDP_TX
+		// and XDP_REDIRECT from the peer need one): the store takes its
+		// place and puts it back when it goes.
+		took, err := netlab.TakeXDPPass(*dev)
+		if err != nil {
+			return fmt.Errorf("inspect XDP on %s: %w", *dev, err)
+		}
 		l, m, err := o.Attach(*dev, *mode)
 		if err != nil {
+			if took {
+				netlab.PutXDPPass(*dev)
+			}
 			return err
 		}
-		detach, how = l.Close, m
+		how = m
+		detach = func() error {
+			err := l.Close()
+			if took {
+				err = errors.Join(err, inNetns(*ns, func() error { return netlab.PutXDPPass(*dev) }))
+			}
+			return err
+		}
 		if err := srv.Listen(*listen); err != nil {
-			l.Close()
+			detach()
 			return err
 		}
 		return nil
@@ -63,7 +82,11 @@ func kvServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	defer detach()
+	defer func() {
+		if err := detach(); err != nil {
+			fmt.Fprintln(os.Stderr, "lab kv serve: detach:", err)
+		}
+	}()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

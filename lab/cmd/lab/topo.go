@@ -61,8 +61,16 @@ type labState struct {
 	Backends int    `json:"backends"`
 }
 
+// spec puts the placeholder XDP_PASS on every veth end, the proxy's too: any
+// host may run an XDP server that replies with XDP_TX or forwards with
+// XDP_REDIRECT, and its peer must then have an XDP program for the frames to
+// arrive. `lab kv serve` and the proxy take the placeholder's place.
 func (s labState) spec() netlab.Spec {
-	return netlab.StarSpec(s.Backends, netlab.Options{Prefix: s.Prefix, PeerXDP: true})
+	spec := netlab.StarSpec(s.Backends, netlab.Options{Prefix: s.Prefix, PeerXDP: true})
+	for i := range spec.Hosts {
+		spec.Hosts[i].XDPPass = true
+	}
+	return spec
 }
 
 // labDir holds lab.json and the lock that serialises up, down and status.
