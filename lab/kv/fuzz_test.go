@@ -192,106 +192,158 @@ func FuzzXDP(f *testing.F) {
 	f.Add(true, uint16(1), uint16(0), uint16(1), uint16(0), []byte("set a 0 0 1\r\nz\r\n"), uint8(0), int8(-3))
 	f.Add(false, uint16(1), uint16(0), uint16(1), uint16(0), []byte("get a\r\n"), uint8(0), int8(5))
 
-	f.Fuzz(func(t *testing.T, v6 bool, id, seq, total, reserved uint16, payload []byte, cut uint8, ulenDelta int8) {
-		p := fuzzStores(t)
-		o := p.xdp.o
-		if o.token != 0 && reserved == o.token {
-			t.Skip("the slow path's own marker")
-		}
-		p.reset(t)
-		// "$cas" stands for the unique "a" has in XDP's store, so that
-		// inputs reach a cas that matches.
-		payload = bytes.ReplaceAll(payload, []byte("$cas"), strconv.AppendUint(nil, p.xdp.itemOf(t, []byte("a")).cas, 10))
-		keys := fuzzKeys(payload)
-		before := p.xdp.snapshot(t, keys)
-		modelBefore := p.model.snapshot(t, keys)
+	f.Fuzz(checkXDP)
+}
 
-		in := fuzzFrame(o, v6, id, seq, total, reserved, payload, cut, ulenDelta)
-		if len(in) < ethLen {
-			t.Skip("BPF_PROG_TEST_RUN takes no frame shorter than an Ethernet header, nor does a device deliver one")
+// FuzzXDPCommand builds requests from parts ("<cmd> <key> <a> <b> <c>
+// [noreply]\r\n[<value>\r\n]"), so that more of them are ones XDP
+// answers, and checks them as FuzzXDP does.
+func FuzzXDPCommand(f *testing.F) {
+	for _, c := range []struct {
+		cmd     uint8
+		key     string
+		a, b, c string
+		value   string
+		noreply bool
+	}{
+		{0, "a", "", "", "", "", false}, {1, "a", "n", "s", "", "", false}, {2, "a", "0", "0", "", "z", false},
+		{2, "new", "5", "100", "", "abc", true}, {3, "a", "0", "-1", "", "", false}, {4, "s", "0", "0", "", "xyz", false},
+		{5, "s", "0", "0", "", "xyz", false}, {6, "a", "0", "0", "$cas", "z", false}, {7, "a", "", "", "", "", false},
+		{8, "n", "5", "", "", "", false}, {9, "pad", "3", "", "", "", true}, {10, "a", "100", "", "", "", false},
+		{8, "max", "1", "", "", "", false}, {9, "n", "18446744073709551615", "", "", "", false},
+	} {
+		for _, v6 := range []bool{false, true} {
+			f.Add(v6, c.cmd, c.key, c.a, c.b, c.c, []byte(c.value), c.noreply)
 		}
-		out := make([]byte, len(in)+4096)
-		opts := ebpf.RunOptions{Data: in, DataOut: out}
-		act, err := o.objs.KvXdp.Run(&opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		after := p.xdp.snapshot(t, keys)
-		switch act {
-		case 2: // XDP_PASS
-			for i := range keys {
-				if before[i] != after[i] {
-					t.Fatalf("passed up %q, yet %q changed: %+v -> %+v", payload, keys[i], before[i], after[i])
+	}
+	cmds := []string{"get", "gets", "set", "add", "replace", "append", "cas", "delete", "incr", "decr", "touch", "prepend"}
+	f.Fuzz(func(t *testing.T, v6 bool, cmd uint8, key, a, b, c string, value []byte, noreply bool) {
+		name := cmds[int(cmd)%len(cmds)]
+		line := name + " " + key
+		switch name {
+		case "get", "gets", "incr", "decr", "touch", "delete":
+			for _, x := range []string{a, b, c} {
+				if x != "" {
+					line += " " + x
 				}
 			}
-			return
-		case 1, 3: // XDP_DROP, XDP_TX
-		default:
-			t.Fatalf("action %d for %q", act, payload)
-		}
-
-		// XDP finished the request: it must be one memcached takes, whole.
-		if cut != 0 || ulenDelta != 0 || total != 1 {
-			t.Fatalf("XDP answered a frame memcached would not take (cut %d, UDP length %+d, total %d): %q", cut, ulenDelta, total, payload)
-		}
-		req, n, err := memcache.ParseRequest(payload)
-		if err != nil || n != len(payload) {
-			t.Fatalf("XDP answered %q, which is not exactly one request (%d of %d bytes, %v)", payload, n, len(payload), err)
-		}
-		// cas uniques differ between the stores: the one XDP's store had
-		// becomes the one the model has.
-		if req.Command == memcache.CmdCAS {
-			for i, k := range keys {
-				if !bytes.Equal(k, req.Key) {
-					continue
-				}
-				switch req.CAS {
-				case before[i].cas:
-					req.CAS = modelBefore[i].cas
-				case modelBefore[i].cas:
-					req.CAS = ^uint64(0)
-				}
-				break
+		default: // storage: key flags exptime bytes [cas]
+			line += " " + a + " " + b + " " + strconv.Itoa(len(value))
+			if name == "cas" || c != "" {
+				line += " " + c
 			}
 		}
-		want := p.model.exec(&req)
-		modelAfter := p.model.snapshot(t, keys)
-
-		var got []byte
-		if act == 3 {
-			r, err := ParseFrame(opts.DataOut)
-			if err != nil {
-				t.Fatalf("reply to %q: %v", payload, err)
-			}
-			d, _ := ParseFrame(in)
-			if r.Src != d.Dst || r.Dst != d.Src || r.SrcMAC != d.DstMAC || r.DstMAC != d.SrcMAC ||
-				r.ID != id || r.Seq != 0 || r.Total != 1 || r.Reserved != 0 {
-				t.Fatalf("reply header %+v to %+v", r, d)
-			}
-			got = r.Payload
+		if noreply {
+			line += " noreply"
 		}
-		// Map XDP's cas uniques to the model's, key by key.
-		casMap := map[uint64]uint64{}
-		for i := range keys {
-			casMap[before[i].cas] = modelBefore[i].cas
+		payload := []byte(line + "\r\n")
+		if name != "get" && name != "gets" && name != "incr" && name != "decr" && name != "touch" && name != "delete" {
+			payload = append(append(payload, value...), "\r\n"...)
 		}
-		gotN := mapCAS(got, casMap)
-		if !bytes.Equal(gotN, want) {
-			t.Fatalf("%q:\n XDP   %q\n model %q", payload, got, want)
-		}
-		for i, k := range keys {
-			a, b := after[i], modelAfter[i]
-			changedA, changedB := a.cas != before[i].cas, b.cas != modelBefore[i].cas
-			a.cas, b.cas = 0, 0
-			if diff := int64(a.exptime) - int64(b.exptime); diff >= -1 && diff <= 1 {
-				a.exptime = b.exptime // a second may tick between the two
-			}
-			if a != b || changedA != changedB {
-				t.Fatalf("%q: %q is %+v (cas changed %v) after XDP, %+v (cas changed %v) in the model",
-					payload, k, after[i], changedA, modelAfter[i], changedB)
-			}
-		}
+		checkXDP(t, v6, 1, 0, 1, 0, payload, 0, 0)
 	})
+}
+
+// checkXDP is FuzzXDP's check of one frame.
+func checkXDP(t *testing.T, v6 bool, id, seq, total, reserved uint16, payload []byte, cut uint8, ulenDelta int8) {
+	p := fuzzStores(t)
+	o := p.xdp.o
+	if o.token != 0 && reserved == o.token {
+		t.Skip("the slow path's own marker")
+	}
+	p.reset(t)
+	// "$cas" stands for the unique "a" has in XDP's store, so that
+	// inputs reach a cas that matches.
+	payload = bytes.ReplaceAll(payload, []byte("$cas"), strconv.AppendUint(nil, p.xdp.itemOf(t, []byte("a")).cas, 10))
+	keys := fuzzKeys(payload)
+	before := p.xdp.snapshot(t, keys)
+	modelBefore := p.model.snapshot(t, keys)
+
+	in := fuzzFrame(o, v6, id, seq, total, reserved, payload, cut, ulenDelta)
+	if len(in) < ethLen {
+		t.Skip("BPF_PROG_TEST_RUN takes no frame shorter than an Ethernet header, nor does a device deliver one")
+	}
+	out := make([]byte, len(in)+4096)
+	opts := ebpf.RunOptions{Data: in, DataOut: out}
+	act, err := o.objs.KvXdp.Run(&opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := p.xdp.snapshot(t, keys)
+	switch act {
+	case 2: // XDP_PASS
+		for i := range keys {
+			if before[i] != after[i] {
+				t.Fatalf("passed up %q, yet %q changed: %+v -> %+v", payload, keys[i], before[i], after[i])
+			}
+		}
+		return
+	case 1, 3: // XDP_DROP, XDP_TX
+	default:
+		t.Fatalf("action %d for %q", act, payload)
+	}
+
+	// XDP finished the request: it must be one memcached takes, whole.
+	if cut != 0 || ulenDelta != 0 || total != 1 {
+		t.Fatalf("XDP answered a frame memcached would not take (cut %d, UDP length %+d, total %d): %q", cut, ulenDelta, total, payload)
+	}
+	req, n, err := memcache.ParseRequest(payload)
+	if err != nil || n != len(payload) {
+		t.Fatalf("XDP answered %q, which is not exactly one request (%d of %d bytes, %v)", payload, n, len(payload), err)
+	}
+	// cas uniques differ between the stores: the one XDP's store had
+	// becomes the one the model has.
+	if req.Command == memcache.CmdCAS {
+		for i, k := range keys {
+			if !bytes.Equal(k, req.Key) {
+				continue
+			}
+			switch req.CAS {
+			case before[i].cas:
+				req.CAS = modelBefore[i].cas
+			case modelBefore[i].cas:
+				req.CAS = ^uint64(0)
+			}
+			break
+		}
+	}
+	want := p.model.exec(&req)
+	modelAfter := p.model.snapshot(t, keys)
+
+	var got []byte
+	if act == 3 {
+		r, err := ParseFrame(opts.DataOut)
+		if err != nil {
+			t.Fatalf("reply to %q: %v", payload, err)
+		}
+		d, _ := ParseFrame(in)
+		if r.Src != d.Dst || r.Dst != d.Src || r.SrcMAC != d.DstMAC || r.DstMAC != d.SrcMAC ||
+			r.ID != id || r.Seq != 0 || r.Total != 1 || r.Reserved != 0 {
+			t.Fatalf("reply header %+v to %+v", r, d)
+		}
+		got = r.Payload
+	}
+	// Map XDP's cas uniques to the model's, key by key.
+	casMap := map[uint64]uint64{}
+	for i := range keys {
+		casMap[before[i].cas] = modelBefore[i].cas
+	}
+	gotN := mapCAS(got, casMap)
+	if !bytes.Equal(gotN, want) {
+		t.Fatalf("%q:\n XDP   %q\n model %q", payload, got, want)
+	}
+	for i, k := range keys {
+		a, b := after[i], modelAfter[i]
+		changedA, changedB := a.cas != before[i].cas, b.cas != modelBefore[i].cas
+		a.cas, b.cas = 0, 0
+		if diff := int64(a.exptime) - int64(b.exptime); diff >= -1 && diff <= 1 {
+			a.exptime = b.exptime // a second may tick between the two
+		}
+		if a != b || changedA != changedB {
+			t.Fatalf("%q: %q is %+v (cas changed %v) after XDP, %+v (cas changed %v) in the model",
+				payload, k, after[i], changedA, modelAfter[i], changedB)
+		}
+	}
 }
 
 // mapCAS rewrites the cas uniques of VALUE lines through m.
