@@ -162,6 +162,7 @@ func TestBadInput(t *testing.T) {
 			{"set noreply then get", one("set sng 0 0 1 noreply\r\n3\r\nget sng\r\n")},
 			{"incr then garbage", one("incr num 1\r\nbogus\r\n")},
 			{"delete then get", one("delete sg\r\nget sg\r\n")},
+			{"long key drops queued replies", one("get keep\r\nset dp 0 0 1\r\n1\r\nget " + k251 + "\r\nget dp\r\n")},
 			{"stats args", one("stats nonsense\r\n")},
 			{"verbosity", one("verbosity 1\r\n")},
 			{"binary magic", one("\x80\x00\x00\x00")},
@@ -381,5 +382,49 @@ func ping(a netip.Addr) error {
 			return fmt.Errorf("reply from %s", from)
 		}
 		return nil
+	}
+}
+
+// TestBadInputTCP is TestBadInput over TCP, where memcached reads a stream:
+// values too large for it, over-long lines, and requests split anywhere.
+func TestBadInputTCP(t *testing.T) {
+	l := newVethLab(t, Config{MaxValue: 256}, true)
+	huge := strings.Repeat("H", 1<<20)
+	for _, tc := range []struct{ name, in string }{
+		{"value too large", "set huge 0 0 " + fmt.Sprint(len(huge)) + "\r\n" + huge + "\r\nget huge\r\n"},
+		{"too large noreply", "set huge 0 0 " + fmt.Sprint(len(huge)) + " noreply\r\n" + huge + "\r\nget huge\r\n"},
+		{"largest value", "set big 0 0 1048510\r\n" + huge[:1048510] + "\r\nget small\r\n"},
+		{"data longer", "set x 0 0 3\r\nabcd\r\nget x\r\n"},
+		{"rejected line, data read as a command", "set " + strings.Repeat("k", 251) + " 0 0 3\r\nget\r\n"},
+		{"pipelined", "set p 0 0 1\r\n1\r\nincr p 5\r\nget p\r\ndelete p\r\nget p\r\n"},
+		{"get with long key drops queued replies", "get a\r\nset q 0 0 1\r\n1\r\nget " + strings.Repeat("k", 251) + "\r\nget q\r\n"},
+		{"2048 bytes without newline", strings.Repeat("x", 2048) + "\r\n"},
+		{"long get line", "get " + strings.Repeat("k1 ", 1000) + "\r\n"},
+	} {
+		var reps [2]string
+		for i, addr := range []string{l.mcAddr(false), l.storeAddr(false)} {
+			var c net.Conn
+			err := l.client.Do(func() (err error) { c, err = net.Dial("tcp", addr); return err })
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The sentinel's reply ends the exchange, as over UDP.
+			go c.Write([]byte(tc.in + "version\r\n"))
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			var got []byte
+			buf := make([]byte, 1<<16)
+			for !bytes.Contains(got, []byte("VERSION ")) {
+				n, err := c.Read(buf)
+				got = append(got, buf[:n]...)
+				if err != nil {
+					t.Fatalf("%s to %s: %v after %.200q", tc.name, []string{"memcached", "store"}[i], err, got)
+				}
+			}
+			c.Close()
+			reps[i] = string(got[:bytes.LastIndex(got, []byte("VERSION "))])
+		}
+		if reps[0] != reps[1] {
+			t.Errorf("%s:\n memcached %.300q\n store     %.300q", tc.name, reps[0], reps[1])
+		}
 	}
 }

@@ -134,7 +134,19 @@ func (s *Server) serveTCP() {
 func (s *Server) serveConn(c net.Conn) {
 	defer c.Close()
 	r := bufio.NewReaderSize(c, 64<<10)
-	w := bufio.NewWriter(c)
+	// Replies queue in out until the input read so far is worked through.
+	// Those before sent count as sent: memcached sends its queue after each
+	// get or gets, and a get with an over-long key throws away the rest.
+	var out []byte
+	sent := 0
+	flush := func() error {
+		if len(out) == 0 {
+			return nil
+		}
+		_, err := c.Write(out)
+		out, sent = out[:0], 0
+		return err
+	}
 	var buf []byte
 	for {
 		if len(buf) > 0 {
@@ -143,12 +155,15 @@ func (s *Server) serveConn(c net.Conn) {
 				var me *memcache.Error
 				switch {
 				case err == nil && req.Command == memcache.CmdQuit:
-					w.Flush()
+					flush()
 					return
 				case err == nil:
-					w.Write(s.exec(&req))
+					out = append(out, s.exec(&req)...)
+					if req.Command == memcache.CmdGet || req.Command == memcache.CmdGets {
+						sent = len(out)
+					}
 				case errors.As(err, &me) && me.Close:
-					w.Flush()
+					flush()
 					return
 				case errors.As(err, &me):
 					if me.Swallow > 0 {
@@ -159,18 +174,21 @@ func (s *Server) serveConn(c net.Conn) {
 							return
 						}
 					}
-					w.Write(me.Reply())
+					if me.DropPending {
+						out = out[:sent]
+					}
+					out = append(out, me.Reply()...)
 				}
 				buf = buf[n:]
 				if r.Buffered() == 0 && len(buf) == 0 {
-					if w.Flush() != nil {
+					if flush() != nil {
 						return
 					}
 				}
 				continue
 			}
 		}
-		if w.Flush() != nil {
+		if flush() != nil {
 			return
 		}
 		chunk := make([]byte, 64<<10)
@@ -187,6 +205,7 @@ func (s *Server) serveConn(c net.Conn) {
 // execStream runs every request in a datagram's payload and concatenates
 // the replies, as memcached does for several commands in one datagram.
 func (s *Server) execStream(b []byte, out []byte) []byte {
+	sent := len(out) // as in serveConn
 	for len(b) > 0 {
 		req, n, err := s.parser.Parse(b)
 		var me *memcache.Error
@@ -197,6 +216,9 @@ func (s *Server) execStream(b []byte, out []byte) []byte {
 			if me.Close {
 				return out
 			}
+			if me.DropPending {
+				out = out[:sent]
+			}
 			out = append(out, me.Reply()...)
 			n += me.Swallow
 		case err != nil:
@@ -205,6 +227,9 @@ func (s *Server) execStream(b []byte, out []byte) []byte {
 			return out
 		default:
 			out = append(out, s.exec(&req)...)
+			if req.Command == memcache.CmdGet || req.Command == memcache.CmdGets {
+				sent = len(out)
+			}
 		}
 		if n <= 0 || n > len(b) {
 			return out
