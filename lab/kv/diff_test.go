@@ -194,11 +194,43 @@ func (g *diffGen) op() *diffOp {
 	if op.cas {
 		op.post = b
 	} else {
+		if g.r.IntN(10) == 0 {
+			b = g.respell(b)
+		}
 		op.pre = b
+		// Now and then several commands in one request (one datagram over
+		// UDP), which memcached runs in turn. Not incr/decr: their
+		// allowances above work on single requests.
+		if op.arithKey == "" && g.r.IntN(30) == 0 {
+			if next := g.op(); !next.cas && next.arithKey == "" {
+				op.pre = append(op.pre, next.pre...)
+			}
+		}
 	}
 	op.udp = len(op.pre)+len(op.post)+20 <= udpMaxRequest && g.r.IntN(10) < 7
 	op.v6 = g.r.IntN(2) == 0
 	return op
+}
+
+// respell writes a request's command line the other ways memcached reads
+// it: runs of spaces, leading and trailing spaces, a bare LF.
+func (g *diffGen) respell(b []byte) []byte {
+	nl := bytes.IndexByte(b, '\n')
+	line, rest := bytes.TrimSuffix(b[:nl], []byte("\r")), b[nl+1:]
+	if g.r.IntN(2) == 0 {
+		line = bytes.ReplaceAll(line, []byte(" "), []byte("  "))
+	}
+	if g.r.IntN(3) == 0 {
+		line = append([]byte("   "), line...)
+	}
+	if g.r.IntN(3) == 0 {
+		line = append(line, ' ')
+	}
+	end := "\r\n"
+	if g.r.IntN(3) == 0 {
+		end = "\n"
+	}
+	return append(append(append([]byte(nil), line...), end...), rest...)
 }
 
 // diffSide is one server under the same request sequence.
