@@ -111,6 +111,7 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 			w.InFlight = envInt(b, "XDPLAB_BENCH_INFLIGHT", w.InFlight)
 			byTarget := map[string][]*bench.Result{}
 			before := xdpCounters(b, srv)
+			dropsBefore := udpDrops(b, client, kvh, mch)
 			var table strings.Builder
 			table.WriteString(bench.MarkdownHeader())
 			for r := range rounds {
@@ -154,6 +155,14 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 			tx, pass := after["xdp_tx"]-before["xdp_tx"], after["xdp_pass"]-before["xdp_pass"]
 			fmt.Fprintf(&table, "\nstore: %d requests answered in XDP, %d passed to the slow path (incl. preload), %d dropped\n",
 				tx, pass, after["xdp_drop"]-before["xdp_drop"])
+			// Lost requests: UDP datagrams dropped for a full receive
+			// buffer, per namespace, tell whether a socket overflowed.
+			dropsAfter := udpDrops(b, client, kvh, mch)
+			table.WriteString("UDP receive-buffer drops during the runs:")
+			for _, h := range []*netlab.Host{client, kvh, mch} {
+				fmt.Fprintf(&table, " %s %d", h.Name, dropsAfter[h.Name]-dropsBefore[h.Name])
+			}
+			table.WriteString("\n")
 			// Printed rather than logged: go test cuts benchmark logs
 			// to 10 lines unless -v.
 			fmt.Printf("\n### %s: %s, %d-byte keys, %d-byte values, %d keys, %d sockets × %d in flight, %v per round\n\n%s\n",
@@ -193,6 +202,42 @@ func xdpCounters(b *testing.B, srv *Server) map[string]uint64 {
 	for _, kv := range st {
 		if strings.HasPrefix(kv[0], "xdp_") {
 			m[kv[0]], _ = strconv.ParseUint(kv[1], 10, 64)
+		}
+	}
+	return m
+}
+
+// udpDrops reads Udp RcvbufErrors from each host's namespace.
+func udpDrops(b *testing.B, hosts ...*netlab.Host) map[string]uint64 {
+	m := map[string]uint64{}
+	for _, h := range hosts {
+		err := h.Do(func() error {
+			// thread-self: /proc/self/net would show the process's
+			// namespace, not this thread's.
+			data, err := os.ReadFile("/proc/thread-self/net/snmp")
+			if err != nil {
+				return err
+			}
+			var names []string
+			for _, line := range strings.Split(string(data), "\n") {
+				f := strings.Fields(line)
+				if len(f) == 0 || f[0] != "Udp:" {
+					continue
+				}
+				if names == nil {
+					names = f
+					continue
+				}
+				for i, v := range f {
+					if i < len(names) && names[i] == "RcvbufErrors" {
+						m[h.Name], _ = strconv.ParseUint(v, 10, 64)
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
 		}
 	}
 	return m
