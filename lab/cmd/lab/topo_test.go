@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -101,16 +103,16 @@ func TestLabUpStatusDown(t *testing.T) {
 		if h != w {
 			t.Errorf("host %d: %+v, want %+v", i, h, w)
 		}
-		// dev is real, carries the address shown, and (except on the
-		// proxy, whose XDP program is the user's) has XDP_PASS so the
-		// proxy's redirected frames arrive.
+		// dev is real, carries the address shown, and has the XDP_PASS
+		// placeholder (servers take its place), so XDP_TX and redirected
+		// frames from its peer arrive.
 		host := topo.Host(h.Name)
 		err := host.Do(func() error {
 			l, err := netlink.LinkByName(h.Dev)
 			if err != nil {
 				return err
 			}
-			if x := l.Attrs().Xdp; (x != nil && x.Attached) != (h.Role != "proxy") {
+			if x := l.Attrs().Xdp; x == nil || !x.Attached {
 				t.Errorf("%s %s: XDP attached %v", h.Name, h.Dev, x != nil && x.Attached)
 			}
 			return nil
@@ -168,6 +170,15 @@ func TestLabUpStatusDown(t *testing.T) {
 	waited := make(chan error, 1)
 	go func() { waited <- sleep.Wait() }()
 	t.Cleanup(func() { sleep.Process.Kill() })
+	// nsenter enters the namespace before it execs sleep: wait for that, or
+	// down may look before the process is there to kill.
+	self, _ := os.Readlink("/proc/self/ns/net")
+	for i := 0; i < 500; i++ {
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", sleep.Process.Pid)); err == nil && ns != self {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if p, err := d.down(); err != nil || p != s3.Prefix {
 		t.Fatalf("down: %q, %v", p, err)
 	}
