@@ -359,12 +359,34 @@ func killGroup(pgid int) { syscall.Kill(-pgid, syscall.SIGKILL) }
 
 func waitGroupGone(pgid int, max time.Duration) {
 	deadline := time.Now().Add(max)
-	for time.Now().Before(deadline) {
-		if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
-			return
-		}
+	for time.Now().Before(deadline) && groupAlive(pgid) {
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// groupAlive reports whether a process group has a member that is not a
+// zombie (orphans are reaped by PID 1 whenever it gets to it).
+func groupAlive(pgid int) bool {
+	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+		return false
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" {
+			return true
+		}
+	}
+	return false
 }
 
 // scanKernelLog finds a panic, oops, BUG or WARNING and returns the lines
