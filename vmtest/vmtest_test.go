@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -310,4 +311,38 @@ func firstLines(s string, n int) string {
 		l = l[:n]
 	}
 	return strings.Join(l, "\n")
+}
+
+// BenchmarkBoot measures boot + `true` + power-off per kernel and backend;
+// it reports the median. Run with -benchtime=5x for the issue's figure:
+//
+//	go test -run '^$' -bench Boot -benchtime 5x ./vmtest
+func BenchmarkBoot(b *testing.B) {
+	if testing.Short() {
+		b.Skip("-short: no VM boots")
+	}
+	m, err := kernels.Pinned()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, backend := range []Backend{Direct, VNG} {
+		for _, name := range m.Names() {
+			k, _ := m.Lookup(name)
+			b.Run(name+"/"+string(backend), func(b *testing.B) {
+				if err := k.Fetch(context.Background(), nil); err != nil {
+					b.Fatal(err)
+				}
+				var ds []time.Duration
+				for i := 0; i < b.N; i++ {
+					start := time.Now()
+					if _, err := Run(context.Background(), k, []string{"true"}, Options{Backend: backend, Timeout: 5 * time.Minute}); err != nil {
+						b.Fatal(err)
+					}
+					ds = append(ds, time.Since(start))
+				}
+				sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+				b.ReportMetric(ds[len(ds)/2].Seconds(), "s/boot-median")
+			})
+		}
+	}
 }
