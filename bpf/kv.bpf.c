@@ -24,6 +24,7 @@
 
 #define REQ_MAX 2048 /* scratch buffers; a power of two so indices can be masked */
 #define MASK (REQ_MAX - 1)
+#define HDR_MAX 72 /* Ethernet + IPv6 + UDP + frame header, rounded up to words */
 #define PAYLOAD_MAX 1480 /* the largest UDP payload XDP takes: a 1500-byte MTU */
 #define GET_KEYS_MAX 24
 #define TOK_TOO_LONG 0x10000 /* longer than any token XDP handles */
@@ -64,6 +65,7 @@ struct scratch {
 	__u8 resp[REQ_MAX + 8];
 	__u8 tmp[KV_VAL_MAX + 16];
 	__u8 key[KV_KEY_SLOT];
+	__u8 hdr[HDR_MAX];   /* the request's headers, while the frame is resized */
 	__u8 val[sizeof(struct kv_val) + KV_VAL_MAX + KV_VAL_SLACK]; /* staging for inserts */
 	__u32 req_len;
 	__u32 line_end;   /* index of the '\r' or '\n' ending the command line */
@@ -85,6 +87,7 @@ struct scratch {
 	__u64 cas_in;
 	__u64 hash;
 	__u64 cas_seq;
+	__u64 now; /* unix time in ns when the packet arrived */
 	struct kv_stats st; /* this CPU's (and slot's) counters */
 };
 
@@ -134,12 +137,15 @@ static __always_inline struct scratch *get_scratch(__u32 slot)
 
 #define NSEC 1000000000ULL
 
-/* Unix time in ns: liveness compares exptime * NSEC with it, which spares
- * the read paths a 64-bit division. */
-static __always_inline __u64 now_ns(void)
+/* Unix time in ns, read once per packet (kv_xdp stores it in the scratch):
+ * liveness compares exptime * NSEC with it, which spares the read paths a
+ * 64-bit division. */
+static __always_inline __u64 clock_ns(void)
 {
 	return (__u64)((__s64)bpf_ktime_get_ns() + unix_offset_ns);
 }
+
+#define now_ns() RD(s->now)
 
 static __always_inline __u64 new_cas(struct scratch *s, __u32 slot)
 {
@@ -434,12 +440,13 @@ __noinline int get_one(__u32 slot, __u32 with_cas)
 	struct scratch *s = get_scratch(slot);
 	struct kv_val *v;
 	struct stripe *lk;
-	__u64 now = now_ns(), h;
+	__u64 now, h;
 	__u32 o;
 	int hit = 0, slow = 0, expired = 0;
 
 	if (!s)
 		return -1;
+	now = now_ns();
 	h = RD(s->hash);
 	if (RD(s->resp_len) > REQ_MAX - 600)
 		return -1;
@@ -620,11 +627,12 @@ __noinline int do_store(__u32 slot, __u32 cmd)
 	struct scratch *s = get_scratch(slot);
 	struct kv_val *v;
 	struct stripe *lk;
-	__u64 now = now_ns(), h, cas, exp;
+	__u64 now, h, cas, exp;
 	int res, attempt;
 
 	if (!s)
 		return ACT_PASS;
+	now = now_ns();
 	if (parse_storage(slot, s, cmd) < 0)
 		return ACT_PASS;
 	STAT_INC(cmd_set);
@@ -746,11 +754,12 @@ __noinline int do_delete(__u32 slot)
 	struct scratch *s = get_scratch(slot);
 	struct kv_val *v;
 	struct stripe *lk;
-	__u64 now = now_ns(), h;
+	__u64 now, h;
 	int res = R_NOT_FOUND, pass = 0;
 
 	if (!s)
 		return ACT_PASS;
+	now = now_ns();
 	if (next_tok(slot) == 0 || load_key(slot) < 0 || tail_noreply(slot, s) < 0)
 		return ACT_PASS;
 	h = RD(s->hash);
@@ -783,11 +792,12 @@ __noinline int do_touch(__u32 slot)
 	struct scratch *s = get_scratch(slot);
 	struct kv_val *v;
 	struct stripe *lk;
-	__u64 now = now_ns(), h, exp;
+	__u64 now, h, exp;
 	int res = R_NOT_FOUND, pass = 0;
 
 	if (!s)
 		return ACT_PASS;
+	now = now_ns();
 	if (next_tok(slot) == 0 || load_key(slot) < 0)
 		return ACT_PASS;
 	if (next_tok(slot) == 0)
@@ -836,12 +846,13 @@ __noinline int do_arith(__u32 slot, __u32 incr)
 	struct scratch *s = get_scratch(slot);
 	struct kv_val *v;
 	struct stripe *lk;
-	__u64 now = now_ns(), h, delta, cur = 0, cas;
+	__u64 now, h, delta, cur = 0, cas;
 	__u32 o = 0;
 	int found = 0, pass = 0;
 
 	if (!s)
 		return ACT_PASS;
+	now = now_ns();
 	if (next_tok(slot) == 0 || load_key(slot) < 0)
 		return ACT_PASS;
 	if (next_tok(slot) == 0 || tok_u64(slot) < 0)
@@ -1181,6 +1192,7 @@ int kv_xdp(struct xdp_md *ctx)
 	if (copy_pkt(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr), 0) < 0)
 		goto pass;
 	WR(s->slot, slot);
+	WR(s->now, clock_ns());
 	/* Tailroom varies by driver (a veth gives little): find out whether a
 	 * reply may outgrow the request by ARITH_GROW before incr/decr changes
 	 * anything, since a reply that cannot be sent goes up to the slow path,
@@ -1205,10 +1217,42 @@ int kv_xdp(struct xdp_md *ctx)
 	rlen = RD(s->resp_len);
 	if (rlen > PAYLOAD_MAX)
 		goto pass;
-	if (bpf_xdp_adjust_tail(ctx, (int)rlen - (int)RD(s->req_len)))
-		goto pass;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
+	/* Grow at the tail where the driver leaves room; a veth leaves little,
+	 * so otherwise grow at the head, which XDP always gives 256 bytes of,
+	 * and move the headers there. */
+	{
+		int delta = (int)rlen - (int)RD(s->req_len);
+		__u32 hlen = hoff + sizeof(*udp) + sizeof(*fr), i;
+		int moved = 0;
+
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		for (i = 0; i < HDR_MAX / 8; i++) {
+			void *p = data + i * 8;
+
+			if (i * 8 >= hlen)
+				break;
+			if (p + 8 > data_end)
+				goto pass;
+			CP8(&s->hdr[i * 8], p);
+		}
+		if (bpf_xdp_adjust_tail(ctx, delta)) {
+			if (delta <= 0 || bpf_xdp_adjust_head(ctx, -delta))
+				goto pass;
+			moved = 1;
+		}
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		for (i = 0; moved && i < HDR_MAX / 8; i++) {
+			void *p = data + i * 8;
+
+			if (i * 8 >= hlen)
+				break;
+			if (p + 8 > data_end)
+				return XDP_DROP;
+			CP8(p, &s->hdr[i * 8]);
+		}
+	}
 	eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return XDP_DROP;

@@ -78,6 +78,7 @@ type kvScratch struct {
 	Resp      [2056]uint8
 	Tmp       [1040]uint8
 	Key       [256]uint8
+	Hdr       [72]uint8
 	Val       [1344]uint8
 	ReqLen    uint32
 	LineEnd   uint32
@@ -100,6 +101,7 @@ type kvScratch struct {
 	CasIn     uint64
 	Hash      uint64
 	CasSeq    uint64
+	Now       uint64
 	St        kvKvStats
 }
 
