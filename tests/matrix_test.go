@@ -1,0 +1,384 @@
+// Package tests is the kernel-matrix driver: `go test ./tests` builds the
+// suites into test binaries once, boots each kernel of the pinned matrix,
+// runs the binaries inside it and reports every case as
+// TestMatrix/<kernel>/<suite>/<case>, then writes a per-kernel report.
+//
+//	go test ./tests                          # every pinned kernel
+//	go test ./tests -kernels host            # the running kernel, no VM
+//	go test ./tests -kernels 5.10,6.1 -run 'Matrix/5.10/functional'
+//	go test ./tests -short                   # a quick subset
+package tests
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xdplab/xdplab/kernels"
+	"github.com/xdplab/xdplab/vmtest"
+)
+
+var (
+	flagKernels = flag.String("kernels", "", "comma-separated kernels to run on (pinned names or 'host'); default: every pinned kernel")
+	flagReport  = flag.String("report", "", "directory for report.md and report.json (default: results/ next to this file)")
+)
+
+// A suite is a set of test cases of one package, run inside each kernel.
+type suite struct {
+	name  string
+	pkg   string // package path relative to the module root
+	run   string // -test.run pattern
+	short string // pattern under -short ("" = skip the suite)
+}
+
+var suites = []suite{
+	{
+		name:  "functional",
+		pkg:   "lab/kv",
+		run:   "^(TestXDPBasic|TestSlowPathSharesItemsWithXDP|TestConcurrentIncrAndNoTear|TestLRUEviction|TestExpiryRules|TestVethStore)$",
+		short: "^(TestXDPBasic|TestVethStore)$",
+	},
+	{
+		name:  "verifier",
+		pkg:   "lab/kv",
+		run:   "^TestVerifierStats$",
+		short: "^TestVerifierStats$",
+	},
+}
+
+// caseResult is one test case's outcome on one kernel.
+type caseResult struct {
+	Kernel  string  `json:"kernel"`
+	Suite   string  `json:"suite"`
+	Case    string  `json:"case"`
+	Action  string  `json:"action"` // pass, fail, skip
+	Seconds float64 `json:"seconds"`
+	Output  string  `json:"-"`
+}
+
+type kernelRun struct {
+	Kernel   string          `json:"kernel"`
+	Release  string          `json:"release"`
+	Accel    string          `json:"accel"`
+	Seconds  float64         `json:"seconds"`
+	Error    string          `json:"error,omitempty"`
+	Cases    []caseResult    `json:"cases"`
+	Verifier json.RawMessage `json:"verifier,omitempty"`
+}
+
+var (
+	reportMu sync.Mutex
+	report   []*kernelRun
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := m.Run()
+	if len(report) > 0 {
+		if err := writeReport(); err != nil {
+			fmt.Fprintln(os.Stderr, "report:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func moduleRoot(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+// buildSuites compiles each suite's package once, statically, so the
+// binary runs in any guest over the host's root file system.
+func buildSuites(t *testing.T, root, dir string) map[string]string {
+	bins := map[string]string{}
+	for _, s := range suites {
+		if _, ok := bins[s.pkg]; ok {
+			continue
+		}
+		bin := filepath.Join(dir, strings.ReplaceAll(s.pkg, "/", "_")+".test")
+		cmd := exec.Command("go", "test", "-c", "-o", bin, "./"+s.pkg)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", s.pkg, err, out)
+		}
+		bins[s.pkg] = bin
+	}
+	return bins
+}
+
+func selectedKernels(t *testing.T) []*kernels.Kernel {
+	m, err := kernels.Pinned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := m.Names()
+	if *flagKernels != "" {
+		names = strings.Split(*flagKernels, ",")
+	}
+	var ks []*kernels.Kernel
+	for _, n := range names {
+		k, err := m.Lookup(strings.TrimSpace(n))
+		if err != nil {
+			t.Fatalf("-kernels: %v", err)
+		}
+		ks = append(ks, k)
+	}
+	return ks
+}
+
+func TestMatrix(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the kernel matrix needs root (BPF, namespaces, QEMU over the host's root): run as root")
+	}
+	root := moduleRoot(t)
+	bins := buildSuites(t, root, t.TempDir())
+	for _, k := range selectedKernels(t) {
+		t.Run(k.Name, func(t *testing.T) {
+			t.Parallel()
+			runKernel(t, root, k, bins)
+		})
+	}
+}
+
+func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]string) {
+	ctx := t.Context()
+	if !k.IsHost() {
+		fctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
+		err := k.Fetch(fctx, &kernels.Options{Log: tlog{t}})
+		cancel()
+		if err != nil {
+			t.Fatalf("fetch %s: %v", k.Name, err)
+		}
+	}
+	kr := &kernelRun{Kernel: k.Name, Release: k.Release}
+	reportMu.Lock()
+	report = append(report, kr)
+	reportMu.Unlock()
+
+	// One boot per kernel runs every suite, each writing test2json-able
+	// output between markers, so the cost of booting is paid once.
+	results := t.TempDir()
+	var script strings.Builder
+	script.WriteString("modprobe veth 2>/dev/null; mount -t bpf bpf /sys/fs/bpf 2>/dev/null; ")
+	for i, s := range suites {
+		pattern := s.run
+		if testing.Short() {
+			pattern = s.short
+		}
+		if pattern == "" {
+			continue
+		}
+		fmt.Fprintf(&script, "echo '%s%d'; cd %s && %s -test.v=test2json -test.count=1 -test.timeout=15m -test.run '%s'; ",
+			marker, i, filepath.Join(root, s.pkg), bins[s.pkg], pattern)
+	}
+	script.WriteString("true")
+
+	var stdout bytes.Buffer
+	start := time.Now()
+	res, err := vmtest.Run(ctx, k, []string{script.String()}, vmtest.Options{
+		CPUs:       2,
+		Memory:     "2G",
+		Timeout:    25 * time.Minute,
+		ResultsDir: results,
+		Stdout:     &stdout,
+		Stderr:     tlog{t},
+	})
+	kr.Seconds = time.Since(start).Seconds()
+	if res != nil {
+		kr.Accel = res.Accel
+		if res.Kernel != "" {
+			kr.Release = res.Kernel
+		}
+	}
+	if err != nil {
+		kr.Error = err.Error()
+		t.Errorf("%s: %v", k.Name, err)
+		if res != nil {
+			t.Logf("guest kernel log (tail):\n%s", tail(res.KernelLog, 40))
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(results, "verifier-kv.json")); err == nil {
+		kr.Verifier = b
+	}
+	for i, s := range suites {
+		out := section(stdout.Bytes(), i)
+		if out == nil {
+			continue
+		}
+		t.Run(s.name, func(t *testing.T) { replay(t, kr, s, out) })
+	}
+}
+
+const marker = "=== xdplab suite "
+
+// section returns the output of suite i.
+func section(out []byte, i int) []byte {
+	start := bytes.Index(out, []byte(fmt.Sprintf("%s%d\n", marker, i)))
+	if start < 0 {
+		return nil
+	}
+	rest := out[start+len(marker)+len(fmt.Sprint(i))+1:]
+	if end := bytes.Index(rest, []byte(marker)); end >= 0 {
+		rest = rest[:end]
+	}
+	return rest
+}
+
+// event is cmd/test2json's record.
+type event struct {
+	Action  string
+	Test    string
+	Elapsed float64
+	Output  string
+}
+
+// replay turns a guest test binary's output into subtests of this run, so
+// `-run Matrix/5.10/functional/TestXDPBasic` and failures read as usual.
+func replay(t *testing.T, kr *kernelRun, s suite, out []byte) {
+	cmd := exec.Command("go", "tool", "test2json", "-t")
+	cmd.Stdin = bytes.NewReader(out)
+	js, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("test2json: %v\n%s", err, out)
+	}
+	outputs := map[string]*strings.Builder{}
+	var order []string
+	final := map[string]event{}
+	sc := bufio.NewScanner(bytes.NewReader(js))
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		var e event
+		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Test == "" || strings.Contains(e.Test, "/") {
+			continue
+		}
+		if outputs[e.Test] == nil {
+			outputs[e.Test] = &strings.Builder{}
+			order = append(order, e.Test)
+		}
+		switch e.Action {
+		case "output":
+			outputs[e.Test].WriteString(e.Output)
+		case "pass", "fail", "skip":
+			final[e.Test] = e
+		}
+	}
+	if len(order) == 0 {
+		t.Fatalf("no test ran in the guest:\n%s", out)
+	}
+	for _, name := range order {
+		e, done := final[name]
+		c := caseResult{Kernel: kr.Kernel, Suite: s.name, Case: name, Action: e.Action, Seconds: e.Elapsed, Output: outputs[name].String()}
+		if !done {
+			c.Action = "fail" // the binary died or timed out mid-test
+		}
+		reportMu.Lock()
+		kr.Cases = append(kr.Cases, c)
+		reportMu.Unlock()
+		t.Run(name, func(t *testing.T) {
+			switch c.Action {
+			case "pass":
+				t.Log(c.Output)
+			case "skip":
+				t.Skip(c.Output)
+			default:
+				t.Error(c.Output)
+			}
+		})
+	}
+}
+
+func writeReport() error {
+	dir := *flagReport
+	if dir == "" {
+		dir = "results"
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	sort.Slice(report, func(i, j int) bool { return report[i].Kernel < report[j].Kernel })
+	b, err := json.MarshalIndent(map[string]any{"time": time.Now().UTC().Format(time.RFC3339), "kernels": report}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report.json"), b, 0o644); err != nil {
+		return err
+	}
+	var md strings.Builder
+	md.WriteString("| kernel | release | accel | boot+run s | pass | fail | skip | kv_xdp insns verified |\n|---|---|---|---|---|---|---|---|\n")
+	for _, kr := range report {
+		n := map[string]int{}
+		for _, c := range kr.Cases {
+			n[c.Action]++
+		}
+		fmt.Fprintf(&md, "| %s | %s | %s | %.0f | %d | %d | %d | %s |\n", kr.Kernel, kr.Release, kr.Accel, kr.Seconds, n["pass"], n["fail"], n["skip"], verifiedInsns(kr.Verifier))
+	}
+	md.WriteString("\nFailures and skips:\n\n")
+	for _, kr := range report {
+		if kr.Error != "" {
+			fmt.Fprintf(&md, "- %s: %s\n", kr.Kernel, kr.Error)
+		}
+		for _, c := range kr.Cases {
+			if c.Action != "pass" {
+				fmt.Fprintf(&md, "- %s/%s/%s: %s\n", c.Kernel, c.Suite, c.Case, c.Action)
+			}
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nkernel matrix (%s):\n%s", filepath.Join(dir, "report.md"), md.String())
+	return nil
+}
+
+func verifiedInsns(raw json.RawMessage) string {
+	var st []struct {
+		Program string `json:"program"`
+		Insns   uint32 `json:"verified_insns"`
+	}
+	if json.Unmarshal(raw, &st) != nil {
+		return "-"
+	}
+	max := uint32(0)
+	for _, s := range st {
+		if s.Program == "kv_xdp" && s.Insns > max {
+			max = s.Insns
+		}
+	}
+	if max == 0 {
+		return "-"
+	}
+	return fmt.Sprint(max)
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// tlog streams a guest's stderr and the fetcher's progress into the test log.
+type tlog struct{ t *testing.T }
+
+func (l tlog) Write(b []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
