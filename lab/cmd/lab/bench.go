@@ -39,7 +39,7 @@ func benchRun(args []string) error {
 	fs.BoolVar(&w.Preload, "preload", true, "set every key once before the run, so GETs hit")
 	fs.StringVar(&w.KeyPrefix, "prefix", d.KeyPrefix, "start of every key")
 	fs.Uint64Var(&w.Seed, "seed", d.Seed, "seed of the key sequence")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *addr == "" || fs.NArg() > 0 {

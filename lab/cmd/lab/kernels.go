@@ -24,7 +24,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 func kernelsList(args []string) error {
 	fs := newFlags("kernels list")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	m, err := kernels.Pinned()
@@ -54,7 +54,7 @@ func kernelsList(args []string) error {
 
 func kernelsFetch(args []string) error {
 	fs := newFlags("kernels fetch")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	m, err := kernels.Pinned()
@@ -88,7 +88,7 @@ func kernelsFetch(args []string) error {
 func kernelsPin(args []string) error {
 	fs := newFlags("kernels pin")
 	file := fs.String("file", "", "kernels.json to rewrite (default: kernels/kernels.json of the repository around the working directory)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	path := *file

@@ -27,7 +27,7 @@ func kvServe(args []string) error {
 	maxValue := fs.Uint("max-value", kv.DefaultMaxValue, "largest value kept in the kernel (64..1024); larger ones live in the slow path")
 	listen := fs.String("listen", "", "address the slow path binds (default: all)")
 	mode := fs.String("mode", kv.ModeNative, "XDP attach mode: native, generic or auto")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *dev == "" || fs.NArg() > 0 {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -85,8 +86,25 @@ type exitError struct{ code int }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
-// newFlags returns a FlagSet whose errors are reported once, in one line.
+// newFlags returns a FlagSet for a subcommand; parse it with parseFlags.
 func newFlags(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet("lab "+name, flag.ContinueOnError)
-	return fs
+	return flag.NewFlagSet("lab "+name, flag.ContinueOnError)
 }
+
+// parseFlags parses like fs.Parse, but a bad flag is a one-line usage
+// error (exit 2), and -h prints the flags.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(os.Stderr)
+		fmt.Fprintf(os.Stderr, "usage of %s:\n", fs.Name())
+		fs.PrintDefaults()
+		return err
+	}
+	if err != nil {
+		return usageError{fmt.Sprintf("%v (see '%s -h')", err, fs.Name())}
+	}
+	return nil
+}
+

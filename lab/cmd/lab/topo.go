@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -289,23 +288,6 @@ func printStatus(w io.Writer, r statusReport, asJSON bool) error {
 	}
 	_, err := fmt.Fprintf(w, "run a command on a host: nsenter --net=%s/NETNS -- CMD\n", netlab.NetnsDir)
 	return err
-}
-
-// parseFlags parses like fs.Parse, but a bad flag is a one-line usage
-// error (exit 2), and -h prints the flags.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(os.Stderr)
-		fmt.Fprintf(os.Stderr, "usage of %s:\n", fs.Name())
-		fs.PrintDefaults()
-		return err
-	}
-	if err != nil {
-		return usageError{fmt.Sprintf("%v (see '%s -h')", err, fs.Name())}
-	}
-	return nil
 }
 
 func needRoot(cmd string) error {

@@ -112,7 +112,7 @@ func vmRun(args []string) error {
 	v := addVMFlags(fs, string(vmtest.Direct))
 	results := fs.String("results", "", "host directory the guest can write to ($XDPLAB_RESULTS in the guest); default: a temporary one, kept only if written to")
 	klog := fs.Bool("klog", false, "print the guest kernel log to stderr at the end")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	cmd := fs.Args()
@@ -161,7 +161,7 @@ func vmRun(args []string) error {
 func vmShell(args []string) error {
 	fs := newFlags("vm shell")
 	v := addVMFlags(fs, string(vmtest.VNG))
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	k, err := lookupCached(*v.kernel)
@@ -196,7 +196,7 @@ func vmBench(args []string) error {
 	v := addVMFlags(fs, string(vmtest.Direct))
 	n := fs.Int("n", 5, "boots per kernel")
 	sweep := fs.Bool("sweep", false, "also time a `uname -r` boot of every kernel at once (up to one VM per core)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	names := fs.Args()
