@@ -168,6 +168,27 @@ func (a *Apt) Update(ctx context.Context) error {
 	return err
 }
 
+// ensureLists runs Update unless the lists are there, checking again under
+// the lock so concurrent fetches update once and never under each other.
+func (a *Apt) ensureLists(ctx context.Context) error {
+	if a.hasLists() {
+		return nil
+	}
+	if err := a.setup(); err != nil {
+		return err
+	}
+	unlock, err := lockFile(ctx, filepath.Join(a.Dir, ".lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if a.hasLists() {
+		return nil
+	}
+	_, err = a.run(ctx, a.Dir, "apt-get", "-q", "update")
+	return err
+}
+
 // hasLists reports whether every suite's Packages index is present.
 func (a *Apt) hasLists() bool {
 	for _, s := range suites {

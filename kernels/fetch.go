@@ -72,9 +72,9 @@ func (k *Kernel) Fetch(ctx context.Context, o *Options) error {
 	}
 	if !apt.hasLists() {
 		o.logf("%s: updating the private package lists (%s)", k.Name, apt.Dir)
-		if err := apt.Update(ctx); err != nil {
-			return err
-		}
+	}
+	if err := apt.ensureLists(ctx); err != nil {
+		return err
 	}
 	dl := k.Dir() + ".download"
 	os.RemoveAll(dl)
@@ -262,10 +262,8 @@ func FetchTool(ctx context.Context, name, dir string, log io.Writer) (string, er
 		return "", err
 	}
 	apt.Log = log
-	if !apt.hasLists() {
-		if err := apt.Update(ctx); err != nil {
-			return "", err
-		}
+	if err := apt.ensureLists(ctx); err != nil {
+		return "", err
 	}
 	f, err := apt.Download(ctx, dir, t.Package)
 	if errors.Is(err, errNotOnMirror) {

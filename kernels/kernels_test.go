@@ -135,10 +135,16 @@ func debsUnder(dir string) []string {
 
 func TestChecksumMismatch(t *testing.T) {
 	ctx := netCache(t)
-	p := sidBase(t) // the smallest pinned package (under 1 MB)
+	// A small package from a stable suite: sid's may vanish, trixie's stays.
+	m, err := Pinned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vng := m.Tools["virtme-ng"]
+	p := vng.Package
 	p.SHA256 = strings.Repeat("0", 64)
-	k := &Kernel{Name: "bad", Suite: "sid", Release: "7.2-test", Packages: []Package{p}}
-	err := k.Fetch(ctx, nil)
+	k := &Kernel{Name: "bad", Suite: vng.Suite, Release: "test", Packages: []Package{p}}
+	err = k.Fetch(ctx, nil)
 	if !errors.Is(err, ErrChecksum) {
 		t.Fatalf("want a checksum error, got %v", err)
 	}

@@ -334,11 +334,11 @@ func BenchmarkBoot(b *testing.B) {
 				}
 				var ds []time.Duration
 				for i := 0; i < b.N; i++ {
-					start := time.Now()
-					if _, err := Run(context.Background(), k, []string{"true"}, Options{Backend: backend, Timeout: 5 * time.Minute}); err != nil {
+					res, err := Run(context.Background(), k, []string{"true"}, Options{Backend: backend, Timeout: 5 * time.Minute})
+					if err != nil {
 						b.Fatal(err)
 					}
-					ds = append(ds, time.Since(start))
+					ds = append(ds, res.Duration) // without waits for a VM slot
 				}
 				sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 				b.ReportMetric(ds[len(ds)/2].Seconds(), "s/boot-median")
