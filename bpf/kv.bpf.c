@@ -544,6 +544,50 @@ __noinline int do_get(__u32 slot, __u32 with_cas)
 	return ACT_TX;
 }
 
+static __always_inline int tok_is(struct scratch *s, const char *w, __u32 n)
+{
+	__u32 ts = RD(s->ts);
+
+	if (RD(s->tl) != n)
+		return 0;
+#pragma unroll
+	for (__u32 i = 0; i < n; i++)
+		if (s->req[(ts + i) & MASK] != w[i])
+			return 0;
+	return 1;
+}
+
+#define TOK_IS(s, lit) tok_is(s, lit, sizeof(lit) - 1)
+
+/* The current token as memcached's exptime (optional '-', digits) into
+ * s->exptime; -1 for anything else. */
+static __always_inline int tok_exptime(__u32 slot, struct scratch *s)
+{
+	int neg = 0;
+
+	if (s->req[RD(s->ts) & MASK] == '-') {
+		WR(s->ts, RD(s->ts) + 1);
+		WR(s->tl, RD(s->tl) - 1);
+		neg = 1;
+	}
+	if (tok_u64(slot) < 0 || RD(s->num) > 0x7fffffffULL)
+		return -1;
+	WR(s->exptime, neg ? -(__s64)RD(s->num) : (__s64)RD(s->num));
+	return 0;
+}
+
+/* Is the rest of the line exactly [noreply]? Sets s->noreply; -1 otherwise. */
+static __always_inline int opt_noreply(__u32 slot, struct scratch *s)
+{
+	WR(s->noreply, 0);
+	if (next_tok(slot) == 0)
+		return 0;
+	if (!TOK_IS(s, "noreply") || next_tok(slot) != 0)
+		return -1;
+	WR(s->noreply, 1);
+	return 0;
+}
+
 /* Parses "<key> <flags> <exptime> <bytes> [cas] [noreply]" and checks the data
  * block. 0 ok, -1 leave it to the slow path. */
 static __always_inline int parse_storage(__u32 slot, struct scratch *s, int cmd)
@@ -555,20 +599,8 @@ static __always_inline int parse_storage(__u32 slot, struct scratch *s, int cmd)
 	if (next_tok(slot) == 0 || tok_u64(slot) < 0 || RD(s->num) > 0xffffffffULL)
 		return -1;
 	WR(s->flags, (__u32)RD(s->num));
-	/* exptime: optional '-' then digits */
-	if (next_tok(slot) == 0)
+	if (next_tok(slot) == 0 || tok_exptime(slot, s) < 0)
 		return -1;
-	if (s->req[RD(s->ts) & MASK] == '-') {
-		WR(s->ts, RD(s->ts) + 1);
-		WR(s->tl, RD(s->tl) - 1);
-		if (tok_u64(slot) < 0 || RD(s->num) > 0x7fffffffULL)
-			return -1;
-		WR(s->exptime, -(__s64)RD(s->num));
-	} else {
-		if (tok_u64(slot) < 0 || RD(s->num) > 0x7fffffffULL)
-			return -1;
-		WR(s->exptime, (__s64)RD(s->num));
-	}
 	if (next_tok(slot) == 0 || tok_u64(slot) < 0 || RD(s->num) > val_cap)
 		return -1;
 	WR(s->nbytes, (__u32)RD(s->num));
@@ -577,19 +609,8 @@ static __always_inline int parse_storage(__u32 slot, struct scratch *s, int cmd)
 			return -1;
 		WR(s->cas_in, RD(s->num));
 	}
-	WR(s->noreply, 0);
-	if (next_tok(slot) != 0) {
-		__u32 ts = RD(s->ts);
-
-		if (RD(s->tl) != 7 || s->req[ts & MASK] != 'n' || s->req[(ts + 1) & MASK] != 'o' ||
-		    s->req[(ts + 2) & MASK] != 'r' || s->req[(ts + 3) & MASK] != 'e' ||
-		    s->req[(ts + 4) & MASK] != 'p' || s->req[(ts + 5) & MASK] != 'l' ||
-		    s->req[(ts + 6) & MASK] != 'y')
-			return -1;
-		WR(s->noreply, 1);
-		if (next_tok(slot) != 0)
-			return -1;
-	}
+	if (opt_noreply(slot, s) < 0)
+		return -1;
 	/* The data block must end with \r\n and be the datagram's last bytes. */
 	ds = RD(s->data_start);
 	n = RD(s->nbytes);
@@ -600,22 +621,11 @@ static __always_inline int parse_storage(__u32 slot, struct scratch *s, int cmd)
 	return 0;
 }
 
-/* Is the rest of the line exactly [noreply]? Sets s->noreply; -1 otherwise. */
+/* [noreply], and nothing after the command line in the datagram. */
 static __always_inline int tail_noreply(__u32 slot, struct scratch *s)
 {
-	WR(s->noreply, 0);
-	if (next_tok(slot) != 0) {
-		__u32 ts = RD(s->ts);
-
-		if (RD(s->tl) != 7 || s->req[ts & MASK] != 'n' || s->req[(ts + 6) & MASK] != 'y' ||
-		    s->req[(ts + 1) & MASK] != 'o' || s->req[(ts + 2) & MASK] != 'r' ||
-		    s->req[(ts + 3) & MASK] != 'e' || s->req[(ts + 4) & MASK] != 'p' ||
-		    s->req[(ts + 5) & MASK] != 'l')
-			return -1;
-		WR(s->noreply, 1);
-		if (next_tok(slot) != 0)
-			return -1;
-	}
+	if (opt_noreply(slot, s) < 0)
+		return -1;
 	/* Nothing may follow the command line in the datagram. */
 	if (RD(s->data_start) != RD(s->req_len))
 		return -1;
@@ -800,19 +810,8 @@ __noinline int do_touch(__u32 slot)
 	now = now_ns();
 	if (next_tok(slot) == 0 || load_key(slot) < 0)
 		return ACT_PASS;
-	if (next_tok(slot) == 0)
+	if (next_tok(slot) == 0 || tok_exptime(slot, s) < 0)
 		return ACT_PASS;
-	if (s->req[RD(s->ts) & MASK] == '-') {
-		WR(s->ts, RD(s->ts) + 1);
-		WR(s->tl, RD(s->tl) - 1);
-		if (tok_u64(slot) < 0 || RD(s->num) > 0x7fffffffULL)
-			return ACT_PASS;
-		WR(s->exptime, -(__s64)RD(s->num));
-	} else {
-		if (tok_u64(slot) < 0 || RD(s->num) > 0x7fffffffULL)
-			return ACT_PASS;
-		WR(s->exptime, (__s64)RD(s->num));
-	}
 	if (tail_noreply(slot, s) < 0)
 		return ACT_PASS;
 	STAT_INC(cmd_touch);
@@ -945,20 +944,6 @@ __noinline int do_arith(__u32 slot, __u32 incr)
 	return ACT_TX;
 }
 
-static __always_inline int tok_is(struct scratch *s, const char *w, __u32 n)
-{
-	__u32 ts = RD(s->ts);
-
-	if (RD(s->tl) != n)
-		return 0;
-#pragma unroll
-	for (__u32 i = 0; i < n; i++)
-		if (s->req[(ts + i) & MASK] != w[i])
-			return 0;
-	return 1;
-}
-
-#define TOK_IS(s, lit) tok_is(s, lit, sizeof(lit) - 1)
 
 /* Finds the command line and dispatches; returns an ACT_*. */
 __noinline int process(__u32 slot)
