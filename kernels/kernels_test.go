@@ -229,3 +229,40 @@ func (l tlog) Write(b []byte) (int, error) {
 	l.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
 }
+
+// TestPin re-pins the stable 6.12 entry into a copy of kernels.json and
+// checks the result is complete and leaves the other entries alone.
+func TestPin(t *testing.T) {
+	ctx := netCache(t)
+	path := filepath.Join(t.TempDir(), "kernels.json")
+	if err := os.WriteFile(path, pinnedJSON, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Pin(ctx, path, []string{"6.12"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].Name != "6.12" {
+		t.Fatalf("pinned %+v, want only 6.12", res)
+	}
+	b, _ := os.ReadFile(path)
+	m, err := parseMatrix(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := Pinned()
+	for i, k := range m.Kernels {
+		if k.Name != "6.12" {
+			if describe(&k) != describe(&old.Kernels[i]) {
+				t.Errorf("%s changed: %s -> %s", k.Name, describe(&old.Kernels[i]), describe(&k))
+			}
+			continue
+		}
+		if !regexp.MustCompile(k.Track.Release).MatchString(k.Release) || len(k.Packages) != 1 || len(k.Packages[0].SHA256) != 64 {
+			t.Errorf("6.12 pinned to %+v", k)
+		}
+		if compareVersions(k.Packages[0].Version, old.Kernels[i].Packages[0].Version) < 0 {
+			t.Errorf("pin went backwards: %s -> %s", old.Kernels[i].Packages[0].Version, k.Packages[0].Version)
+		}
+	}
+}
