@@ -458,57 +458,49 @@ __noinline int get_one(__u32 slot, __u32 with_cas)
 	if (v->slow && key_eq(s, v)) {
 		slow = 1;
 	} else if (is_live(s, v, now)) {
+		/* The whole VALUE block is written under the lock, the data
+		 * straight from the item: no copy of it to stage. */
 		hit = 1;
 		WR(s->nbytes, v->len > val_cap ? val_cap : v->len);
-		WR(s->flags, v->flags);
-		WR(s->num, v->cas);
+		o = RD(s->resp_len);
+		PUT(s, &o, "VALUE ");
+		for (__u32 i = 0; i < KV_KEY_SLOT / 8; i++) {
+			if (i * 8 >= RD(s->klen))
+				break;
+			CP8(&s->resp[(o + i * 8) & MASK], &s->key[i * 8]);
+		}
+		o += RD(s->klen);
+		PUT(s, &o, " ");
+		put_u64(s, &o, v->flags);
+		PUT(s, &o, " ");
+		put_u64(s, &o, RD(s->nbytes));
+		if (with_cas) {
+			PUT(s, &o, " ");
+			put_u64(s, &o, v->cas);
+		}
+		PUT(s, &o, "\r\n");
 		for (__u32 i = 0; i < KV_VAL_MAX / 8 + 1; i++) {
 			__u32 d = i * 8;
 
 			if (d >= RD(s->nbytes) || d > val_cap)
 				break;
-			CP8(&s->tmp[d & 1023], &v->data[d]);
+			CP8(&s->resp[(o + d) & MASK], &v->data[d]);
 		}
+		o += RD(s->nbytes);
+		PUT(s, &o, "\r\n");
+		WR(s->resp_len, o);
 	} else if (v->cas && key_eq(s, v)) {
 		expired = 1;
 	}
 	bpf_spin_unlock(&lk->lock);
 	if (slow)
 		return -1;
-	if (!hit) {
-		if (expired)
-			STAT_INC(get_expired);
-		goto miss;
+	if (hit) {
+		STAT_INC(get_hits);
+		return 0;
 	}
-	o = RD(s->resp_len);
-	PUT(s, &o, "VALUE ");
-	for (__u32 i = 0; i < KV_KEY_SLOT / 8; i++) {
-		if (i * 8 >= RD(s->klen))
-			break;
-		CP8(&s->resp[(o + i * 8) & MASK], &s->key[i * 8]);
-	}
-	o += RD(s->klen);
-	PUT(s, &o, " ");
-	put_u64(s, &o, RD(s->flags));
-	PUT(s, &o, " ");
-	put_u64(s, &o, RD(s->nbytes));
-	if (with_cas) {
-		PUT(s, &o, " ");
-		put_u64(s, &o, RD(s->num));
-	}
-	PUT(s, &o, "\r\n");
-	for (__u32 i = 0; i < KV_VAL_MAX / 8 + 1; i++) {
-		__u32 d = i * 8;
-
-		if (d >= RD(s->nbytes))
-			break;
-		CP8(&s->resp[(o + d) & MASK], &s->tmp[d & 1023]);
-	}
-	o += RD(s->nbytes);
-	PUT(s, &o, "\r\n");
-	WR(s->resp_len, o);
-	STAT_INC(get_hits);
-	return 0;
+	if (expired)
+		STAT_INC(get_expired);
 miss:
 	STAT_INC(get_misses);
 	return 0;
