@@ -246,6 +246,14 @@ type Stats struct {
 	// Backends counts, per backend index, requests forwarded to it and
 	// replies brought back from it.
 	Backends []BackendStats
+	// PerCPU are the counters above (less Backends) as each CPU counted
+	// them: how the load spread over the receive queues.
+	PerCPU []CPUStats
+}
+
+// CPUStats are one CPU's counters.
+type CPUStats struct {
+	Requests, Forwarded, Replies, Slow, NoBackend, NoRoute uint64
 }
 
 // BackendStats are one backend's counters.
@@ -265,6 +273,7 @@ func (o *Objects) Stats() (Stats, error) {
 		st.Slow += c.Slow
 		st.NoBackend += c.NoBackend
 		st.NoRoute += c.NoRoute
+		st.PerCPU = append(st.PerCPU, CPUStats{c.Requests, c.Forwarded, c.Replies, c.Slow, c.NoBackend, c.NoRoute})
 	}
 	o.mu.Lock()
 	n := o.nback
