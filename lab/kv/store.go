@@ -98,7 +98,10 @@ func Load(cfg Config) (*Objects, error) {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
-	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+	// The statistics-only log costs nothing to speak of and gives the
+	// verifier suite its numbers on kernels whose program info lacks them.
+	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}}
+	if err := spec.LoadAndAssign(&o.objs, opts); err != nil {
 		return nil, loadError(err)
 	}
 	if err := o.SyncClock(); err != nil {
