@@ -1,0 +1,330 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/xdplab/xdplab/lab/netlab"
+	"github.com/xdplab/xdplab/lab/proxy"
+)
+
+func init() {
+	register(command{name: "proxy serve", summary: "run the XDP memcached proxy in front of backends", run: proxyServe})
+	register(command{name: "proxy stats", summary: "show a running proxy's counters", run: proxyStats})
+}
+
+// statsDir holds one socket per running proxy, named after its namespace:
+// `lab proxy stats` reads the counters from the process that owns them.
+const statsDir = "/run/xdplab"
+
+func statsSocket(ns string) string {
+	if ns == "" {
+		ns = "default"
+	}
+	return filepath.Join(statsDir, "proxy-"+ns+".sock")
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
+
+// parseBackend takes ADDR:PORT[:WEIGHT] (IPv6 in brackets) or nutcracker's
+// host:port:weight [name].
+func parseBackend(s string) (proxy.Server, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return proxy.Server{Host: ap.Addr().Unmap().String(), Port: ap.Port(), Weight: 1}, nil
+	}
+	if i := strings.LastIndexByte(s, ':'); i > 0 {
+		if ap, err := netip.ParseAddrPort(s[:i]); err == nil {
+			w, err := strconv.ParseUint(s[i+1:], 10, 32)
+			if err != nil || w == 0 {
+				return proxy.Server{}, fmt.Errorf("backend %q: weight must be a whole number from 1", s)
+			}
+			return proxy.Server{Host: ap.Addr().Unmap().String(), Port: ap.Port(), Weight: uint32(w)}, nil
+		}
+	}
+	return proxy.ParseServer(s)
+}
+
+// statsReply is what the stats socket sends.
+type statsReply struct {
+	Backends []string
+	proxy.AllStats
+}
+
+func proxyServe(args []string) error {
+	fs := newFlags("proxy serve")
+	dev := fs.String("dev", "", "interface clients reach the proxy through (required)")
+	ns := fs.String("netns", "", "named network namespace (/run/netns/NAME) to serve in")
+	var listens, backendArgs multiFlag
+	fs.Var(&listens, "listen", "ADDR:PORT clients send to, one per address family (required)")
+	fs.Var(&backendArgs, "backend", "backend ADDR:PORT[:WEIGHT] (IPv6 in brackets), or nutcracker's \"host:port:weight name\"; repeat for each")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *dev == "" || len(listens) == 0 || len(backendArgs) == 0 || fs.NArg() > 0 {
+		return usageError{"usage: lab proxy serve --dev IFACE --listen ADDR:PORT --backend ADDR:PORT[:WEIGHT] ... [--netns NAME]"}
+	}
+	var cfg proxy.ServeConfig
+	for _, l := range listens {
+		ap, err := netip.ParseAddrPort(l)
+		if err != nil {
+			return usageError{fmt.Sprintf("--listen %q: want ADDR:PORT (IPv6 in brackets)", l)}
+		}
+		if cfg.Port != 0 && ap.Port() != cfg.Port {
+			return usageError{"--listen: every address must have the same port"}
+		}
+		cfg.Port = ap.Port()
+		a := ap.Addr().Unmap()
+		switch {
+		case a.Is4() && !cfg.Listen4.IsValid():
+			cfg.Listen4 = a
+		case a.Is6() && !cfg.Listen6.IsValid():
+			cfg.Listen6 = a
+		default:
+			return usageError{"--listen: at most one IPv4 and one IPv6 address"}
+		}
+	}
+	var names []string
+	for _, s := range backendArgs {
+		srv, err := parseBackend(s)
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		ap, err := srv.AddrPort()
+		if err != nil {
+			return usageError{fmt.Sprintf("backend %q: the host must be an IP address", s)}
+		}
+		b := proxy.Backend{Server: srv}
+		if a := ap.Addr().Unmap(); a.Is4() {
+			b.IPv4 = a
+		} else {
+			b.IPv6 = a
+		}
+		cfg.Backends = append(cfg.Backends, b)
+		names = append(names, srv.String())
+	}
+	if os.Geteuid() != 0 {
+		return usageError{"lab proxy serve needs root (BPF and XDP): run it with sudo"}
+	}
+
+	// Load, bind and attach inside the namespace; all of it stays there
+	// after the thread switches back.
+	var p *proxy.Proxy
+	var devs []string
+	var detach func() error
+	err := inNetns(*ns, func() error {
+		var err error
+		if p, err = proxy.Start(cfg); err != nil {
+			return err
+		}
+		if devs, err = proxyDevs(*dev, cfg.Backends); err != nil {
+			p.Close()
+			return err
+		}
+		if detach, err = attachProxy(*ns, devs, p); err != nil {
+			p.Close()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	defer func() {
+		if err := detach(); err != nil {
+			fmt.Fprintln(os.Stderr, "lab proxy serve: detach:", err)
+		}
+	}()
+
+	sock := statsSocket(*ns)
+	if err := os.MkdirAll(statsDir, 0o755); err != nil {
+		return fmt.Errorf("stats socket: %w", err)
+	}
+	if c, err := net.Dial("unix", sock); err == nil {
+		c.Close()
+		return fmt.Errorf("a proxy already serves in this namespace (%s answers): stop it first", sock)
+	}
+	os.Remove(sock) // left by a proxy that crashed
+	sl, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("stats socket: %w", err)
+	}
+	defer os.Remove(sock)
+	defer sl.Close()
+	go func() {
+		for {
+			c, err := sl.Accept()
+			if err != nil {
+				return
+			}
+			st, err := p.Stats()
+			if err == nil {
+				err = json.NewEncoder(c).Encode(statsReply{Backends: names, AllStats: st})
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "lab proxy serve: stats:", err)
+			}
+			c.Close()
+		}
+	}()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	where := strings.Join(devs, ", ")
+	if *ns != "" {
+		where += " in netns " + *ns
+	}
+	fmt.Printf("proxying memcached (UDP) on %s to %d backends (%s); XDP on %s; stats: lab proxy stats%s\n",
+		strings.Join(listens, " and "), len(names), strings.Join(names, ", "), where, nsFlag(*ns))
+	err = p.Run(ctx)
+	fmt.Println("detached from", where)
+	return err
+}
+
+func nsFlag(ns string) string {
+	if ns == "" {
+		return ""
+	}
+	return " --netns " + ns
+}
+
+// proxyDevs is dev and the interfaces the FIB sends each backend's traffic
+// out of: replies come back in through those, and XDP must see them.
+func proxyDevs(dev string, bs []proxy.Backend) ([]string, error) {
+	if _, err := netlink.LinkByName(dev); err != nil {
+		return nil, fmt.Errorf("no interface %s here (see `ip link`): %w", dev, err)
+	}
+	devs := []string{dev}
+	for _, b := range bs {
+		for _, a := range []netip.Addr{b.IPv4, b.IPv6} {
+			if !a.IsValid() {
+				continue
+			}
+			routes, err := netlink.RouteGet(a.AsSlice())
+			if err != nil || len(routes) == 0 {
+				return nil, fmt.Errorf("no route to backend %s: %v", a, err)
+			}
+			l, err := netlink.LinkByIndex(routes[0].LinkIndex)
+			if err != nil {
+				return nil, fmt.Errorf("route to backend %s: %w", a, err)
+			}
+			if name := l.Attrs().Name; name != "lo" && !slices.Contains(devs, name) {
+				devs = append(devs, name)
+			}
+		}
+	}
+	return devs, nil
+}
+
+// attachProxy attaches the program to devs in native mode, each in the
+// XDP_PASS placeholder's place (see `lab kv serve`); the returned func
+// detaches and puts the placeholders back.
+func attachProxy(ns string, devs []string, p *proxy.Proxy) (func() error, error) {
+	var links []link.Link
+	var took []string
+	detach := func() error {
+		var err error
+		for _, l := range links {
+			err = errors.Join(err, l.Close())
+		}
+		for _, d := range took {
+			err = errors.Join(err, inNetns(ns, func() error { return netlab.PutXDPPass(d) }))
+		}
+		return err
+	}
+	for _, d := range devs {
+		t, err := netlab.TakeXDPPass(d)
+		if err != nil {
+			detach()
+			return nil, fmt.Errorf("inspect XDP on %s: %w", d, err)
+		}
+		if t {
+			took = append(took, d)
+		}
+		nl, err := netlink.LinkByName(d)
+		if err != nil {
+			detach()
+			return nil, err
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: p.Objects.Program(), Interface: nl.Attrs().Index, Flags: link.XDPDriverMode})
+		if err != nil {
+			detach()
+			return nil, fmt.Errorf("attach XDP to %s: %w (another XDP program there? see `ip link show %s`)", d, err, d)
+		}
+		links = append(links, l)
+	}
+	return detach, nil
+}
+
+func proxyStats(args []string) error {
+	fs := newFlags("proxy stats")
+	ns := fs.String("netns", "", "the namespace the proxy serves in (as given to lab proxy serve)")
+	asJSON := fs.Bool("json", false, "print the counters as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{"usage: lab proxy stats [--netns NAME] [--json]"}
+	}
+	c, err := net.Dial("unix", statsSocket(*ns))
+	if err != nil {
+		return fmt.Errorf("no proxy answers on %s: is `lab proxy serve%s` running?", statsSocket(*ns), nsFlag(*ns))
+	}
+	defer c.Close()
+	var st statsReply
+	if err := json.NewDecoder(c).Decode(&st); err != nil {
+		return fmt.Errorf("read stats: %w", err)
+	}
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(st)
+	}
+	printProxyStats(st)
+	return nil
+}
+
+func printProxyStats(st statsReply) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "backend\tlive\txdp requests\txdp replies\tslow requests\tslow replies\tslow timeouts\t")
+	for i, name := range st.Backends {
+		var x proxy.BackendStats
+		var s proxy.SlowBackendStats
+		if i < len(st.XDP.Backends) {
+			x = st.XDP.Backends[i]
+		}
+		if i < len(st.Slow.Backends) {
+			s = st.Slow.Backends[i]
+		}
+		live := i < len(st.Live) && st.Live[i]
+		fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%d\t%d\t%d\t\n", name, live, x.Requests, x.Replies, s.Requests, s.Replies, s.Timeouts)
+	}
+	w.Flush()
+	fmt.Println()
+	w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "cpu\trequests\tforwarded\treplies\tto slow path\tno backend\tno route\t")
+	for i, c := range st.XDP.PerCPU {
+		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", i, c.Requests, c.Forwarded, c.Replies, c.Slow, c.NoBackend, c.NoRoute)
+	}
+	x := st.XDP
+	fmt.Fprintf(w, "all\t%d\t%d\t%d\t%d\t%d\t%d\t\n", x.Requests, x.Forwarded, x.Replies, x.Slow, x.NoBackend, x.NoRoute)
+	w.Flush()
+	s := st.Slow
+	fmt.Printf("\nslow path: %d datagrams, %d gets split over backends, %d versions answered, %d error replies\n",
+		s.Requests, s.Splits, s.Versions, s.Errors)
+}
