@@ -122,6 +122,7 @@ const (
 	kvMapScratch      = "scratch"
 	kvProgKvControl   = "kv_control"
 	kvProgKvXdp       = "kv_xdp"
+	kvVarCoarseClock  = "coarse_clock"
 	kvVarPort         = "port"
 	kvVarReplyMax     = "reply_max"
 	kvVarSlowToken    = "slow_token"
@@ -190,6 +191,7 @@ type kvMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kvVariableSpecs struct {
+	CoarseClock  *ebpf.VariableSpec `ebpf:"coarse_clock"`
 	Port         *ebpf.VariableSpec `ebpf:"port"`
 	ReplyMax     *ebpf.VariableSpec `ebpf:"reply_max"`
 	SlowToken    *ebpf.VariableSpec `ebpf:"slow_token"`
@@ -236,6 +238,7 @@ func (m *kvMaps) Close() error {
 //
 // It can be passed to loadKvObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kvVariables struct {
+	CoarseClock  *ebpf.Variable `ebpf:"coarse_clock"`
 	Port         *ebpf.Variable `ebpf:"port"`
 	ReplyMax     *ebpf.Variable `ebpf:"reply_max"`
 	SlowToken    *ebpf.Variable `ebpf:"slow_token"`
