@@ -52,8 +52,8 @@ var suites = []suite{
 	{
 		name:  "verifier",
 		pkg:   "lab/kv",
-		run:   "^TestVerifierStats$",
-		short: "^TestVerifierStats$",
+		run:   "^(TestVerifierStats|TestCoarseClockProbe)$",
+		short: "^(TestVerifierStats|TestCoarseClockProbe)$",
 	},
 }
 

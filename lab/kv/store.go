@@ -57,10 +57,11 @@ func (c *Config) normalize() error {
 
 // Objects are the loaded BPF programs and maps of one store.
 type Objects struct {
-	cfg   Config
-	objs  kvObjects
-	token uint16 // marks the slow path's own requests to the XDP program
-	vsize uint32 // map value size: header + capacity
+	cfg    Config
+	objs   kvObjects
+	token  uint16 // marks the slow path's own requests to the XDP program
+	coarse bool   // the program reads bpf_ktime_get_coarse_ns
+	vsize  uint32 // map value size: header + capacity
 }
 
 var valHeaderSize = uint32(unsafe.Sizeof(kvKvVal{}))
@@ -97,7 +98,7 @@ func Load(cfg Config) (*Objects, error) {
 	coarse := uint8(0)
 	switch err := features.HaveProgramHelper(ebpf.XDP, asm.FnKtimeGetCoarseNs); {
 	case err == nil:
-		coarse = 1
+		coarse, o.coarse = 1, true
 	case !errors.Is(err, ebpf.ErrNotSupported):
 		return nil, fmt.Errorf("probe bpf_ktime_get_coarse_ns: %w", err)
 	}

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // ProgramStats is what the verifier suite records per program and kernel.
@@ -18,6 +20,23 @@ type ProgramStats struct {
 	XlatedBytes  int    `json:"xlated_bytes"`
 	JitedBytes   uint32 `json:"jited_bytes"`
 	LoadMicros   int64  `json:"load_us"`
+}
+
+// TestCoarseClockProbe holds the probe to what the kernel must have:
+// bpf_ktime_get_coarse_ns came in 5.11, so from there "unsupported" is a bug.
+func TestCoarseClockProbe(t *testing.T) {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var major, minor int
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+	o := loadForTest(t, Config{})
+	must := major > 5 || major == 5 && minor >= 11
+	if must && !o.coarse {
+		t.Fatalf("kernel %d.%d: probe says bpf_ktime_get_coarse_ns is missing", major, minor)
+	}
+	t.Logf("kernel %d.%d: coarse clock %v", major, minor, o.coarse)
 }
 
 var processedRE = regexp.MustCompile(`processed (\d+) insns`)
