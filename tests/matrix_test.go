@@ -55,6 +55,17 @@ var suites = []suite{
 		run:   "^(TestVerifierStats|TestCoarseClockProbe)$",
 		short: "^(TestVerifierStats|TestCoarseClockProbe)$",
 	},
+	{
+		// The proxy on the guest's kernel: verifier budget, the route
+		// decision through BPF_PROG_TEST_RUN (skips before 5.15, saying
+		// why), and end to end on veth with memcached and XDP-store
+		// backends. The nutcracker comparison stays on the host: it
+		// proves placement, which no kernel changes.
+		name:  "proxy",
+		pkg:   "lab/proxy",
+		run:   "^(TestVerifierStats|TestXDPRouteMatchesRing|TestXDPRouteKeys|TestXDPFrames|TestXDPReplies|TestHealthMemcached|TestXDPProxyMemcached|TestXDPProxyEjects|TestProxyFunctional)$",
+		short: "^(TestVerifierStats|TestXDPRouteMatchesRing|TestProxyFunctional)$",
+	},
 }
 
 // caseResult is one test case's outcome on one kernel.
