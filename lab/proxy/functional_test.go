@@ -20,11 +20,11 @@ import (
 // backendKind starts a memcached server on a backend host; stop kills it.
 type backendKind struct {
 	name  string
-	start func(t *testing.T, h *netlab.Host) (stop func())
+	start func(t testing.TB, h *netlab.Host) (stop func())
 }
 
 var backendKinds = []backendKind{
-	{"memcached", func(t *testing.T, h *netlab.Host) func() {
+	{"memcached", func(t testing.TB, h *netlab.Host) func() {
 		mc, err := peer.StartMemcached(t.Context(), h, peer.MemcachedOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -39,7 +39,7 @@ var backendKinds = []backendKind{
 
 // startKV serves our XDP store on h, in the XDP_PASS placeholder's place,
 // as `lab kv serve` does.
-func startKV(t *testing.T, h *netlab.Host) func() {
+func startKV(t testing.TB, h *netlab.Host) func() {
 	o, err := kv.Load(kv.Config{Entries: 4096})
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ type proxyLab struct {
 	backends []*netlab.Host
 }
 
-func newProxyLab(t *testing.T, kind backendKind) *proxyLab {
+func newProxyLab(t testing.TB, kind backendKind) *proxyLab {
 	topo := netlab.ForTest(t, netlab.StarSpec(3, netlab.Options{PeerXDP: true}))
 	proxyHost, client := topo.Host("proxy"), topo.Host("client")
 	fromCli := proxyHost.IfaceTo("client")
