@@ -1207,19 +1207,23 @@ int kv_xdp(struct xdp_md *ctx)
 		__u32 hlen = hoff + sizeof(*udp) + sizeof(*fr), i;
 		int moved = 0;
 
-		data = (void *)(long)ctx->data;
-		data_end = (void *)(long)ctx->data_end;
-		for (i = 0; i < HDR_MAX / 8; i++) {
-			void *p = data + i * 8;
-
-			if (i * 8 >= hlen)
-				break;
-			if (p + 8 > data_end)
-				goto pass;
-			CP8(&s->hdr[i * 8], p);
-		}
 		if (bpf_xdp_adjust_tail(ctx, delta)) {
-			if (delta <= 0 || bpf_xdp_adjust_head(ctx, -delta))
+			/* The tail could not move, so the frame is as it was:
+			 * keep its headers, grow at the head, put them back. */
+			if (delta <= 0)
+				goto pass;
+			data = (void *)(long)ctx->data;
+			data_end = (void *)(long)ctx->data_end;
+			for (i = 0; i < HDR_MAX / 8; i++) {
+				void *p = data + i * 8;
+
+				if (i * 8 >= hlen)
+					break;
+				if (p + 8 > data_end)
+					goto pass;
+				CP8(&s->hdr[i * 8], p);
+			}
+			if (bpf_xdp_adjust_head(ctx, -delta))
 				goto pass;
 			moved = 1;
 		}
