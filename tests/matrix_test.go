@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -37,23 +38,23 @@ var (
 // A suite is a set of test cases of one package, run inside each kernel.
 type suite struct {
 	name  string
-	pkg   string // package path relative to the module root
-	run   string // -test.run pattern
-	short string // pattern under -short ("" = skip the suite)
+	pkg   string   // package path relative to the module root
+	run   []string // the tests
+	short []string // the tests under -short (none: skip the suite)
 }
 
 var suites = []suite{
 	{
 		name:  "functional",
 		pkg:   "lab/kv",
-		run:   "^(TestXDPBasic|TestSlowPathSharesItemsWithXDP|TestConcurrentIncrAndNoTear|TestLRUEviction|TestExpiryRules|TestVethStore)$",
-		short: "^(TestXDPBasic|TestVethStore)$",
+		run:   []string{"TestXDPBasic", "TestSlowPathSharesItemsWithXDP", "TestConcurrentIncrAndNoTear", "TestLRUEviction", "TestExpiryRules", "TestVethStore"},
+		short: []string{"TestXDPBasic", "TestVethStore"},
 	},
 	{
 		name:  "verifier",
 		pkg:   "lab/kv",
-		run:   "^(TestVerifierStats|TestCoarseClockProbe)$",
-		short: "^(TestVerifierStats|TestCoarseClockProbe)$",
+		run:   []string{"TestVerifierStats", "TestCoarseClockProbe"},
+		short: []string{"TestVerifierStats", "TestCoarseClockProbe"},
 	},
 	{
 		// The proxy on the guest's kernel: verifier budget, the route
@@ -63,8 +64,8 @@ var suites = []suite{
 		// proves placement, which no kernel changes.
 		name:  "proxy",
 		pkg:   "lab/proxy",
-		run:   "^(TestVerifierStats|TestXDPRouteMatchesRing|TestXDPRouteKeys|TestXDPFrames|TestXDPReplies|TestHealthMemcached|TestXDPProxyMemcached|TestXDPProxyEjects|TestProxyFunctional)$",
-		short: "^(TestVerifierStats|TestXDPRouteMatchesRing|TestProxyFunctional)$",
+		run:   []string{"TestVerifierStats", "TestXDPRouteMatchesRing", "TestXDPRouteKeys", "TestXDPFrames", "TestXDPReplies", "TestHealthMemcached", "TestXDPProxyMemcached", "TestXDPProxyEjects", "TestProxyFunctional"},
+		short: []string{"TestVerifierStats", "TestXDPRouteMatchesRing", "TestProxyFunctional"},
 	},
 }
 
@@ -188,14 +189,26 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 	results := t.TempDir()
 	var script strings.Builder
 	script.WriteString("modprobe veth 2>/dev/null; mount -t bpf bpf /sys/fs/bpf 2>/dev/null; ")
+	suiteRE, caseRE := runFilter()
 	for i, s := range suites {
-		pattern := s.run
+		names := s.run
 		if testing.Short() {
-			pattern = s.short
+			names = s.short
 		}
-		if pattern == "" {
+		if suiteRE != nil && !suiteRE.MatchString(s.name) {
 			continue
 		}
+		// Only what -run asks for runs in the guest.
+		var keep []string
+		for _, n := range names {
+			if caseRE == nil || caseRE.MatchString(n) {
+				keep = append(keep, n)
+			}
+		}
+		if len(keep) == 0 {
+			continue
+		}
+		pattern := "^(" + strings.Join(keep, "|") + ")$"
 		fmt.Fprintf(&script, "echo '%s%d'; cd %s && %s -test.v=test2json -test.count=1 -test.timeout=15m -test.run '%s'; ",
 			marker, i, filepath.Join(root, s.pkg), bins[s.pkg], pattern)
 	}
@@ -235,6 +248,23 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 		}
 		t.Run(s.name, func(t *testing.T) { replay(t, kr, s, out) })
 	}
+}
+
+// runFilter reads `go test -run 'Matrix/KERNEL/SUITE/CASE'` for the parts
+// below the kernel, so a guest runs only the cases asked for.
+func runFilter() (suite, tcase *regexp.Regexp) {
+	f := flag.Lookup("test.run")
+	if f == nil {
+		return nil, nil
+	}
+	parts := strings.Split(f.Value.String(), "/")
+	if len(parts) > 2 && parts[2] != "" {
+		suite, _ = regexp.Compile(parts[2])
+	}
+	if len(parts) > 3 && parts[3] != "" {
+		tcase, _ = regexp.Compile(parts[3])
+	}
+	return suite, tcase
 }
 
 const marker = "=== xdplab suite "
