@@ -11,6 +11,9 @@ require (
 	golang.org/x/sys v0.43.0
 )
 
-require github.com/hashicorp/errwrap v1.0.0 // indirect
+require (
+	github.com/hashicorp/errwrap v1.0.0 // indirect
+	go.yaml.in/yaml/v3 v3.0.6 // indirect
+)
 
 tool github.com/cilium/ebpf/cmd/bpf2go

@@ -74,14 +74,39 @@ func proxyServe(args []string) error {
 	var listens, backendArgs multiFlag
 	fs.Var(&listens, "listen", "ADDR:PORT clients send to, one per address family (required)")
 	fs.Var(&backendArgs, "backend", "backend ADDR:PORT[:WEIGHT] (IPv6 in brackets), or nutcracker's \"host:port:weight name\"; repeat for each")
+	config := fs.String("config", "", "nutcracker YAML config with one pool (listen, servers, timeout); instead of --listen and --backend")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *dev == "" || len(listens) == 0 || len(backendArgs) == 0 || fs.NArg() > 0 {
-		return usageError{"usage: lab proxy serve --dev IFACE --listen ADDR:PORT --backend ADDR:PORT[:WEIGHT] ... [--netns NAME]"}
+	if *dev == "" || fs.NArg() > 0 || *config == "" && (len(listens) == 0 || len(backendArgs) == 0) {
+		return usageError{"usage: lab proxy serve --dev IFACE (--listen ADDR:PORT --backend ADDR:PORT[:WEIGHT] ... | --config FILE) [--netns NAME]"}
 	}
 	var cfg proxy.ServeConfig
+	var names []string
+	if *config != "" {
+		if len(listens) > 0 || len(backendArgs) > 0 {
+			return usageError{"--config gives the listen address and the backends: drop --listen and --backend"}
+		}
+		data, err := os.ReadFile(*config)
+		if err != nil {
+			return usageError{err.Error()}
+		}
+		if cfg, err = proxy.ParseConfig(data); err != nil {
+			return usageError{fmt.Sprintf("%s: %v", *config, err)}
+		}
+		for _, a := range []netip.Addr{cfg.Listen4, cfg.Listen6} {
+			if a.IsValid() {
+				listens = append(listens, netip.AddrPortFrom(a, cfg.Port).String())
+			}
+		}
+		for _, b := range cfg.Backends {
+			names = append(names, b.Server.String())
+		}
+	}
 	for _, l := range listens {
+		if *config != "" {
+			break // the config set them
+		}
 		ap, err := netip.ParseAddrPort(l)
 		if err != nil {
 			return usageError{fmt.Sprintf("--listen %q: want ADDR:PORT (IPv6 in brackets)", l)}
@@ -100,21 +125,14 @@ func proxyServe(args []string) error {
 			return usageError{"--listen: at most one IPv4 and one IPv6 address"}
 		}
 	}
-	var names []string
 	for _, s := range backendArgs {
 		srv, err := parseBackend(s)
 		if err != nil {
 			return usageError{err.Error()}
 		}
-		ap, err := srv.AddrPort()
+		b, err := proxy.BackendFor(srv)
 		if err != nil {
-			return usageError{fmt.Sprintf("backend %q: the host must be an IP address", s)}
-		}
-		b := proxy.Backend{Server: srv}
-		if a := ap.Addr().Unmap(); a.Is4() {
-			b.IPv4 = a
-		} else {
-			b.IPv6 = a
+			return usageError{err.Error()}
 		}
 		cfg.Backends = append(cfg.Backends, b)
 		names = append(names, srv.String())
