@@ -27,8 +27,12 @@
 //   - Everything else passes to the kernel untouched: other traffic, and the
 //     requests XDP does not finish (multi-key gets spanning backends,
 //     pipelined or multi-datagram requests, odd spellings, requests larger
-//     than the backend link's MTU), which a Go slow path on the proxy's
-//     address and port is to serve.
+//     than the backend link's MTU), which the Go slow path ([SlowPath])
+//     on the proxy's address and port serves: it forwards them from a
+//     socket of its own, splits gets spanning backends and merges the
+//     replies in the client's key order, and answers version, malformed
+//     requests (memcached's error replies) and requests no live backend
+//     can take (nutcracker's "SERVER_ERROR Connection refused") itself.
 //
 // Attach the program to the proxy's interface towards the clients and to
 // those towards the backends; the ends facing it need an XDP program of
@@ -37,5 +41,6 @@
 // The ring lives in a double-buffered BPF array: [Objects.SetBackends]
 // writes the idle copy and then flips an index, so the program sees the
 // old ring or the new one. [Health] probes backends with "version" and
-// reports live sets to feed it.
+// reports live sets to feed it. [Proxy] ties the three together, as
+// `lab proxy serve` runs them; [ParseConfig] reads a nutcracker pool.
 package proxy

@@ -117,6 +117,12 @@ func newProxyLab(t testing.TB, kind backendKind) *proxyLab {
 		l.p, err = Start(ServeConfig{
 			Config:   Config{Listen4: fromCli.IPv4.Addr(), Listen6: fromCli.IPv6.Addr()},
 			Backends: backends,
+			// Generous, so that a loaded machine (CI runs packages and
+			// VMs side by side) never ejects a live backend or times out
+			// a forwarded request mid-comparison; ejection is still
+			// tested, only later.
+			Health: HealthConfig{Timeout: 2 * time.Second},
+			Slow:   SlowConfig{Timeout: 5 * time.Second},
 		})
 		return err
 	})
@@ -160,7 +166,7 @@ func (l *proxyLab) direct(t *testing.T, i int) *memcache.Client {
 
 func do(t *testing.T, c *memcache.Client, raw string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	r, err := c.Do(ctx, []byte(raw))
 	if err != nil {
