@@ -189,8 +189,8 @@ func (s *SlowPath) Serve(ctx context.Context) error {
 }
 
 func (s *SlowPath) readClients(c *net.UDPConn) error {
+	buf := make([]byte, 65536)
 	for {
-		buf := make([]byte, 65536)
 		n, from, err := c.ReadFromUDPAddrPort(buf)
 		if errors.Is(err, net.ErrClosed) {
 			return nil
@@ -205,10 +205,11 @@ func (s *SlowPath) readClients(c *net.UDPConn) error {
 		if err != nil || h.Total != 1 {
 			continue
 		}
+		payload := bytes.Clone(buf[memcache.HeaderLen:n])
 		s.sem <- struct{}{}
 		go func() {
 			defer func() { <-s.sem }()
-			reply := s.serve(buf[memcache.HeaderLen:n])
+			reply := s.serve(payload)
 			if len(reply) == 0 {
 				return
 			}
