@@ -270,19 +270,26 @@ func supervise(ctx context.Context, cmd *exec.Cmd, l *launch, o Options, res *Re
 			w.Write(append(lines.buf, '\n'))
 		}
 	}
+	// Our own pipes, not cmd.StdoutPipe: Wait closes those as soon as the
+	// process exits, and output not yet read is lost (seen: a host run's
+	// stdout and stderr came back empty).
 	if l.stdout == nil {
-		pr, err := cmd.StdoutPipe()
+		pr, pw, err := os.Pipe()
 		if err != nil {
 			return err
 		}
-		l.stdout = pr
+		cmd.Stdout, l.stdout = pw, pr
+		l.closeFDs = append(l.closeFDs, pw)
+		defer pr.Close()
 	}
 	if l.stderr == nil {
-		pr, err := cmd.StderrPipe()
+		pr, pw, err := os.Pipe()
 		if err != nil {
 			return err
 		}
-		l.stderr = pr
+		cmd.Stderr, l.stderr = pw, pr
+		l.closeFDs = append(l.closeFDs, pw)
+		defer pr.Close()
 	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", cmd.Path, err)
