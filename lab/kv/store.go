@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 	"unsafe"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/xdplab/xdplab/lab/bpfload"
 	"golang.org/x/sys/unix"
 )
 
@@ -114,30 +114,13 @@ func Load(cfg Config) (*Objects, error) {
 	// verifier suite its numbers on kernels whose program info lacks them.
 	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}}
 	if err := spec.LoadAndAssign(&o.objs, opts); err != nil {
-		return nil, loadError(err)
+		return nil, bpfload.Explain("store", err)
 	}
 	if err := o.SyncClock(); err != nil {
 		o.Close()
 		return nil, err
 	}
 	return o, nil
-}
-
-// loadError turns a load failure into one readable error: permission
-// problems name the fix, verifier rejections keep their last lines.
-func loadError(err error) error {
-	if errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("loading BPF needs root (or CAP_BPF+CAP_NET_ADMIN): %w", err)
-	}
-	var ve *ebpf.VerifierError
-	if errors.As(err, &ve) {
-		log := ve.Log
-		if len(log) > 8 {
-			log = log[len(log)-8:]
-		}
-		return fmt.Errorf("verifier rejected the store: %v\n  %s", ve.Cause, strings.Join(log, "\n  "))
-	}
-	return fmt.Errorf("load store: %w", err)
 }
 
 // SyncClock tells the program how CLOCK_MONOTONIC maps to unix time, for

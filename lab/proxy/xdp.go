@@ -7,12 +7,11 @@ import (
 	"maps"
 	"math/bits"
 	"net/netip"
-	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
-	"golang.org/x/sys/unix"
+	"github.com/xdplab/xdplab/lab/bpfload"
 )
 
 // Config is fixed at load time.
@@ -79,24 +78,9 @@ func Load(cfg Config) (*Objects, error) {
 	}
 	o := &Objects{cfg: cfg}
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
-		return nil, loadError(err)
+		return nil, bpfload.Explain("proxy", err)
 	}
 	return o, nil
-}
-
-func loadError(err error) error {
-	if errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("loading BPF needs root (or CAP_BPF+CAP_NET_ADMIN): %w", err)
-	}
-	var ve *ebpf.VerifierError
-	if errors.As(err, &ve) {
-		log := ve.Log
-		if len(log) > 8 {
-			log = log[len(log)-8:]
-		}
-		return fmt.Errorf("verifier rejected the proxy: %v\n  %s", ve.Cause, strings.Join(log, "\n  "))
-	}
-	return fmt.Errorf("load proxy: %w", err)
 }
 
 // Program is the XDP program: attach it to the interface clients reach the

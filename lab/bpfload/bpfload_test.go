@@ -1,0 +1,32 @@
+package bpfload
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+func TestExplain(t *testing.T) {
+	if err := Explain("store", unix.EPERM); !strings.Contains(err.Error(), "needs root") || !errors.Is(err, unix.EPERM) {
+		t.Errorf("EPERM: %v", err)
+	}
+	if err := Explain("store", errors.New("boom")); err.Error() != "load store: boom" {
+		t.Errorf("other: %v", err)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Skip("cannot load BPF here:", err)
+	}
+	// A program the verifier must reject: it returns without setting R0.
+	_, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: asm.Instructions{asm.Return()}})
+	if errors.Is(err, unix.EPERM) {
+		t.Skip("not allowed to load BPF here (run as root)")
+	}
+	if got := Explain("proxy", err); !strings.Contains(got.Error(), "verifier rejected the proxy") || !strings.Contains(got.Error(), "R0") {
+		t.Errorf("verifier: %v", got)
+	}
+}
