@@ -148,6 +148,7 @@ func (s *Server) serveConn(c net.Conn) {
 		return err
 	}
 	var buf []byte
+	chunk := make([]byte, 64<<10)
 	for {
 		if len(buf) > 0 {
 			req, n, err := s.parser.Parse(buf)
@@ -191,7 +192,6 @@ func (s *Server) serveConn(c net.Conn) {
 		if flush() != nil {
 			return
 		}
-		chunk := make([]byte, 64<<10)
 		n, err := r.Read(chunk)
 		if n > 0 {
 			buf = append(buf, chunk[:n]...)
