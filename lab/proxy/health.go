@@ -54,14 +54,11 @@ func NewHealth(backends []Backend, cfg HealthConfig) (*Health, error) {
 	cfg.normalize()
 	h := &Health{cfg: cfg, backends: slices.Clone(backends)}
 	for _, b := range backends {
-		a := b.IPv4
-		if !a.IsValid() {
-			a = b.IPv6
+		d, err := b.Dst()
+		if err != nil {
+			return nil, fmt.Errorf("health: %w", err)
 		}
-		if !a.IsValid() {
-			return nil, fmt.Errorf("health: backend %s has no address", b.Server)
-		}
-		h.dst = append(h.dst, netip.AddrPortFrom(a, b.Server.Port))
+		h.dst = append(h.dst, d)
 	}
 	conn, err := net.ListenUDP("udp", nil)
 	if err != nil {

@@ -100,14 +100,11 @@ func NewSlowPath(listen []netip.AddrPort, backends []Backend, ring *Ring, cfg Sl
 		sem: make(chan struct{}, cfg.MaxInFlight)}
 	s.st.backends = make([]struct{ requests, replies, timeouts atomic.Uint64 }, len(backends))
 	for _, b := range backends {
-		a := b.IPv4
-		if !a.IsValid() {
-			a = b.IPv6
+		d, err := b.Dst()
+		if err != nil {
+			return nil, fmt.Errorf("slow path: %w", err)
 		}
-		if !a.IsValid() {
-			return nil, fmt.Errorf("slow path: backend %s has no address", b.Server)
-		}
-		s.dst = append(s.dst, netip.AddrPortFrom(a, b.Server.Port))
+		s.dst = append(s.dst, d)
 	}
 	s.ring.Store(ring)
 	for _, ap := range listen {

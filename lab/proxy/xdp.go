@@ -33,6 +33,19 @@ type Backend struct {
 	IPv4, IPv6 netip.Addr
 }
 
+// Dst is where the proxy's own requests to the backend go (its IPv4
+// address if it has one): health probes and the slow path's forwards.
+func (b Backend) Dst() (netip.AddrPort, error) {
+	a := b.IPv4
+	if !a.IsValid() {
+		a = b.IPv6
+	}
+	if !a.IsValid() {
+		return netip.AddrPort{}, fmt.Errorf("backend %s has no address", b.Server)
+	}
+	return netip.AddrPortFrom(a, b.Server.Port), nil
+}
+
 // Objects are the loaded proxy program and its maps.
 type Objects struct {
 	cfg  Config
