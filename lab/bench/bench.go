@@ -1,11 +1,15 @@
-// Package bench is xdplab's load generator: a memcached client over UDP that
-// drives a configurable GET/SET workload at any memcached-compatible server
-// (the XDP store, memcached, a proxy) and measures throughput and latency.
+// Package bench is xdplab's load generator: a memcached client over UDP or
+// TCP that drives a configurable GET/SET workload at any memcached-compatible
+// server (the XDP store, memcached, a proxy) and measures throughput and
+// latency.
 //
 // Each socket is a closed loop run by one goroutine: it keeps
 // Workload.InFlight requests outstanding, sending the top-up in one
-// sendmmsg and collecting replies with recvmmsg, so the client spends few
-// syscalls per request (a Go client is usually the bottleneck against XDP).
+// sendmmsg (UDP) or one write of pipelined requests (TCP) and collecting
+// replies with recvmmsg or large reads, so the client spends few syscalls
+// per request (a Go client is usually the bottleneck against XDP). The same
+// loop drives both transports, so a UDP server and a TCP one (nutcracker
+// serves clients over TCP only) can be compared under one client.
 // Latency is measured from the send batch to the receive batch of each
 // request, so it includes the client's batching, as any closed-loop client's
 // does.
@@ -19,6 +23,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/xdplab/xdplab/lab/memcache"
@@ -150,11 +155,22 @@ func (w *Workload) getLen() int {
 type Target struct {
 	// Name labels results ("store", "memcached"); default Addr.
 	Name string
-	// Addr is the server's UDP address, "host:port".
+	// Addr is the server's address, "host:port".
 	Addr string
-	// Dial opens each socket; nil means net.Dial("udp", addr). Set it to
-	// open the sockets in another network namespace.
-	Dial func(addr string) (net.Conn, error)
+	// Network is "udp" (the default: memcached's UDP frames, each socket
+	// with InFlight requests outstanding) or "tcp" (each connection with
+	// InFlight requests pipelined, as nutcracker's clients do).
+	Network string
+	// Dial opens each socket; nil means net.Dial. Set it to open the
+	// sockets in another network namespace.
+	Dial func(network, addr string) (net.Conn, error)
+}
+
+func (t Target) network() string {
+	if t.Network == "" {
+		return "udp"
+	}
+	return t.Network
 }
 
 func (t Target) name() string {
@@ -168,6 +184,7 @@ func (t Target) name() string {
 type Result struct {
 	Target   string   `json:"target"`
 	Addr     string   `json:"addr"`
+	Network  string   `json:"network"`
 	Workload Workload `json:"workload"`
 	// Elapsed is the measured time, close to Workload.Duration.
 	Elapsed time.Duration `json:"elapsed_ns"`
@@ -224,7 +241,10 @@ func Run(ctx context.Context, t Target, w Workload) (*Result, error) {
 	if err := w.normalize(); err != nil {
 		return nil, err
 	}
-	res := &Result{Target: t.name(), Addr: t.Addr, Workload: w, hist: new(Histogram)}
+	if n := t.network(); n != "udp" && n != "tcp" {
+		return nil, fmt.Errorf("bench: network %q: want udp or tcp", n)
+	}
+	res := &Result{Target: t.name(), Addr: t.Addr, Network: t.network(), Workload: w, hist: new(Histogram)}
 	conns, err := dialAll(t, w.Sockets)
 	if err != nil {
 		return nil, err
@@ -246,7 +266,7 @@ func Run(ctx context.Context, t Target, w Workload) (*Result, error) {
 	ph := phases{base: start, measure: w.Warmup, end: w.Warmup + w.Duration}
 	errc := make(chan error, len(conns))
 	for i, c := range conns {
-		go func() { errc <- c.run(ctx, &w, keys, ph, w.Seed+uint64(i)) }()
+		go func() { errc <- run(ctx, c, &w, keys, ph, w.Seed+uint64(i)) }()
 	}
 	var errs []error
 	for range conns {
@@ -258,8 +278,9 @@ func Run(ctx context.Context, t Target, w Workload) (*Result, error) {
 		return nil, err
 	}
 	for _, c := range conns {
-		c.st.addTo(res)
-		res.hist.Merge(&c.hist)
+		t := c.counts()
+		t.st.addTo(res)
+		res.hist.Merge(&t.hist)
 	}
 	res.Elapsed = w.Duration
 	if ctx.Err() != nil {
@@ -273,32 +294,38 @@ func Run(ctx context.Context, t Target, w Workload) (*Result, error) {
 	res.Latency = Latency{MeanUs: us(h.Mean()), P50Us: us(h.Quantile(0.5)), P90Us: us(h.Quantile(0.9)),
 		P99Us: us(h.Quantile(0.99)), P999Us: us(h.Quantile(0.999)), MaxUs: us(h.Max())}
 	if res.Requests == 0 {
-		return res, fmt.Errorf("bench: no replies from %s in %v (%d errors, %d lost): is a memcached UDP server there?", t.Addr, w.Duration, res.Errors, res.Lost)
+		return res, fmt.Errorf("bench: no replies from %s in %v (%d errors, %d lost): is a memcached %s server there?", t.Addr, w.Duration, res.Errors, res.Lost, strings.ToUpper(t.network()))
 	}
 	return res, nil
 }
 
-func dialAll(t Target, n int) ([]*conn, error) {
+func dialAll(t Target, n int) ([]socket, error) {
 	dial := t.Dial
 	if dial == nil {
-		dial = func(addr string) (net.Conn, error) { return net.Dial("udp", addr) }
+		dial = net.Dial
 	}
-	var conns []*conn
-	for range n {
-		nc, err := dial(t.Addr)
-		if err != nil {
-			for _, c := range conns {
-				c.close()
-			}
-			return nil, fmt.Errorf("bench: dial %s: %w", t.Addr, err)
+	network := t.network()
+	var conns []socket
+	fail := func(err error) ([]socket, error) {
+		for _, c := range conns {
+			c.close()
 		}
-		c, err := newConn(nc)
+		return nil, err
+	}
+	for range n {
+		nc, err := dial(network, t.Addr)
+		if err != nil {
+			return fail(fmt.Errorf("bench: dial %s %s: %w", network, t.Addr, err))
+		}
+		var c socket
+		if network == "tcp" {
+			c, err = newTCPConn(nc, func() (net.Conn, error) { return dial(network, t.Addr) })
+		} else {
+			c, err = newUDPConn(nc)
+		}
 		if err != nil {
 			nc.Close()
-			for _, c := range conns {
-				c.close()
-			}
-			return nil, err
+			return fail(err)
 		}
 		conns = append(conns, c)
 	}
@@ -307,7 +334,7 @@ func dialAll(t Target, n int) ([]*conn, error) {
 
 // preload stores every key once, spreading the keys over the sockets, and
 // retries lost ones twice. It returns how many keys were never stored.
-func preload(ctx context.Context, conns []*conn, keys *keySet, w *Workload) (int, error) {
+func preload(ctx context.Context, conns []socket, keys *keySet, w *Workload) (int, error) {
 	failed := make(chan int, len(conns))
 	errc := make(chan error, len(conns))
 	for i, c := range conns {
@@ -316,7 +343,7 @@ func preload(ctx context.Context, conns []*conn, keys *keySet, w *Workload) (int
 			todo = append(todo, k)
 		}
 		go func() {
-			n, err := c.preload(ctx, w, keys, todo)
+			n, err := preloadOn(ctx, c, w, keys, todo)
 			failed <- n
 			errc <- err
 		}()
@@ -333,7 +360,7 @@ func preload(ctx context.Context, conns []*conn, keys *keySet, w *Workload) (int
 		return total, err
 	}
 	if total == w.Keys {
-		return total, fmt.Errorf("bench: preload stored none of %d keys: is a memcached UDP server there?", w.Keys)
+		return total, fmt.Errorf("bench: preload stored none of %d keys: is a memcached server there?", w.Keys)
 	}
 	return total, nil
 }

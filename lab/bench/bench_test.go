@@ -3,12 +3,14 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -80,39 +82,11 @@ func TestRunAgainstMemcached(t *testing.T) {
 		// A generous timeout: a loaded machine must not turn a slow reply
 		// into a lost one, which the test counts as a failure.
 		w.Duration, w.Warmup, w.Timeout = 300*time.Millisecond, 50*time.Millisecond, 2*time.Second
-		t.Run(w.String(), func(t *testing.T) {
-			r, err := Run(ctx, Target{Name: "memcached", Addr: addr}, w)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("\n%s", MarkdownTable(r))
-			if r.Requests == 0 || r.Requests != r.Gets+r.Sets || r.Errors != 0 || r.Lost != 0 {
-				t.Errorf("requests %d (gets %d sets %d) errors %d lost %d", r.Requests, r.Gets, r.Sets, r.Errors, r.Lost)
-			}
-			if r.Histogram().Count() != r.Requests || r.Latency.P50Us <= 0 || r.Latency.P99Us < r.Latency.P50Us {
-				t.Errorf("latency: %+v over %d records", r.Latency, r.Histogram().Count())
-			}
-			if w.GetRatio > 0 && (r.Misses != 0 || r.Hits != r.Gets*uint64(max(1, w.MultiGet))) {
-				t.Errorf("preloaded, yet hits %d misses %d for %d gets", r.Hits, r.Misses, r.Gets)
-			}
-			if w.GetRatio == 0 && r.Gets != 0 {
-				t.Errorf("gets %d in a SET-only run", r.Gets)
-			}
-			if w.GetRatio == 0.5 && (r.Gets < r.Requests/4 || r.Sets < r.Requests/4) {
-				t.Errorf("mix: %d gets, %d sets", r.Gets, r.Sets)
-			}
-			if r.PreloadFailed != 0 {
-				t.Errorf("preload failed for %d keys", r.PreloadFailed)
-			}
-			js, err := json.Marshal(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var back map[string]any
-			if err := json.Unmarshal(js, &back); err != nil || back["ops_per_sec"] == nil || back["latency"] == nil {
-				t.Errorf("json: %s (%v)", js, err)
-			}
-		})
+		for _, network := range []string{"udp", "tcp"} {
+			t.Run(network+"/"+w.String(), func(t *testing.T) {
+				testRunAgainst(t, Target{Name: "memcached", Addr: addr, Network: network}, w)
+			})
+		}
 	}
 	// The keys the loader stored are the ones the workload reads.
 	c, err := memcache.DialUDP(addr)
@@ -125,6 +99,40 @@ func TestRunAgainstMemcached(t *testing.T) {
 	items, err := c.Get(cctx, "b:00000000000499")
 	if err != nil || len(items) != 1 || len(items[0].Value) != 100 {
 		t.Errorf("get b:00000000000499: %v %v", items, err)
+	}
+}
+
+func testRunAgainst(t *testing.T, tgt Target, w Workload) {
+	r, err := Run(t.Context(), tgt, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", MarkdownTable(r))
+	if r.Requests == 0 || r.Requests != r.Gets+r.Sets || r.Errors != 0 || r.Lost != 0 {
+		t.Errorf("requests %d (gets %d sets %d) errors %d lost %d", r.Requests, r.Gets, r.Sets, r.Errors, r.Lost)
+	}
+	if r.Histogram().Count() != r.Requests || r.Latency.P50Us <= 0 || r.Latency.P99Us < r.Latency.P50Us {
+		t.Errorf("latency: %+v over %d records", r.Latency, r.Histogram().Count())
+	}
+	if w.GetRatio > 0 && (r.Misses != 0 || r.Hits != r.Gets*uint64(max(1, w.MultiGet))) {
+		t.Errorf("preloaded, yet hits %d misses %d for %d gets", r.Hits, r.Misses, r.Gets)
+	}
+	if w.GetRatio == 0 && r.Gets != 0 {
+		t.Errorf("gets %d in a SET-only run", r.Gets)
+	}
+	if w.GetRatio == 0.5 && (r.Gets < r.Requests/4 || r.Sets < r.Requests/4) {
+		t.Errorf("mix: %d gets, %d sets", r.Gets, r.Sets)
+	}
+	if r.PreloadFailed != 0 {
+		t.Errorf("preload failed for %d keys", r.PreloadFailed)
+	}
+	js, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back map[string]any
+	if err := json.Unmarshal(js, &back); err != nil || back["ops_per_sec"] == nil || back["latency"] == nil || back["network"] != tgt.Network {
+		t.Errorf("json: %s (%v)", js, err)
 	}
 }
 
@@ -144,6 +152,51 @@ func TestRunNobodyListening(t *testing.T) {
 	w.Preload = true
 	if _, err := Run(t.Context(), Target{Addr: addr}, w); err == nil || !strings.Contains(err.Error(), "preload stored none") {
 		t.Fatalf("preload: err %v", err)
+	}
+}
+
+// TestRunTCPBadServers: a TCP server that never answers costs lost
+// requests and reconnects, one that hangs up costs errors; neither hangs
+// the client or passes for a server.
+func TestRunTCPBadServers(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		serve func(net.Conn)
+		count func(*Result) uint64
+	}{
+		{"silent", func(c net.Conn) { io.Copy(io.Discard, c) }, func(r *Result) uint64 { return r.Lost }},
+		{"hangs-up", func(c net.Conn) { c.Close() }, func(r *Result) uint64 { return r.Errors }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var accepted atomic.Int64
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					accepted.Add(1)
+					go func() { defer c.Close(); tc.serve(c) }()
+				}
+			}()
+			defer ln.Close()
+			w := Workload{GetRatio: 1, Keys: 10, Duration: 300 * time.Millisecond, Timeout: 50 * time.Millisecond, Sockets: 1, InFlight: 4}
+			start := time.Now()
+			r, err := Run(t.Context(), Target{Addr: ln.Addr().String(), Network: "tcp"}, w)
+			if err == nil || !strings.Contains(err.Error(), "no replies") || !strings.Contains(err.Error(), "TCP") {
+				t.Fatalf("err %v, want no replies from a TCP server", err)
+			}
+			if r == nil || tc.count(r) == 0 || accepted.Load() < 2 {
+				t.Errorf("result %+v after %d connections: want the failures counted and reconnects", r, accepted.Load())
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("took %v", d)
+			}
+		})
 	}
 }
 

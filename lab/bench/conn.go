@@ -28,10 +28,10 @@ type batchConn interface {
 // maxBatch bounds the datagrams per sendmmsg/recvmmsg.
 const maxBatch = 64
 
-// conn is one socket and its closed loop. Requests are indexed by their
-// 16-bit request id; ids run round, so a reply can be matched to a later
-// request only if it arrives 65,536 requests late on the same socket.
-type conn struct {
+// udpConn is one UDP socket and its closed loop. Requests are indexed by
+// their 16-bit request id; ids run round, so a reply can be matched to a
+// later request only if it arrives 65,536 requests late on the same socket.
+type udpConn struct {
 	nc    net.Conn
 	bc    batchConn
 	slots []slot
@@ -46,10 +46,10 @@ type conn struct {
 	rmsgs []ipv4.Message
 
 	deadline time.Duration // read deadline set, relative to the loop's base
-	st       stats
-	hist     Histogram
+	tally
 }
 
+// slot is one request: in flight, or the next to send.
 type slot struct {
 	active bool
 	get    bool
@@ -79,7 +79,15 @@ func (s *stats) addTo(r *Result) {
 	r.Lost += s.lost
 }
 
-func newConn(nc net.Conn) (*conn, error) {
+// tally is what a socket counted in the measured time.
+type tally struct {
+	st   stats
+	hist Histogram
+}
+
+func (t *tally) counts() *tally { return t }
+
+func newUDPConn(nc net.Conn) (*udpConn, error) {
 	pc, ok := nc.(net.PacketConn)
 	if !ok {
 		return nil, fmt.Errorf("bench: dial returned %T, not a UDP socket", nc)
@@ -89,7 +97,7 @@ func newConn(nc net.Conn) (*conn, error) {
 		// net.core.rmem_max.
 		u.SetReadBuffer(4 << 20)
 	}
-	c := &conn{nc: nc, slots: make([]slot, 1<<16)}
+	c := &udpConn{nc: nc, slots: make([]slot, 1<<16)}
 	if a, ok := nc.RemoteAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
 		c.bc = ipv6.NewPacketConn(pc)
 	} else {
@@ -107,21 +115,30 @@ func newConn(nc net.Conn) (*conn, error) {
 	return c, nil
 }
 
-func (c *conn) close() { c.nc.Close() }
+func (c *udpConn) close() { c.nc.Close() }
+
+// socket is one client socket's closed loop, over UDP or TCP.
+type socket interface {
+	// loop keeps up to inFlight requests outstanding until stop
+	// (relative to base), ctx ends, or src is done with nothing in flight.
+	loop(ctx context.Context, src source, base time.Time, stop time.Duration, inFlight int, timeout time.Duration) error
+	// forget drops what is still in flight (after a preload cut short).
+	forget()
+	counts() *tally
+	close()
+}
 
 // source says what a loop sends and what it does with the outcome.
 type source interface {
-	// fill appends the request for s to b (which holds the frame header)
-	// and sets s's fields; false when there is nothing to send now.
+	// fill appends the request for s to b (which holds the frame header
+	// on UDP) and sets s's fields; false when there is nothing to send now.
 	fill(s *slot, b []byte) ([]byte, bool)
-	reply(c *conn, s *slot, r []byte, now time.Duration)
-	lost(c *conn, s *slot, now time.Duration)
+	reply(t *tally, s *slot, r []byte, now time.Duration)
+	lost(t *tally, s *slot, now time.Duration)
 	done() bool
 }
 
-// loop keeps up to inFlight requests outstanding until stop (relative to
-// base), ctx ends, or src is done with nothing in flight.
-func (c *conn) loop(ctx context.Context, src source, base time.Time, stop time.Duration, inFlight int, timeout time.Duration) error {
+func (c *udpConn) loop(ctx context.Context, src source, base time.Time, stop time.Duration, inFlight int, timeout time.Duration) error {
 	tick := min(max(timeout/4, time.Millisecond), 10*time.Millisecond)
 	for ctx.Err() == nil {
 		now := time.Since(base)
@@ -167,7 +184,7 @@ func (c *conn) loop(ctx context.Context, src source, base time.Time, stop time.D
 }
 
 // send tops the requests in flight up to inFlight, in batches.
-func (c *conn) send(src source, now time.Duration, inFlight int) error {
+func (c *udpConn) send(src source, now time.Duration, inFlight int) error {
 	for c.infl < inFlight {
 		k := 0
 		for c.infl+k < inFlight && k < maxBatch {
@@ -177,7 +194,7 @@ func (c *conn) send(src source, now time.Duration, inFlight int) error {
 				// Unanswered for 65,536 requests: lost, and its id is due.
 				s.active = false
 				c.infl--
-				src.lost(c, s, now)
+				src.lost(&c.tally, s, now)
 			}
 			b := memcache.AppendHeader(c.wbufs[k][:0], memcache.Header{RequestID: id, Total: 1})
 			b, ok := src.fill(s, b)
@@ -219,7 +236,7 @@ func (c *conn) send(src source, now time.Duration, inFlight int) error {
 }
 
 // expire declares requests older than timeout lost.
-func (c *conn) expire(src source, now, timeout time.Duration) {
+func (c *udpConn) expire(src source, now, timeout time.Duration) {
 	for c.head < len(c.fifo) {
 		e := c.fifo[c.head]
 		s := &c.slots[e.id]
@@ -229,7 +246,7 @@ func (c *conn) expire(src source, now, timeout time.Duration) {
 			}
 			s.active = false
 			c.infl--
-			src.lost(c, s, now)
+			src.lost(&c.tally, s, now)
 		}
 		c.head++
 	}
@@ -244,7 +261,7 @@ func (c *conn) expire(src source, now, timeout time.Duration) {
 // says so, over all the datagrams of its request id in arrival order
 // (replies of several datagrams are assumed not to be reordered, as on
 // loopback and veth).
-func (c *conn) receive(src source, d []byte, now time.Duration) {
+func (c *udpConn) receive(src source, d []byte, now time.Duration) {
 	if len(d) < memcache.HeaderLen {
 		return
 	}
@@ -276,7 +293,15 @@ func (c *conn) receive(src source, d []byte, now time.Duration) {
 	}
 	s.active = false
 	c.infl--
-	src.reply(c, s, r, now)
+	src.reply(&c.tally, s, r, now)
+}
+
+func (c *udpConn) forget() {
+	c.deadline = 0
+	for i := range c.slots {
+		c.slots[i].active = false
+	}
+	c.infl, c.fifo, c.head = 0, c.fifo[:0], 0
 }
 
 // countValues counts the VALUE blocks of a get reply; ok when it ends in END.
@@ -344,13 +369,13 @@ func (l *workload) fill(s *slot, b []byte) ([]byte, bool) {
 
 func (l *workload) in(now time.Duration) bool { return now >= l.measure && now < l.end }
 
-func (l *workload) reply(c *conn, s *slot, r []byte, now time.Duration) {
+func (l *workload) reply(t *tally, s *slot, r []byte, now time.Duration) {
 	if !l.in(now) {
 		return
 	}
-	st := &c.st
+	st := &t.st
 	st.requests++
-	c.hist.Record(now - s.sent)
+	t.hist.Record(now - s.sent)
 	if !s.get {
 		st.sets++
 		if !bytes.Equal(r, stored) {
@@ -367,15 +392,15 @@ func (l *workload) reply(c *conn, s *slot, r []byte, now time.Duration) {
 	st.misses += uint64(max(0, s.nkeys-n))
 }
 
-func (l *workload) lost(c *conn, s *slot, now time.Duration) {
+func (l *workload) lost(t *tally, s *slot, now time.Duration) {
 	if l.in(now) {
-		c.st.lost++
+		t.st.lost++
 	}
 }
 
 func (l *workload) done() bool { return false }
 
-func (c *conn) run(ctx context.Context, w *Workload, keys *keySet, ph phases, seed uint64) error {
+func run(ctx context.Context, c socket, w *Workload, keys *keySet, ph phases, seed uint64) error {
 	l := newWorkload(w, keys, seed)
 	l.measure, l.end = ph.measure, ph.end
 	return c.loop(ctx, l, ph.base, ph.end, w.InFlight, w.Timeout)
@@ -407,14 +432,14 @@ func (l *loader) fill(s *slot, b []byte) ([]byte, bool) {
 	return append(b, l.setTail...), true
 }
 
-func (l *loader) reply(c *conn, s *slot, r []byte, now time.Duration) {
+func (l *loader) reply(t *tally, s *slot, r []byte, now time.Duration) {
 	l.answered++
 	if !bytes.Equal(r, stored) {
 		l.failed++ // the server said no; asking again would not help
 	}
 }
 
-func (l *loader) lost(c *conn, s *slot, now time.Duration) {
+func (l *loader) lost(t *tally, s *slot, now time.Duration) {
 	l.lostN++
 	if s.try < 2 && !l.dead() {
 		l.todo, l.tries = append(l.todo, s.key), append(l.tries, s.try+1)
@@ -425,17 +450,12 @@ func (l *loader) lost(c *conn, s *slot, now time.Duration) {
 
 func (l *loader) done() bool { return len(l.todo) == 0 || l.dead() }
 
-func (c *conn) preload(ctx context.Context, w *Workload, keys *keySet, todo []int) (int, error) {
+func preloadOn(ctx context.Context, c socket, w *Workload, keys *keySet, todo []int) (int, error) {
 	l := &loader{workload: newWorkload(w, keys, 0), todo: todo, tries: make([]int, len(todo))}
 	// Bounded by count (every key at most three times); the time bound
 	// only guards against a server that stalls without dropping.
 	err := c.loop(ctx, l, time.Now(), time.Hour, w.InFlight, w.Timeout)
-	c.deadline = 0
-	// Forget what is still in flight (only when ctx ended).
-	for i := range c.slots {
-		c.slots[i].active = false
-	}
-	c.infl, c.fifo, c.head = 0, c.fifo[:0], 0
+	c.forget() // what is still in flight (only when ctx ended)
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()
 	}

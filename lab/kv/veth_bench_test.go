@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -83,14 +82,7 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 		b.Cleanup(func() { mc.Stop() })
 	}
 
-	dial := func(addr string) (net.Conn, error) {
-		var c net.Conn
-		err := client.Do(func() (err error) {
-			c, err = net.Dial("udp", addr)
-			return err
-		})
-		return c, err
-	}
+	dial := client.Dial
 	targets := []bench.Target{
 		{Name: "store", Addr: netip.AddrPortFrom(kvh.IPv4(), o.Config().Port).String(), Dial: dial},
 		{Name: "memcached", Addr: netip.AddrPortFrom(mch.IPv4(), mcPort).String(), Dial: dial},

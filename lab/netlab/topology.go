@@ -141,6 +141,16 @@ func (h *Host) Do(fn func() error) error {
 	return inNetns(h.ns, fn)
 }
 
+// Dial is net.Dial from the host's namespace (a bench.Target's Dial).
+func (h *Host) Dial(network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := h.Do(func() (err error) {
+		c, err = net.Dial(network, addr)
+		return err
+	})
+	return c, err
+}
+
 // Command returns a command that runs name in the host's namespace, via
 // nsenter (unlike `ip netns exec`, it keeps /sys and so /sys/fs/bpf pins).
 // nsenter execs name in place, so the command's pid is name's.

@@ -15,13 +15,14 @@ import (
 )
 
 func init() {
-	register(command{name: "bench", summary: "load a memcached UDP server: bench --addr HOST:PORT [--duration 10s --get-ratio 0.9 ...]", run: benchRun})
+	register(command{name: "bench", summary: "load a memcached server: bench --addr HOST:PORT [--tcp] [--duration 10s --get-ratio 0.9 ...]", run: benchRun})
 }
 
 func benchRun(args []string) error {
 	fs := newFlags("bench")
 	d := bench.DefaultWorkload()
-	addr := fs.String("addr", "", "memcached UDP address to load, HOST:PORT (required)")
+	addr := fs.String("addr", "", "memcached address to load, HOST:PORT (required)")
+	tcp := fs.Bool("tcp", false, "speak TCP, --inflight requests pipelined per connection (nutcracker's clients do), instead of UDP")
 	name := fs.String("name", "", "label of the result (default: the address)")
 	ns := fs.String("netns", "", "open the client sockets in this network namespace (a name under /run/netns, or a path)")
 	asJSON := fs.Bool("json", false, "print the result as JSON instead of a Markdown table")
@@ -45,7 +46,10 @@ func benchRun(args []string) error {
 	if *addr == "" || fs.NArg() > 0 {
 		return usageError{"usage: lab bench --addr HOST:PORT [--duration 10s] [--get-ratio 0.9] [--netns NAME] ... (see lab bench -h)"}
 	}
-	t := bench.Target{Name: *name, Addr: *addr}
+	t := bench.Target{Name: *name, Addr: *addr, Network: "udp"}
+	if *tcp {
+		t.Network = "tcp"
+	}
 	if *ns != "" {
 		path := *ns
 		if !strings.ContainsRune(path, '/') {
@@ -54,7 +58,7 @@ func benchRun(args []string) error {
 		if _, err := os.Stat(path); err != nil {
 			return fmt.Errorf("network namespace %s: %w (list them with ip netns list)", *ns, err)
 		}
-		t.Dial = func(a string) (net.Conn, error) { return dialIn(path, a) }
+		t.Dial = func(network, a string) (net.Conn, error) { return dialIn(path, network, a) }
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
@@ -62,7 +66,7 @@ func benchRun(args []string) error {
 	if w.Preload {
 		what = fmt.Sprintf("preloading %d keys, %s", w.Keys, what)
 	}
-	fmt.Fprintf(os.Stderr, "lab bench: %s: %s (Ctrl-C ends early)\n", *addr, what)
+	fmt.Fprintf(os.Stderr, "lab bench: %s %s: %s (Ctrl-C ends early)\n", t.Network, *addr, what)
 	r, err := bench.Run(ctx, t, w)
 	if err != nil {
 		return err
@@ -81,7 +85,7 @@ func benchRun(args []string) error {
 
 // dialIn opens a UDP socket inside the namespace at path: the socket stays
 // there after the thread switches back.
-func dialIn(path, addr string) (net.Conn, error) {
+func dialIn(path, network, addr string) (net.Conn, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
@@ -97,7 +101,7 @@ func dialIn(path, addr string) (net.Conn, error) {
 	if err := netns.Set(h); err != nil {
 		return nil, fmt.Errorf("enter %s: %w", path, err)
 	}
-	c, err := net.Dial("udp", addr)
+	c, err := net.Dial(network, addr)
 	if serr := netns.Set(orig); serr != nil {
 		// This thread is stuck in the other namespace: keep it locked so
 		// the runtime retires it rather than reuse it.
