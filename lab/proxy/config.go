@@ -111,11 +111,26 @@ func BackendFor(srv Server) (Backend, error) {
 	if err != nil {
 		return Backend{}, errors.New("server " + srv.String() + ": the host must be an IP address")
 	}
-	b := Backend{Server: srv}
-	if a := ap.Addr().Unmap(); a.Is4() {
-		b.IPv4 = a
-	} else {
-		b.IPv6 = a
+	return Backend{Server: srv}.WithAddr(ap.Addr())
+}
+
+// WithAddr is b with a as its address of a's family, which b must not have
+// yet. A backend with an address of each family keeps requests of either in
+// XDP: the program forwards each to the address of its own family and hands
+// the slow path those of a family the backend lacks. The ring placement
+// stays Server's.
+func (b Backend) WithAddr(a netip.Addr) (Backend, error) {
+	a = a.Unmap()
+	old, fam := &b.IPv4, "IPv4"
+	if a.Is6() {
+		old, fam = &b.IPv6, "IPv6"
 	}
+	switch {
+	case !a.IsValid() || a.Zone() != "":
+		return b, fmt.Errorf("%q is not an address a backend can have", a)
+	case old.IsValid():
+		return b, fmt.Errorf("two %s addresses (%s and %s): give at most one of each family", fam, *old, a)
+	}
+	*old = a
 	return b, nil
 }

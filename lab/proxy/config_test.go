@@ -57,3 +57,28 @@ alpha:
 		}
 	}
 }
+
+func TestBackendWithAddr(t *testing.T) {
+	b, err := BackendFor(Server{Host: "198.18.2.2", Port: DefaultPort, Weight: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := b.WithAddr(netip.MustParseAddr("fd00:0:0:2::2"))
+	if err != nil || d.IPv4 != b.IPv4 || d.IPv6 != netip.MustParseAddr("fd00:0:0:2::2") || d.Server != b.Server {
+		t.Errorf("dual-family backend %+v, %v", d, err)
+	}
+	for _, c := range []struct {
+		b   Backend
+		a   string
+		err string
+	}{
+		{b, "198.18.3.2", "two IPv4 addresses"},
+		{b, "::ffff:198.18.3.2", "two IPv4 addresses"}, // mapped is IPv4
+		{d, "fd00::3", "two IPv6 addresses"},
+		{b, "fe80::1%eth0", "not an address"},
+	} {
+		if _, err := c.b.WithAddr(netip.MustParseAddr(c.a)); err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%+v with %s: %v, want an error saying %q", c.b, c.a, err, c.err)
+		}
+	}
+}
