@@ -70,24 +70,40 @@ func PutXDPPass(dev string) error {
 // PutXDPPass when the real program goes, or XDP_TX and XDP_REDIRECT from
 // the peer stop delivering.
 func TakeXDPPass(dev string) (bool, error) {
-	l, err := netlink.LinkByName(dev)
-	if err != nil {
-		return false, err
-	}
-	x := l.Attrs().Xdp
-	if x == nil || !x.Attached || x.ProgId == 0 {
-		return false, nil
-	}
-	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(x.ProgId))
-	if err != nil {
-		return false, err
-	}
-	defer p.Close()
-	info, err := p.Info()
-	if err != nil || info.Name != xdpPassName {
+	l, has, err := xdpPassOn(dev)
+	if !has || err != nil {
 		return false, err
 	}
 	return true, netlink.LinkSetXdpFdWithFlags(l, -1, unix.XDP_FLAGS_DRV_MODE)
+}
+
+// HasXDPPass reports whether dev, in the calling thread's namespace,
+// carries the placeholder XDP_PASS program: whether a server that took its
+// place has put it back.
+func HasXDPPass(dev string) (bool, error) {
+	_, has, err := xdpPassOn(dev)
+	return has, err
+}
+
+func xdpPassOn(dev string) (netlink.Link, bool, error) {
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return nil, false, err
+	}
+	x := l.Attrs().Xdp
+	if x == nil || !x.Attached || x.ProgId == 0 {
+		return l, false, nil
+	}
+	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(x.ProgId))
+	if err != nil {
+		return l, false, err
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil {
+		return l, false, err
+	}
+	return l, info.Name == xdpPassName, nil
 }
 
 type xdpPass struct {

@@ -119,6 +119,37 @@ func TestAttachXDPPassTwice(t *testing.T) {
 	}
 }
 
+// TestTakeXDPPass: servers take the placeholder's place and put it back;
+// HasXDPPass tells the placeholder from no program and from another one.
+func TestTakeXDPPass(t *testing.T) {
+	topo := ForTest(t, PairSpec(Options{PeerXDP: true}))
+	client, kv := topo.Host("client"), topo.Host("kv")
+	check := func(h *Host, fn func(string) (bool, error), want bool, what string) {
+		t.Helper()
+		var got bool
+		if err := h.Do(func() (err error) { got, err = fn(h.Dev()); return err }); err != nil || got != want {
+			t.Errorf("%s on %s: %v, %v; want %v", what, h.Name, got, err, want)
+		}
+	}
+	check(kv, HasXDPPass, false, "has, no program")
+	check(kv, TakeXDPPass, false, "take, no program")
+	check(client, HasXDPPass, true, "has, placeholder")
+	check(client, TakeXDPPass, true, "take, placeholder")
+	check(client, HasXDPPass, false, "has, taken")
+	check(client, TakeXDPPass, false, "take, taken")
+	l, err := AttachXDP(client, client.Dev(), reflector(t, 7012))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(client, HasXDPPass, false, "has, another program")
+	check(client, TakeXDPPass, false, "take, another program")
+	l.Close()
+	if err := client.Do(func() error { return PutXDPPass(client.Dev()) }); err != nil {
+		t.Fatal(err)
+	}
+	check(client, HasXDPPass, true, "has, put back")
+}
+
 // redirector returns an XDP program that sends IPv4 UDP datagrams for port
 // to ifindex with XDP_REDIRECT, rewriting the Ethernet header to go from
 // src to dst, and passes everything else: a one-route fast path.
