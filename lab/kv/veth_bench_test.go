@@ -2,11 +2,9 @@ package kv
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,14 +23,8 @@ import (
 // It is a benchmark, not a test, so `go test ./...` skips it; it needs root.
 // One call of the body is a whole comparison, whatever b.N: run it with
 // `go test -run '^$' -bench VethStore -benchtime 1x ./lab/kv` (make bench
-// runs it too). The environment tunes it:
-//
-//	XDPLAB_BENCH_ROUNDS=3     rounds per workload
-//	XDPLAB_BENCH_ROUND=2s     measured time per target and round
-//	XDPLAB_BENCH_JSON=FILE    also write every result as JSON
-//	XDPLAB_BENCH_VALUE=100    value size in bytes (keys are 16 bytes)
-//	XDPLAB_BENCH_SOCKETS=2    client sockets (one goroutine each)
-//	XDPLAB_BENCH_INFLIGHT=32  requests in flight per socket
+// runs it too). The XDPLAB_BENCH_* variables tune it (see bench.Knobs;
+// keys are 16 bytes).
 //
 // Topology: client — kv (the store: XDP native on kv's veth end, the Go slow
 // path listening on the same port) and client — mc (memcached 1.6 in its
@@ -42,8 +34,11 @@ import (
 // costs a server that does not use it. The client's ends carry XDP_PASS,
 // which XDP_TX on veth needs; replies of all three cross it.
 func BenchmarkVethStoreVsMemcached(b *testing.B) {
-	rounds := envInt(b, "XDPLAB_BENCH_ROUNDS", 3)
-	round := envDuration(b, "XDPLAB_BENCH_ROUND", 2*time.Second)
+	knobs := bench.Knobs{Rounds: 3, Round: 2 * time.Second}
+	w0 := bench.DefaultWorkload()
+	if err := bench.ReadKnobs(&knobs, &w0); err != nil {
+		b.Fatal(err)
+	}
 	topo := netlab.ForTest(b, netlab.Spec{
 		Hosts: []netlab.HostSpec{
 			{Name: "client", Role: "client", XDPPass: true},
@@ -95,52 +90,17 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 		getRatio float64
 	}{{"get", 1}, {"mix90", 0.9}} {
 		b.Run(wl.name, func(b *testing.B) {
-			w := bench.DefaultWorkload()
-			w.GetRatio, w.Duration, w.Warmup = wl.getRatio, round, round/4
-			w.KeyPrefix = wl.name + ":"
-			w.ValueSize = envInt(b, "XDPLAB_BENCH_VALUE", w.ValueSize)
-			w.Sockets = envInt(b, "XDPLAB_BENCH_SOCKETS", w.Sockets)
-			w.InFlight = envInt(b, "XDPLAB_BENCH_INFLIGHT", w.InFlight)
-			byTarget := map[string][]*bench.Result{}
+			w := w0
+			w.GetRatio, w.KeyPrefix = wl.getRatio, wl.name+":"
 			before := xdpCounters(b, srv)
 			dropsBefore := udpDrops(b, client, kvh, mch)
+			cmp, err := bench.Compare(ctx, targets, w, knobs.Rounds, "memcached")
+			if err != nil {
+				b.Fatal(err)
+			}
+			all = append(all, cmp.All()...)
 			var table strings.Builder
-			table.WriteString(bench.MarkdownHeader())
-			for r := range rounds {
-				// Alternate the order, so neither target always runs first.
-				order := slices.Clone(targets)
-				if r%2 == 1 {
-					slices.Reverse(order)
-				}
-				for _, t := range order {
-					w.Preload = r == 0
-					res, err := bench.Run(ctx, t, w)
-					if err != nil {
-						b.Fatalf("round %d, %s: %v", r, t.Name, err)
-					}
-					res.Target = fmt.Sprintf("%s (round %d)", t.Name, r+1)
-					table.WriteString(res.MarkdownRow())
-					res.Target = t.Name
-					byTarget[t.Name] = append(byTarget[t.Name], res)
-					all = append(all, res)
-				}
-			}
-			med := func(name string, f func(*bench.Result) float64) float64 {
-				var v []float64
-				for _, r := range byTarget[name] {
-					v = append(v, f(r))
-				}
-				slices.Sort(v)
-				return v[len(v)/2]
-			}
-			ops := func(r *bench.Result) float64 { return r.OpsPerSec }
-			p50 := func(r *bench.Result) float64 { return r.Latency.P50Us }
-			p99 := func(r *bench.Result) float64 { return r.Latency.P99Us }
-			table.WriteString("\n| median of " + strconv.Itoa(rounds) + " rounds | ops/s | p50 µs | p99 µs | vs memcached |\n|---|--:|--:|--:|--:|\n")
-			for _, t := range targets {
-				fmt.Fprintf(&table, "| %s | %.0f | %.1f | %.1f | %.2f× |\n", t.Name, med(t.Name, ops), med(t.Name, p50), med(t.Name, p99),
-					med(t.Name, ops)/med("memcached", ops))
-			}
+			table.WriteString(cmp.Markdown())
 			after := xdpCounters(b, srv)
 			// Requests the program passed to the slow path instead of
 			// answering: a store benchmark is only about XDP if this is 0.
@@ -158,27 +118,23 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 			// Printed rather than logged: go test cuts benchmark logs
 			// to 10 lines unless -v.
 			fmt.Printf("\n### %s: %s, %d-byte keys, %d-byte values, %d keys, %d sockets × %d in flight, %v per round\n\n%s\n",
-				b.Name(), w.String()[:strings.Index(w.String(), " k")], w.KeySize, w.ValueSize, w.Keys, w.Sockets, w.InFlight, round, table.String())
+				b.Name(), w.String()[:strings.Index(w.String(), " k")], w.KeySize, w.ValueSize, w.Keys, w.Sockets, w.InFlight, knobs.Round, table.String())
 			if pass > 0 {
 				b.Logf("the store passed %d of %d requests to its slow path: the store numbers are not XDP's", pass, pass+tx)
 			}
 			b.ReportMetric(float64(tx)/float64(max(1, tx+pass)), "store-xdp-frac")
 			b.ReportMetric(0, "ns/op") // one op is the whole comparison
-			b.ReportMetric(med("store", ops), "store-ops/s")
-			b.ReportMetric(med("memcached", ops), "memcached-ops/s")
-			b.ReportMetric(med("store", ops)/med("memcached", ops), "store/memcached")
-			b.ReportMetric(med("store", p50), "store-p50-us")
-			b.ReportMetric(med("store", p99), "store-p99-us")
-			b.ReportMetric(med("memcached", p50), "memcached-p50-us")
-			b.ReportMetric(med("memcached", p99), "memcached-p99-us")
+			b.ReportMetric(cmp.Median("store", bench.Ops), "store-ops/s")
+			b.ReportMetric(cmp.Median("memcached", bench.Ops), "memcached-ops/s")
+			b.ReportMetric(cmp.Ratio("store", bench.Ops), "store/memcached")
+			b.ReportMetric(cmp.Median("store", bench.P50), "store-p50-us")
+			b.ReportMetric(cmp.Median("store", bench.P99), "store-p99-us")
+			b.ReportMetric(cmp.Median("memcached", bench.P50), "memcached-p50-us")
+			b.ReportMetric(cmp.Median("memcached", bench.P99), "memcached-p99-us")
 		})
 	}
-	if path := os.Getenv("XDPLAB_BENCH_JSON"); path != "" {
-		js, err := json.MarshalIndent(all, "", "  ")
-		if err == nil {
-			err = os.WriteFile(path, js, 0o644)
-		}
-		if err != nil {
+	if knobs.JSON != "" {
+		if err := bench.WriteJSON(knobs.JSON, all); err != nil {
 			b.Error(err)
 		}
 	}
@@ -233,28 +189,4 @@ func udpDrops(b *testing.B, hosts ...*netlab.Host) map[string]uint64 {
 		}
 	}
 	return m
-}
-
-func envInt(b *testing.B, name string, def int) int {
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 {
-		b.Fatalf("%s=%q: want a positive number", name, s)
-	}
-	return n
-}
-
-func envDuration(b *testing.B, name string, def time.Duration) time.Duration {
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		b.Fatalf("%s=%q: want a duration such as 2s", name, s)
-	}
-	return d
 }
