@@ -43,9 +43,39 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 
+// backendForms is the --backend syntax, for usage errors.
+const backendForms = `ADDR:PORT[:WEIGHT][,ADDR] (IPv6 in brackets), or nutcracker's "host:port:weight [name]"[,ADDR]`
+
 // parseBackend takes ADDR:PORT[:WEIGHT] (IPv6 in brackets) or nutcracker's
-// host:port:weight [name].
-func parseBackend(s string) (proxy.Server, error) {
+// "host:port:weight [name]", then optionally ",ADDR": the backend's address
+// of the other family, on the same port. Only the first address is the
+// backend's ketama identity, so placement stays what nutcracker makes of
+// the same list without the second addresses.
+func parseBackend(s string) (proxy.Backend, error) {
+	first, other, dual := strings.Cut(s, ",")
+	srv, err := parseServer(first)
+	if err != nil {
+		return proxy.Backend{}, fmt.Errorf("--backend %q: %w", s, err)
+	}
+	b, err := proxy.BackendFor(srv)
+	if err == nil && dual {
+		a, perr := netip.ParseAddr(other)
+		if perr != nil {
+			err = fmt.Errorf("%q after the comma is not an IP address (it takes no port: the backend's serves both)", other)
+		} else {
+			b, err = b.WithAddr(a)
+		}
+	}
+	if err != nil {
+		return proxy.Backend{}, fmt.Errorf("--backend %q: %w", s, err)
+	}
+	return b, nil
+}
+
+func parseServer(s string) (proxy.Server, error) {
+	if strings.Contains(s, " ") {
+		return proxy.ParseServer(s) // nutcracker's, with a name
+	}
 	if ap, err := netip.ParseAddrPort(s); err == nil {
 		return proxy.Server{Host: ap.Addr().Unmap().String(), Port: ap.Port(), Weight: 1}, nil
 	}
@@ -53,12 +83,57 @@ func parseBackend(s string) (proxy.Server, error) {
 		if ap, err := netip.ParseAddrPort(s[:i]); err == nil {
 			w, err := strconv.ParseUint(s[i+1:], 10, 32)
 			if err != nil || w == 0 {
-				return proxy.Server{}, fmt.Errorf("backend %q: weight must be a whole number from 1", s)
+				return proxy.Server{}, errors.New("weight must be a whole number from 1")
 			}
 			return proxy.Server{Host: ap.Addr().Unmap().String(), Port: ap.Port(), Weight: uint32(w)}, nil
 		}
 	}
-	return proxy.ParseServer(s)
+	srv, err := proxy.ParseServer(s)
+	if err != nil {
+		return srv, errors.New("want " + backendForms)
+	}
+	return srv, nil
+}
+
+// backendName is b for people: its server, and its other-family address
+// if it has one.
+func backendName(b proxy.Backend) string {
+	name := b.Server.String()
+	ap, _ := b.Server.AddrPort()
+	for _, a := range []netip.Addr{b.IPv4, b.IPv6} {
+		if a.IsValid() && a != ap.Addr() {
+			name += "," + a.String()
+		}
+	}
+	return name
+}
+
+// labProxy is what --lab stands for: the proxy host of the lab `lab up`
+// built, its interface towards the client, port 11211 on that interface's
+// addresses, and each kv host at its IPv4 address (its ring identity, as
+// nutcracker would be given it) and its IPv6 one.
+type labProxy struct {
+	netns, dev        string
+	listens, backends []string
+}
+
+func labProxyFlags() (labProxy, error) {
+	var lp labProxy
+	r, err := labStatus()
+	if err != nil {
+		return lp, err
+	}
+	port := strconv.Itoa(proxy.DefaultPort)
+	for _, h := range r.Hosts {
+		switch h.Role {
+		case "proxy":
+			lp.netns, lp.dev = h.NetNS, h.Dev
+			lp.listens = append(lp.listens, net.JoinHostPort(h.IPv4, port), net.JoinHostPort(h.IPv6, port))
+		case "kv":
+			lp.backends = append(lp.backends, net.JoinHostPort(h.IPv4, port)+","+h.IPv6)
+		}
+	}
+	return lp, nil
 }
 
 // statsReply is what the stats socket sends.
@@ -73,16 +148,29 @@ func proxyServe(args []string) error {
 	ns := fs.String("netns", "", "named network namespace (/run/netns/NAME) to serve in")
 	var listens, backendArgs multiFlag
 	fs.Var(&listens, "listen", "ADDR:PORT clients send to, one per address family (required)")
-	fs.Var(&backendArgs, "backend", "backend ADDR:PORT[:WEIGHT] (IPv6 in brackets), or nutcracker's \"host:port:weight name\"; repeat for each")
+	fs.Var(&backendArgs, "backend", "backend "+backendForms+"; repeat for each. The ADDR after the comma is the backend's address of the other family, so that clients of both families stay in XDP; the first address alone places it on the ring, as in nutcracker")
 	config := fs.String("config", "", "nutcracker YAML config with one pool (listen, servers, timeout); instead of --listen and --backend")
+	useLab := fs.Bool("lab", false, "serve in the lab that 'lab up' built: on its proxy host, port 11211 of the addresses towards the client, with every kv host (port 11211, both addresses) as a backend")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if *useLab {
+		if *dev != "" || *ns != "" || *config != "" || len(listens) > 0 || len(backendArgs) > 0 {
+			return usageError{"--lab gives the namespace, interface, listen addresses and backends: drop --netns, --dev, --listen, --backend and --config"}
+		}
+		if err := needRoot("proxy serve"); err != nil {
+			return err
+		}
+		lp, err := labProxyFlags()
+		if err != nil {
+			return err
+		}
+		*ns, *dev, listens, backendArgs = lp.netns, lp.dev, lp.listens, lp.backends
+	}
 	if *dev == "" || fs.NArg() > 0 || *config == "" && (len(listens) == 0 || len(backendArgs) == 0) {
-		return usageError{"usage: lab proxy serve --dev IFACE (--listen ADDR:PORT --backend ADDR:PORT[:WEIGHT] ... | --config FILE) [--netns NAME]"}
+		return usageError{"usage: lab proxy serve --dev IFACE (--listen ADDR:PORT --backend ADDR:PORT[:WEIGHT][,ADDR] ... | --config FILE) [--netns NAME], or lab proxy serve --lab"}
 	}
 	var cfg proxy.ServeConfig
-	var names []string
 	if *config != "" {
 		if len(listens) > 0 || len(backendArgs) > 0 {
 			return usageError{"--config gives the listen address and the backends: drop --listen and --backend"}
@@ -98,9 +186,6 @@ func proxyServe(args []string) error {
 			if a.IsValid() {
 				listens = append(listens, netip.AddrPortFrom(a, cfg.Port).String())
 			}
-		}
-		for _, b := range cfg.Backends {
-			names = append(names, b.Server.String())
 		}
 	}
 	for _, l := range listens {
@@ -126,27 +211,44 @@ func proxyServe(args []string) error {
 		}
 	}
 	for _, s := range backendArgs {
-		srv, err := parseBackend(s)
-		if err != nil {
-			return usageError{err.Error()}
-		}
-		b, err := proxy.BackendFor(srv)
+		b, err := parseBackend(s)
 		if err != nil {
 			return usageError{err.Error()}
 		}
 		cfg.Backends = append(cfg.Backends, b)
-		names = append(names, srv.String())
 	}
-	if os.Geteuid() != 0 {
-		return usageError{"lab proxy serve needs root (BPF and XDP): run it with sudo"}
+	var names []string
+	for _, b := range cfg.Backends {
+		names = append(names, backendName(b))
 	}
+	if err := needRoot("proxy serve"); err != nil {
+		return err
+	}
+
+	// Claim the namespace's stats socket before loading anything, so a
+	// second proxy there fails without touching the first one's XDP.
+	sock := statsSocket(*ns)
+	if err := os.MkdirAll(statsDir, 0o755); err != nil {
+		return fmt.Errorf("stats socket: %w", err)
+	}
+	if c, err := net.Dial("unix", sock); err == nil {
+		c.Close()
+		return fmt.Errorf("a proxy already serves in %s (%s answers): stop it first", nsName(*ns), sock)
+	}
+	os.Remove(sock) // left by a proxy that crashed
+	sl, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("stats socket: %w", err)
+	}
+	defer os.Remove(sock)
+	defer sl.Close()
 
 	// Load, bind and attach inside the namespace; all of it stays there
 	// after the thread switches back.
 	var p *proxy.Proxy
 	var devs []string
 	var detach func() error
-	err := inNetns(*ns, func() error {
+	err = inNetns(*ns, func() error {
 		var err error
 		if p, err = proxy.Start(cfg); err != nil {
 			return err
@@ -170,22 +272,6 @@ func proxyServe(args []string) error {
 			fmt.Fprintln(os.Stderr, "lab proxy serve: detach:", err)
 		}
 	}()
-
-	sock := statsSocket(*ns)
-	if err := os.MkdirAll(statsDir, 0o755); err != nil {
-		return fmt.Errorf("stats socket: %w", err)
-	}
-	if c, err := net.Dial("unix", sock); err == nil {
-		c.Close()
-		return fmt.Errorf("a proxy already serves in this namespace (%s answers): stop it first", sock)
-	}
-	os.Remove(sock) // left by a proxy that crashed
-	sl, err := net.Listen("unix", sock)
-	if err != nil {
-		return fmt.Errorf("stats socket: %w", err)
-	}
-	defer os.Remove(sock)
-	defer sl.Close()
 	go func() {
 		for {
 			c, err := sl.Accept()
@@ -214,6 +300,14 @@ func proxyServe(args []string) error {
 	err = p.Run(ctx)
 	fmt.Println("detached from", where)
 	return err
+}
+
+// nsName names ns in messages.
+func nsName(ns string) string {
+	if ns == "" {
+		return "this namespace"
+	}
+	return "netns " + ns
 }
 
 func nsFlag(ns string) string {
@@ -294,12 +388,23 @@ func attachProxy(ns string, devs []string, p *proxy.Proxy) (func() error, error)
 func proxyStats(args []string) error {
 	fs := newFlags("proxy stats")
 	ns := fs.String("netns", "", "the namespace the proxy serves in (as given to lab proxy serve)")
+	useLab := fs.Bool("lab", false, "the proxy in the lab that 'lab up' built (as 'lab proxy serve --lab' runs it)")
 	asJSON := fs.Bool("json", false, "print the counters as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError{"usage: lab proxy stats [--netns NAME] [--json]"}
+	if fs.NArg() > 0 || *useLab && *ns != "" {
+		return usageError{"usage: lab proxy stats [--netns NAME | --lab] [--json]"}
+	}
+	if *useLab {
+		if err := needRoot("proxy stats"); err != nil {
+			return err
+		}
+		lp, err := labProxyFlags()
+		if err != nil {
+			return err
+		}
+		*ns = lp.netns
 	}
 	c, err := net.Dial("unix", statsSocket(*ns))
 	if err != nil {

@@ -253,6 +253,16 @@ type statusReport struct {
 	Hosts  []statusHost `json:"hosts"`
 }
 
+// labStatus is the report on the lab that is up.
+func labStatus() (statusReport, error) {
+	t, _, err := currentLabDir().open()
+	if err != nil {
+		return statusReport{}, err
+	}
+	defer t.Detach()
+	return labStatusOf(t), nil
+}
+
 func labStatusOf(t *netlab.Topology) statusReport {
 	r := statusReport{Prefix: t.Prefix, Hosts: []statusHost{}}
 	for _, h := range t.Hosts {
@@ -365,10 +375,9 @@ func statusCmd(args []string) error {
 	if err := needRoot("status"); err != nil {
 		return err
 	}
-	t, _, err := currentLabDir().open()
+	r, err := labStatus()
 	if err != nil {
 		return err
 	}
-	defer t.Detach()
-	return printStatus(os.Stdout, labStatusOf(t), *asJSON)
+	return printStatus(os.Stdout, r, *asJSON)
 }
