@@ -225,39 +225,80 @@ func TestLabDownAfterCrashedUp(t *testing.T) {
 	}
 }
 
-// TestLabCommands runs the built binary: exit codes, one-line errors,
-// JSON on stdout.
-func TestLabCommands(t *testing.T) {
+// labCLI runs a lab binary built for the test, with a state directory of
+// the test's own; the lab it brings up is swept when the test ends.
+type labCLI struct {
+	t        *testing.T
+	bin      string
+	stateDir string
+}
+
+func newLabCLI(t *testing.T) *labCLI {
+	t.Helper()
 	needRootT(t)
 	if testing.Short() {
 		t.Skip("builds the lab binary")
 	}
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "lab")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	c := &labCLI{t: t, bin: filepath.Join(tmp, "lab"), stateDir: filepath.Join(tmp, "state")}
+	if out, err := exec.Command("go", "build", "-o", c.bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	stateDir := filepath.Join(tmp, "state")
 	sw := newSweeper(t)
 	t.Cleanup(func() {
-		if s, err := labDir(stateDir).read(); err == nil {
+		if s, err := labDir(c.stateDir).read(); err == nil {
 			sw.note(s.Prefix)
 		}
 	})
-	run := func(args ...string) (string, string, int) {
-		t.Helper()
-		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), labDirEnv+"="+stateDir)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if err != nil && !errors.As(err, &ee) {
-			t.Fatal(err)
-		}
-		return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+	return c
+}
+
+func (c *labCLI) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(c.bin, args...)
+	cmd.Env = append(os.Environ(), labDirEnv+"="+c.stateDir)
+	return cmd
+}
+
+// run runs lab with args and returns its stdout, stderr and exit status.
+func (c *labCLI) run(args ...string) (string, string, int) {
+	c.t.Helper()
+	cmd := c.command(args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		c.t.Fatal(err)
 	}
-	for _, c := range []struct {
+	return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+}
+
+// fails checks that lab args exits with code and says one line holding msg.
+func (c *labCLI) fails(code int, msg string, args ...string) {
+	c.t.Helper()
+	_, stderr, got := c.run(args...)
+	if got != code || !strings.Contains(stderr, msg) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+		c.t.Errorf("lab %s: exit %d, stderr %q; want exit %d and one line with %q", strings.Join(args, " "), got, stderr, code, msg)
+	}
+}
+
+// runJSON runs lab args, which must succeed, and decodes its stdout into v.
+func (c *labCLI) runJSON(v any, args ...string) {
+	c.t.Helper()
+	stdout, stderr, code := c.run(args...)
+	if code != 0 {
+		c.t.Fatalf("lab %s: exit %d: %s", strings.Join(args, " "), code, stderr)
+	}
+	if err := json.Unmarshal([]byte(stdout), v); err != nil {
+		c.t.Fatalf("lab %s: stdout is not JSON: %v\n%s", strings.Join(args, " "), err, stdout)
+	}
+}
+
+// TestLabCommands runs the built binary: exit codes, one-line errors,
+// JSON on stdout.
+func TestLabCommands(t *testing.T) {
+	c := newLabCLI(t)
+	for _, e := range []struct {
 		args []string
 		code int
 		err  string
@@ -270,36 +311,21 @@ func TestLabCommands(t *testing.T) {
 		{[]string{"down", "extra"}, 2, "usage: lab down"},
 		{[]string{"status", "extra"}, 2, "usage: lab status"},
 	} {
-		_, stderr, code := run(c.args...)
-		if code != c.code || !strings.Contains(stderr, c.err) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
-			t.Errorf("lab %s: exit %d, stderr %q; want exit %d and one line with %q", strings.Join(c.args, " "), code, stderr, c.code, c.err)
-		}
+		c.fails(e.code, e.err, e.args...)
 	}
 
-	stdout, stderr, code := run("up", "--backends", "1", "--json")
-	if code != 0 {
-		t.Fatalf("lab up: exit %d: %s", code, stderr)
-	}
 	var up statusReport
-	if err := json.Unmarshal([]byte(stdout), &up); err != nil {
-		t.Fatalf("lab up --json stdout is not JSON: %v\n%s", err, stdout)
-	}
-	sw.note(up.Prefix)
-	stdout, _, code = run("status", "--json")
-	if code != 0 {
-		t.Fatalf("lab status --json: exit %d", code)
-	}
+	c.runJSON(&up, "up", "--backends", "1", "--json")
 	var st statusReport
-	if err := json.Unmarshal([]byte(stdout), &st); err != nil || len(st.Hosts) != 3 || st.Prefix != up.Prefix {
-		t.Fatalf("lab status --json = %s (%v), want the 3 hosts lab up printed", stdout, err)
+	c.runJSON(&st, "status", "--json")
+	if len(st.Hosts) != 3 || st.Prefix != up.Prefix {
+		t.Fatalf("lab status --json = %+v, want the 3 hosts lab up printed", st)
 	}
 	// The field names are the interface others script against.
 	var raw struct {
 		Hosts []map[string]any `json:"hosts"`
 	}
-	if err := json.Unmarshal([]byte(stdout), &raw); err != nil {
-		t.Fatal(err)
-	}
+	c.runJSON(&raw, "status", "--json")
 	for _, h := range raw.Hosts {
 		for _, k := range []string{"name", "role", "netns", "dev", "ipv4", "ipv6"} {
 			if s, ok := h[k].(string); !ok || s == "" {
@@ -310,18 +336,18 @@ func TestLabCommands(t *testing.T) {
 	if kv1 := st.Hosts[2]; kv1.Name != "kv1" || kv1.Role != "kv" || kv1.IPv4 != "198.18.2.2" {
 		t.Errorf("kv1 in status: %+v", kv1)
 	}
-	stdout, _, code = run("status")
+	stdout, _, code := c.run("status")
 	if code != 0 || !strings.Contains(stdout, "NAME") || !strings.Contains(stdout, up.Prefix+"-kv1") {
 		t.Errorf("lab status: exit %d\n%s", code, stdout)
 	}
-	stdout, _, code = run("down")
+	stdout, _, code = c.run("down")
 	if code != 0 || !strings.Contains(stdout, "removed lab "+up.Prefix) {
 		t.Errorf("lab down: exit %d %q", code, stdout)
 	}
 	if left := namespaces(t, up.Prefix); len(left) > 0 {
 		t.Errorf("lab down left %v", left)
 	}
-	stdout, _, code = run("down")
+	stdout, _, code = c.run("down")
 	if code != 0 || !strings.Contains(stdout, "no lab was up") {
 		t.Errorf("second lab down: exit %d %q", code, stdout)
 	}
