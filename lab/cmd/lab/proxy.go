@@ -278,12 +278,12 @@ func proxyServe(args []string) error {
 			if err != nil {
 				return
 			}
-			st, err := p.Stats()
-			if err == nil {
-				err = json.NewEncoder(c).Encode(statsReply{Backends: names, AllStats: st})
-			}
-			if err != nil {
+			if st, err := p.Stats(); err != nil {
 				fmt.Fprintln(os.Stderr, "lab proxy serve: stats:", err)
+			} else {
+				// A write error is the client's hang-up (another serve
+				// checking that this one answers): nothing to report.
+				json.NewEncoder(c).Encode(statsReply{Backends: names, AllStats: st})
 			}
 			c.Close()
 		}
