@@ -80,6 +80,15 @@ var suites = []suite{
 		bench: true,
 		env:   "XDPLAB_BENCH_ROUNDS=1 XDPLAB_BENCH_ROUND=1s XDPLAB_BENCH_JSON=$XDPLAB_RESULTS/throughput-kv.json",
 	},
+	{
+		// The same for the proxy: XDP proxy (UDP) vs nutcracker (TCP,
+		// pipelined) in front of memcached and of XDP stores.
+		name:  "proxy-throughput",
+		pkg:   "lab/proxy",
+		run:   []string{"BenchmarkProxyVsNutcracker"},
+		bench: true,
+		env:   "XDPLAB_BENCH_ROUNDS=1 XDPLAB_BENCH_ROUND=1s XDPLAB_BENCH_JSON=$XDPLAB_RESULTS/throughput-proxy.json",
+	},
 }
 
 // caseResult is one test case's outcome on one kernel.
@@ -101,6 +110,8 @@ type kernelRun struct {
 	Cases      []caseResult    `json:"cases"`
 	Verifier   json.RawMessage `json:"verifier,omitempty"`
 	Throughput json.RawMessage `json:"throughput,omitempty"`
+	// ProxyThroughput is the proxy-throughput suite's results.
+	ProxyThroughput json.RawMessage `json:"proxy_throughput,omitempty"`
 }
 
 var (
@@ -262,6 +273,9 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 	if b, err := os.ReadFile(filepath.Join(results, "throughput-kv.json")); err == nil {
 		kr.Throughput = b
 	}
+	if b, err := os.ReadFile(filepath.Join(results, "throughput-proxy.json")); err == nil {
+		kr.ProxyThroughput = b
+	}
 	for i, s := range suites {
 		out := section(stdout.Bytes(), i)
 		if out == nil {
@@ -393,13 +407,16 @@ func writeReport() error {
 		return err
 	}
 	var md strings.Builder
-	md.WriteString("| kernel | release | accel | boot+run s | pass | fail | skip | kv_xdp insns verified | GET ops/s store / memcached |\n|---|---|---|---|---|---|---|---|---|\n")
+	md.WriteString("| kernel | release | accel | boot+run s | pass | fail | skip | kv_xdp insns verified | GET ops/s store / memcached | GET ops/s XDP proxy / nutcracker, memcached backends | same, XDP-store backends |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, kr := range report {
 		n := map[string]int{}
 		for _, c := range kr.Cases {
 			n[c.Action]++
 		}
-		fmt.Fprintf(&md, "| %s | %s | %s | %.0f | %d | %d | %d | %s | %s |\n", kr.Kernel, kr.Release, kr.Accel, kr.Seconds, n["pass"], n["fail"], n["skip"], verifiedInsns(kr.Verifier), getThroughput(kr.Throughput))
+		fmt.Fprintf(&md, "| %s | %s | %s | %.0f | %d | %d | %d | %s | %s | %s | %s |\n", kr.Kernel, kr.Release, kr.Accel, kr.Seconds, n["pass"], n["fail"], n["skip"], verifiedInsns(kr.Verifier),
+			getThroughput(kr.Throughput, "store", "memcached"),
+			getThroughput(kr.ProxyThroughput, "xdp-proxy→memcached", "nutcracker→memcached"),
+			getThroughput(kr.ProxyThroughput, "xdp-proxy→kv", "nutcracker→kv"))
 	}
 	md.WriteString("\nFailures and skips:\n\n")
 	for _, kr := range report {
@@ -439,8 +456,9 @@ func verifiedInsns(raw json.RawMessage) string {
 	return fmt.Sprint(max)
 }
 
-// getThroughput summarises the GET-only comparison of the throughput suite.
-func getThroughput(raw json.RawMessage) string {
+// getThroughput summarises a GET-only comparison of a throughput suite:
+// target a's ops/s against b's.
+func getThroughput(raw json.RawMessage, a, b string) string {
 	var rs []struct {
 		Target   string  `json:"target"`
 		Ops      float64 `json:"ops_per_sec"`
@@ -457,10 +475,10 @@ func getThroughput(raw json.RawMessage) string {
 			ops[r.Target] = r.Ops
 		}
 	}
-	if ops["store"] == 0 || ops["memcached"] == 0 {
+	if ops[a] == 0 || ops[b] == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.0f / %.0f = %.2f×", ops["store"], ops["memcached"], ops["store"]/ops["memcached"])
+	return fmt.Sprintf("%.0f / %.0f = %.2f×", ops[a], ops[b], ops[a]/ops[b])
 }
 
 func tail(s string, n int) string {
