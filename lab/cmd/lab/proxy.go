@@ -298,6 +298,7 @@ func proxyServe(args []string) error {
 	fmt.Printf("proxying memcached (UDP) on %s to %d backends (%s); XDP on %s; stats: lab proxy stats%s\n",
 		strings.Join(listens, " and "), len(names), strings.Join(names, ", "), where, nsFlag(*ns))
 	err = p.Run(ctx)
+	sl.Close() // before the deferred p.Close: no stats read from closed maps
 	fmt.Println("detached from", where)
 	return err
 }

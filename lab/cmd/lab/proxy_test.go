@@ -295,6 +295,7 @@ func TestProxyCLI(t *testing.T) {
 	// one serving.
 	c.fails(1, "a proxy already serves in netns "+px.NetNS, serve...)
 	get(v4, want, keys[1][1])
+	stats("--netns", px.NetNS)
 
 	// Ctrl-C: serve detaches, puts the placeholders back and exits 0.
 	code, out, errOut := proxyd.interrupt()
