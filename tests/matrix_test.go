@@ -87,7 +87,7 @@ var suites = []suite{
 		pkg:   "lab/proxy",
 		run:   []string{"BenchmarkProxyVsNutcracker"},
 		bench: true,
-		env:   "XDPLAB_BENCH_ROUNDS=1 XDPLAB_BENCH_ROUND=1s XDPLAB_BENCH_JSON=$XDPLAB_RESULTS/throughput-proxy.json",
+		env:   "XDPLAB_BENCH_ROUNDS=1 XDPLAB_BENCH_ROUND=1s XDPLAB_BENCH_SOCKETS=4 XDPLAB_BENCH_INFLIGHT=16 XDPLAB_BENCH_JSON=$XDPLAB_RESULTS/throughput-proxy.json",
 	},
 }
 
