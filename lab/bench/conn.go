@@ -45,7 +45,7 @@ type udpConn struct {
 	wids  []uint16
 	rmsgs []ipv4.Message
 
-	deadline time.Duration // read deadline set, relative to the loop's base
+	rd readDeadline
 	tally
 }
 
@@ -117,6 +117,24 @@ func newUDPConn(nc net.Conn) (*udpConn, error) {
 
 func (c *udpConn) close() { c.nc.Close() }
 
+// readDeadline wakes a loop's blocking read every tick (a fraction of the
+// timeout), so it can expire requests and stop on time; it moves the
+// socket's deadline only when half a tick is gone, not on every read.
+type readDeadline struct {
+	at, tick time.Duration // relative to the loop's base
+}
+
+func (d *readDeadline) start(timeout time.Duration) {
+	d.tick = min(max(timeout/4, time.Millisecond), 10*time.Millisecond)
+}
+
+func (d *readDeadline) arm(nc net.Conn, base time.Time, now time.Duration) {
+	if now+d.tick/2 > d.at {
+		d.at = now + d.tick
+		nc.SetReadDeadline(base.Add(d.at))
+	}
+}
+
 // socket is one client socket's closed loop, over UDP or TCP.
 type socket interface {
 	// loop keeps up to inFlight requests outstanding until stop
@@ -139,7 +157,7 @@ type source interface {
 }
 
 func (c *udpConn) loop(ctx context.Context, src source, base time.Time, stop time.Duration, inFlight int, timeout time.Duration) error {
-	tick := min(max(timeout/4, time.Millisecond), 10*time.Millisecond)
+	c.rd.start(timeout)
 	for ctx.Err() == nil {
 		now := time.Since(base)
 		if now >= stop || (src.done() && c.infl == 0) {
@@ -155,10 +173,7 @@ func (c *udpConn) loop(ctx context.Context, src source, base time.Time, stop tim
 			}
 			continue
 		}
-		if now+tick/2 > c.deadline {
-			c.deadline = now + tick
-			c.nc.SetReadDeadline(base.Add(c.deadline))
-		}
+		c.rd.arm(c.nc, base, now)
 		n, err := c.bc.ReadBatch(c.rmsgs, 0)
 		now = time.Since(base)
 		switch {
@@ -297,7 +312,7 @@ func (c *udpConn) receive(src source, d []byte, now time.Duration) {
 }
 
 func (c *udpConn) forget() {
-	c.deadline = 0
+	c.rd.at = 0
 	for i := range c.slots {
 		c.slots[i].active = false
 	}

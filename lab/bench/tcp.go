@@ -24,10 +24,10 @@ type tcpConn struct {
 	head int
 	infl int
 
-	wbuf     []byte
-	rbuf     []byte // rbuf[:rlen] is received but not yet a whole reply
-	rlen     int
-	deadline time.Duration // read deadline set, relative to the loop's base
+	wbuf []byte
+	rbuf []byte // rbuf[:rlen] is received but not yet a whole reply
+	rlen int
+	rd   readDeadline
 	tally
 }
 
@@ -44,7 +44,7 @@ func (c *tcpConn) loop(ctx context.Context, src source, base time.Time, stop tim
 	if len(c.q) != inFlight && c.infl == 0 {
 		c.q, c.head = make([]slot, inFlight), 0
 	}
-	tick := min(max(timeout/4, time.Millisecond), 10*time.Millisecond)
+	c.rd.start(timeout)
 	for ctx.Err() == nil {
 		now := time.Since(base)
 		if now >= stop || (src.done() && c.infl == 0) {
@@ -75,10 +75,7 @@ func (c *tcpConn) loop(ctx context.Context, src source, base time.Time, stop tim
 			}
 			continue
 		}
-		if now+tick/2 > c.deadline {
-			c.deadline = now + tick
-			c.nc.SetReadDeadline(base.Add(c.deadline))
-		}
+		c.rd.arm(c.nc, base, now)
 		n, err := c.nc.Read(c.rbuf[c.rlen:])
 		now = time.Since(base)
 		c.rlen += n
@@ -170,7 +167,7 @@ func (c *tcpConn) forget() {
 }
 
 func (c *tcpConn) reconnect() error {
-	c.head, c.infl, c.rlen, c.deadline = 0, 0, 0, 0
+	c.head, c.infl, c.rlen, c.rd.at = 0, 0, 0, 0
 	c.nc.Close()
 	nc, err := c.redial()
 	if err != nil {
