@@ -111,6 +111,9 @@ func BackendFor(srv Server) (Backend, error) {
 	if err != nil {
 		return Backend{}, errors.New("server " + srv.String() + ": the host must be an IP address")
 	}
+	if ap.Port() == 0 {
+		return Backend{}, errors.New("server " + srv.String() + ": port 0 is no port to send to")
+	}
 	return Backend{Server: srv}.WithAddr(ap.Addr())
 }
 

@@ -81,4 +81,7 @@ func TestBackendWithAddr(t *testing.T) {
 			t.Errorf("%+v with %s: %v, want an error saying %q", c.b, c.a, err, c.err)
 		}
 	}
+	if _, err := BackendFor(Server{Host: "198.18.2.2", Port: 0, Weight: 1}); err == nil || !strings.Contains(err.Error(), "port 0") {
+		t.Errorf("port 0: %v", err)
+	}
 }

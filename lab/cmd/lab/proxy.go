@@ -231,6 +231,17 @@ func proxyServe(args []string) error {
 	if err := os.MkdirAll(statsDir, 0o755); err != nil {
 		return fmt.Errorf("stats socket: %w", err)
 	}
+	// The lock makes the check below and the claim one step: two serves
+	// started at once cannot both find the socket free.
+	lock, err := os.OpenFile(sock+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("stats socket: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return fmt.Errorf("a proxy already serves in %s (it holds %s): stop it first", nsName(*ns), lock.Name())
+	}
+	defer os.Remove(lock.Name())
 	if c, err := net.Dial("unix", sock); err == nil {
 		c.Close()
 		return fmt.Errorf("a proxy already serves in %s (%s answers): stop it first", nsName(*ns), sock)

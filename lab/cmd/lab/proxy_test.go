@@ -115,6 +115,7 @@ func TestProxyCLI(t *testing.T) {
 		{2, "not an IP address", append(serve, "198.18.2.2:11211,")},
 		{2, "want ADDR:PORT[:WEIGHT][,ADDR]", append(serve, "198.18.2.2")},
 		{2, "weight must be", append(serve, "198.18.2.2:11211:0,fd00:0:0:2::2")},
+		{2, "port 0", append(serve, "198.18.2.2:0")},
 		{2, "usage: lab proxy serve", []string{"proxy", "serve"}},
 		{2, "--lab gives", []string{"proxy", "serve", "--lab", "--dev", "x"}},
 		{2, "usage: lab proxy stats", []string{"proxy", "stats", "--lab", "--netns", "x"}},
