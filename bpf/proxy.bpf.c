@@ -39,6 +39,9 @@
 #define PAYLOAD_MAX 1480 /* the largest UDP payload taken: a 1500-byte MTU */
 #define KEY_MAX 250      /* memcached's KEY_MAX_LENGTH */
 #define KEYS_MAX 24      /* keys of one get routed in XDP */
+/* Bytes copied of a request other than get/gets: its first line, whatever
+ * its data block; the longest well-formed storage line is ~330 bytes. */
+#define LINE_COPY 384
 #define TOK_BAD 0x10000
 #define RING_MAX 16384 /* points; 160 per backend at equal weights: 102 backends */
 #define RING_MASK (RING_MAX - 1)
@@ -147,6 +150,7 @@ struct {
 struct scratch {
 	__u8 req[REQ_MAX + 8];
 	__u32 req_len;
+	__u32 copy_len; /* of which copied into req: the part parsed */
 	__u32 line_end; /* index of the '\r' or '\n' ending the first line */
 	__u32 data_start; /* index after that line's '\n' */
 	__u32 pos;      /* tokenizer position */
@@ -209,7 +213,7 @@ __noinline int find_line(void)
 
 	if (!s)
 		return -1;
-	n = RD(s->req_len);
+	n = RD(s->copy_len);
 	for (i = 0; i < PAYLOAD_MAX; i++) {
 		if (i >= n)
 			return -1;
@@ -462,7 +466,7 @@ static __always_inline int copy_in(struct scratch *s, void *data, void *data_end
 		void *p;
 
 		o = i * 8;
-		if (o + 8 > RD(s->req_len))
+		if (o + 8 > RD(s->copy_len))
 			break;
 		p = data + off + o;
 		PIN(p);
@@ -470,12 +474,12 @@ static __always_inline int copy_in(struct scratch *s, void *data, void *data_end
 			return -1;
 		*(__u64 *)&s->req[o] = *(__u64 *)p;
 	}
-	o = RD(s->req_len) & (MASK & ~7U);
+	o = RD(s->copy_len) & (MASK & ~7U);
 	for (i = 0; i < 7; i++) {
 		__u8 *p = data + off + o + i;
 
 		PIN(p);
-		if (o + i >= RD(s->req_len))
+		if (o + i >= RD(s->copy_len))
 			break;
 		if ((void *)(p + 1) > data_end)
 			return -1;
@@ -597,6 +601,17 @@ int proxy_xdp(struct xdp_md *ctx)
 	if (!s)
 		goto slow;
 	WR(s->req_len, plen);
+	{
+		/* Only a get's line can be long; of anything else the data
+		 * block is never read, so it stays in the packet. */
+		char *c = (void *)(udp + 1) + 8;
+
+		if ((void *)(c + 4) > data_end)
+			goto slow;
+		if (plen > LINE_COPY && !(c[0] == 'g' && c[1] == 'e' && c[2] == 't' && (c[3] == ' ' || c[3] == 's')))
+			plen = LINE_COPY;
+	}
+	WR(s->copy_len, plen);
 	if (copy_in(s, data, data_end, hoff + sizeof(*udp) + 8) < 0)
 		goto slow;
 	b = route();

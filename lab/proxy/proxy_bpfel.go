@@ -64,6 +64,7 @@ type proxyScratch struct {
 	_         structs.HostLayout
 	Req       [2056]uint8
 	ReqLen    uint32
+	CopyLen   uint32
 	LineEnd   uint32
 	DataStart uint32
 	Pos       uint32

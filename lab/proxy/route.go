@@ -14,6 +14,11 @@ const (
 	KeyMax = 250
 	// BackendsMax is how many backends the BPF maps hold.
 	BackendsMax = 256
+	// LineCopy bounds the first line of a request other than get/gets in
+	// a datagram longer than it: XDP copies only that much to parse (a
+	// storage command's data block is never read), so such a line must
+	// end within it. The longest well-formed storage line is ~330 bytes.
+	LineCopy = 384
 	// RingMax is how many ring points the BPF map holds: 160 per backend
 	// at equal weights, so 102 such backends.
 	RingMax = 16384
@@ -33,13 +38,18 @@ const (
 //
 // The command must start the line; tokens are separated by runs of up to
 // 31 spaces; a key is 1..250 bytes, none a control character, space or
-// DEL. The line ends at the first '\n' (a '\r' before it is dropped).
+// DEL. The line ends at the first '\n' (a '\r' before it is dropped),
+// within LineCopy bytes unless the command is get or gets.
 // Everything else, well-formed or not, is the slow path's.
 func Route(r *Ring, payload []byte) int {
 	if len(payload) > PayloadMax {
 		return -1
 	}
-	nl := bytes.IndexByte(payload, '\n')
+	scan := payload
+	if len(scan) > LineCopy && !bytes.HasPrefix(scan, []byte("get ")) && !bytes.HasPrefix(scan, []byte("gets")) {
+		scan = scan[:LineCopy]
+	}
+	nl := bytes.IndexByte(scan, '\n')
 	if nl < 0 {
 		return -1
 	}

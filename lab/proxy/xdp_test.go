@@ -196,14 +196,24 @@ func payloads(r *rand.Rand, n int) [][]byte {
 			if r.IntN(8) == 0 {
 				nb += r.IntN(3) - 1
 			}
-			p = fmt.Sprintf("%s%s%s 0 0 %d", cmd, sep(), key(), nb)
+			head, tail := fmt.Sprintf("%s%s%s ", cmd, sep(), key()), fmt.Sprintf(" %d", nb)
 			if cmd == "cas" {
-				p += " 12"
+				tail += " 12"
 			}
 			if r.IntN(4) == 0 {
-				p += " noreply"
+				tail += " noreply"
 			}
-			p += eol() + v + "\r\n"
+			tail += eol()
+			flags, exptime := "0", "0"
+			if r.IntN(6) == 0 {
+				// Long flags and exptime tokens (XDP reads neither) put
+				// the line's end around LineCopy, the most XDP copies of
+				// a storage request.
+				if n := LineCopy - 4 + r.IntN(8) - len(head) - len(tail) - 1; n >= 2 && n <= 2*KeyMax {
+					flags, exptime = strings.Repeat("1", n/2), strings.Repeat("2", n-n/2)
+				}
+			}
+			p = head + flags + " " + exptime + tail + v + "\r\n"
 		case 3:
 			cmd := []string{"delete", "incr", "decr", "touch"}[r.IntN(4)]
 			p = cmd + sep() + key()
