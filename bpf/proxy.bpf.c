@@ -47,6 +47,8 @@
 #define RING_MASK (RING_MAX - 1)
 #define RING_STEPS 15  /* binary search steps over RING_MAX points */
 #define BACKENDS_MAX 256
+#define BUCKETS 65536        /* of the hash space, by its top 16 bits */
+#define BUCKET_MIXED 0xffff  /* a bucket whose hashes go to several backends */
 
 /* One backend: where requests of each family go. */
 struct proxy_backend {
@@ -63,6 +65,10 @@ struct proxy_ring {
 	__u32 pad;
 	__u32 hash[RING_MAX];
 	__u16 backend[RING_MAX];
+	/* The backend of every hash whose top 16 bits index it, or
+	 * BUCKET_MIXED: a point splits the bucket, search the points. All
+	 * but a few of 65,536 buckets are whole, so a lookup is one read. */
+	__u16 bucket[BUCKETS];
 };
 
 /* A backend's address and port, IPv4 as ::ffff:a.b.c.d. */
@@ -311,6 +317,9 @@ __noinline int ring_lookup(void)
 	n = RD(r->n);
 	if (n == 0 || n > RING_MAX)
 		return -1;
+	i = r->bucket[(RD(s->hash) >> 16) & (BUCKETS - 1)];
+	if (i != BUCKET_MIXED)
+		return i;
 	WR(s->lo, 0);
 	WR(s->hi, n);
 	for (i = 0; i < RING_STEPS + 1; i++) {

@@ -48,6 +48,7 @@ type proxyProxyRing struct {
 	Pad     uint32
 	Hash    [16384]uint32
 	Backend [16384]uint16
+	Bucket  [65536]uint16
 }
 
 type proxyProxyStats struct {

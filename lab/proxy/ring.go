@@ -261,6 +261,37 @@ func (r *Ring) LookupHash(h uint32) int {
 	return r.points[i].Server
 }
 
+// bucketMixed marks a bucket whose hashes go to more than one server.
+const bucketMixed = 0xffff
+
+// buckets is the ring as a table over the top 16 bits of the hash: the
+// server of every hash in bucket j (j<<16 .. j<<16|0xffff), or bucketMixed
+// where a point falls inside the bucket and splits it. The XDP program
+// reads it first and searches the points only for a mixed bucket.
+func (r *Ring) buckets() []uint16 {
+	b := make([]uint16, 1<<16)
+	if len(r.points) == 0 {
+		return b // unused: the program sees no points and routes nothing
+	}
+	i := 0 // the first point at or after the bucket's lowest hash
+	for j := range b {
+		lo, hi := uint32(j)<<16, uint32(j)<<16|0xffff
+		for i < len(r.points) && r.points[i].Hash < lo {
+			i++
+		}
+		owner := r.points[i%len(r.points)].Server
+		// A hash past a point inside the bucket goes to the next point.
+		for k := i; k < len(r.points) && r.points[k].Hash < hi; k++ {
+			if r.points[(k+1)%len(r.points)].Server != owner {
+				owner = bucketMixed
+				break
+			}
+		}
+		b[j] = uint16(owner)
+	}
+	return b
+}
+
 // Hash is nutcracker's fnv1a_32 of a key. nutcracker reads the key through
 // a (signed on x86) char, so a byte from 0x80 up is sign-extended before
 // the xor: this differs from textbook FNV-1a for such bytes, and matching

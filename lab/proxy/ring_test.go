@@ -222,3 +222,53 @@ func TestRingLiveSets(t *testing.T) {
 		t.Errorf("%d of 10000 keys moved, want about a third", moved)
 	}
 }
+
+// TestRingBuckets: every whole bucket names the server LookupHash gives
+// for each hash in it (checked at its ends and around every point inside
+// it), and a bucket is mixed only when a point splits it.
+func TestRingBuckets(t *testing.T) {
+	var servers []Server
+	for i := range 40 {
+		servers = append(servers, Server{Host: fmt.Sprintf("198.18.%d.2", i), Port: 11211, Weight: uint32(1 + i%3)})
+	}
+	for _, tc := range []struct {
+		name string
+		n    int
+		live []bool
+	}{{"one", 1, nil}, {"three", 3, nil}, {"three-one-out", 3, []bool{true, false, true}}, {"forty-weighted", 40, nil}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := mustRing(t, servers[:tc.n], tc.live)
+			b := r.buckets()
+			mixed := 0
+			for j, owner := range b {
+				lo, hi := uint32(j)<<16, uint32(j)<<16|0xffff
+				probes := []uint32{lo, hi}
+				split := false
+				for _, p := range r.points {
+					if p.Hash >= lo && p.Hash <= hi {
+						probes = append(probes, p.Hash, min(p.Hash+1, hi))
+					}
+					if p.Hash >= lo && p.Hash < hi && r.LookupHash(p.Hash) != r.LookupHash(p.Hash+1) {
+						split = true
+					}
+				}
+				if owner == bucketMixed {
+					mixed++
+					if !split {
+						t.Errorf("bucket %#x mixed, yet no point splits it", j)
+					}
+					continue
+				}
+				for _, h := range probes {
+					if got := r.LookupHash(h); got != int(owner) {
+						t.Fatalf("bucket %#x says server %d, LookupHash(%#x) = %d", j, owner, h, got)
+					}
+				}
+			}
+			if mixed > len(r.points) {
+				t.Errorf("%d mixed buckets for %d points", mixed, len(r.points))
+			}
+			t.Logf("%d points, %d of 65536 buckets mixed", len(r.points), mixed)
+		})
+	}
+}

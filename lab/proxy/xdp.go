@@ -183,6 +183,7 @@ func (o *Objects) SetBackends(bs []Backend, live []bool) (*Ring, error) {
 	for i, p := range ring.points {
 		r.Hash[i], r.Backend[i] = p.Hash, uint16(p.Server)
 	}
+	copy(r.Bucket[:], ring.buckets())
 	next := o.slot ^ 1
 	if err := o.objs.Rings.Put(next, r); err != nil {
 		return nil, fmt.Errorf("proxy: write ring: %w", err)
