@@ -21,6 +21,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "kv.h"
+#include "scan.h"
 
 #define REQ_MAX 2048 /* scratch buffers; a power of two so indices can be masked */
 #define MASK (REQ_MAX - 1)
@@ -103,28 +104,6 @@ struct {
 
 enum { ACT_PASS = 0, ACT_TX = 1, ACT_DROP = 2 };
 enum { CMD_SET = 1, CMD_ADD, CMD_REPLACE, CMD_APPEND, CMD_PREPEND, CMD_CAS };
-
-/* Force a real load/store so values crossing loops reach the verifier as
- * unknown scalars and the states after each loop converge. */
-#define RD(x) (*(volatile typeof(x) *)&(x))
-#define WR(x, v) (*(volatile typeof(x) *)&(x) = (v))
-
-/* Keeps clang from re-deriving a pointer or index after its bounds check,
- * which would leave the verifier checking one register and seeing another used. */
-#define PIN(p) asm volatile("" : "+r"(p))
-
-/* An 8-byte copy. clang gives the address of a byte-array element alignment
- * 1 and would split the copy into sixteen byte moves; BPF on the targets we
- * run (x86-64, arm64) loads and stores unaligned words fine. */
-#define CP8(dst, src) \
-	(*(__u64 *)__builtin_assume_aligned((void *)(dst), 8) = \
-		 *(const __u64 *)__builtin_assume_aligned((const void *)(src), 8))
-
-/* Word-at-a-time scanning: does w hold a zero byte / the byte c? */
-#define ONES 0x0101010101010101ULL
-#define HAS_ZERO(w) (((w) - ONES) & ~(w) & (ONES << 7))
-#define HAS_BYTE(w, c) HAS_ZERO((w) ^ (ONES * (__u8)(c)))
-#define LD8(p) (*(const __u64 *)__builtin_assume_aligned((const void *)(p), 8))
 
 /* Counters live in the per-CPU scratch the code already holds: a lookup of
  * their own per increment cost a GET hit some 50 ns. */

@@ -31,6 +31,8 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "scan.h"
+
 #define AF_INET 2
 #define AF_INET6 10
 
@@ -173,14 +175,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch SEC(".maps");
-
-/* Force a real load/store so values crossing loops reach the verifier as
- * unknown scalars and the states after each loop converge. */
-#define RD(x) (*(volatile typeof(x) *)&(x))
-#define WR(x, v) (*(volatile typeof(x) *)&(x) = (v))
-
-/* Keeps clang from re-deriving a pointer or index after its bounds check. */
-#define PIN(p) asm volatile("" : "+r"(p))
 
 #define STAT_INC(field)                                                      \
 	do {                                                                 \
