@@ -209,23 +209,32 @@ static __always_inline struct scratch *get_scratch(void)
 __noinline int find_line(void)
 {
 	struct scratch *s = get_scratch();
-	__u32 n, i;
+	__u32 n, i, p;
 
 	if (!s)
 		return -1;
 	n = RD(s->copy_len);
-	for (i = 0; i < PAYLOAD_MAX; i++) {
-		if (i >= n)
-			return -1;
-		if (s->req[i & MASK] == '\n')
+	/* Whole words without a '\n' first, then the few bytes to it. */
+	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
+		if (i * 8 + 8 > n || HAS_BYTE(LD8(&s->req[(i * 8) & MASK]), '\n'))
 			break;
 	}
-	if (i == PAYLOAD_MAX)
+	WR(s->pos, i * 8);
+	p = RD(s->pos);
+	n = RD(s->copy_len);
+	for (i = 0; i < 8; i++) {
+		if (p >= n)
+			return -1;
+		if (s->req[p & MASK] == '\n')
+			break;
+		p++;
+	}
+	if (i == 8)
 		return -1;
-	WR(s->data_start, i + 1);
-	if (i > 0 && s->req[(i - 1) & MASK] == '\r')
-		i--;
-	WR(s->line_end, i);
+	WR(s->data_start, p + 1);
+	if (p > 0 && s->req[(p - 1) & MASK] == '\r')
+		p--;
+	WR(s->line_end, p);
 	WR(s->pos, 0);
 	return 0;
 }
@@ -250,27 +259,37 @@ __noinline int next_tok(void)
 	if (i == 32)
 		return TOK_BAD;
 	WR(s->ts, pos);
+	/* Reload both: the first loop's exits must not fork the next ones. */
 	pos = RD(s->ts);
 	end = RD(s->line_end);
-	for (i = 0; i < KEY_MAX + 1; i++) {
+	/* Whole words without a space first, then the last few bytes. */
+	for (i = 0; i < (KEY_MAX + 1) / 8; i++) {
+		if (pos + 8 > end || HAS_BYTE(LD8(&s->req[pos & MASK]), ' '))
+			break;
+		pos += 8;
+	}
+	WR(s->pos, pos);
+	pos = RD(s->pos);
+	for (i = 0; i < 8; i++) {
 		if (pos >= end || s->req[pos & MASK] == ' ')
 			break;
 		pos++;
 	}
 	WR(s->pos, pos);
 	WR(s->tl, pos - RD(s->ts));
-	if (i > KEY_MAX)
+	if (RD(s->tl) > KEY_MAX)
 		return TOK_BAD;
-	return pos - RD(s->ts);
+	return RD(s->tl);
 }
 
 /* The current token as a key: 0 and its hash in s->hash (nutcracker's
  * fnv1a_32, bytes sign-extended as its char is), or -1 if it has a byte
- * memcached keys cannot hold (control, space, DEL). */
+ * memcached keys cannot hold (control, space, DEL). A word at a time, then
+ * the last few bytes. */
 __noinline int hash_tok(void)
 {
 	struct scratch *s = get_scratch();
-	__u32 ts, tl, i, h = 2166136261U;
+	__u32 ts, tl, i, k, o, h = 2166136261U;
 
 	if (!s)
 		return -1;
@@ -278,12 +297,32 @@ __noinline int hash_tok(void)
 	tl = RD(s->tl);
 	if (tl == 0 || tl > KEY_MAX)
 		return -1;
-	for (i = 0; i < KEY_MAX; i++) {
+	for (i = 0; i < KEY_MAX / 8; i++) {
+		__u64 w;
+
+		if (i * 8 + 8 > tl)
+			break;
+		w = LD8(&s->req[(ts + i * 8) & MASK]);
+		if (HAS_LESS(w, 0x21) || HAS_BYTE(w, 0x7f))
+			return -1;
+#pragma unroll
+		for (k = 0; k < 8; k++) {
+			h ^= (__u32)(__s32)(__s8)(w >> (8 * k));
+			h *= 16777619U;
+		}
+	}
+	WR(s->hash, h);
+	WR(s->num, i * 8);
+	o = RD(s->num);
+	h = RD(s->hash);
+	ts = RD(s->ts);
+	tl = RD(s->tl);
+	for (k = 0; k < 8; k++) {
 		__u8 c;
 
-		if (i >= tl)
+		if (o + k >= tl)
 			break;
-		c = s->req[(ts + i) & MASK];
+		c = s->req[(ts + o + k) & MASK];
 		if (c <= ' ' || c == 0x7f)
 			return -1;
 		h ^= (__u32)(__s32)(__s8)c;

@@ -321,6 +321,28 @@ func TestXDPRouteKeys(t *testing.T) {
 	}
 }
 
+// TestXDPRouteKeyBytes: every byte value, in a key's whole words and in
+// its last few bytes, and keys of every length around a word: XDP hashes
+// a word at a time (bytes from 0x80 sign-extended, as nutcracker does) and
+// must refuse and place exactly as Route does.
+func TestXDPRouteKeyBytes(t *testing.T) {
+	l := newXDPLab(t)
+	for c := range 256 {
+		for _, at := range []int{0, 3, 7, 9, 10} {
+			key := []byte("abcdefghij!")
+			key[at] = byte(c)
+			l.checkRequest(l.request(c%2 == 0, 30000, append(append([]byte("get "), key...), "\r\n"...)))
+		}
+	}
+	for n := 1; n <= KeyMax+2; n++ {
+		key := make([]byte, n)
+		for i := range key {
+			key[i] = byte(0x21 + (i*7+n)%0x5e) // printable, varied
+		}
+		l.checkRequest(l.request(n%2 == 0, 30000, append(append([]byte("get "), key...), "\r\n"...)))
+	}
+}
+
 // TestXDPFrames: what is not a one-datagram request to the proxy's address
 // and port passes untouched.
 func TestXDPFrames(t *testing.T) {
