@@ -110,10 +110,7 @@ func Load(cfg Config) (*Objects, error) {
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
-	// The statistics-only log costs nothing to speak of and gives the
-	// verifier suite its numbers on kernels whose program info lacks them.
-	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}}
-	if err := spec.LoadAndAssign(&o.objs, opts); err != nil {
+	if err := spec.LoadAndAssign(&o.objs, bpfload.Options()); err != nil {
 		return nil, bpfload.Explain("store", err)
 	}
 	if err := o.SyncClock(); err != nil {

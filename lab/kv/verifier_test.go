@@ -5,11 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/xdplab/xdplab/lab/bpfload"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,8 +38,6 @@ func TestCoarseClockProbe(t *testing.T) {
 	t.Logf("kernel %d.%d: coarse clock %v", major, minor, o.coarse)
 }
 
-var processedRE = regexp.MustCompile(`processed (\d+) insns`)
-
 // TestVerifierStats loads the store at its default and largest sizes and
 // records what the verifier did, for the kernel-matrix report
 // ($XDPLAB_RESULTS/verifier-kv.json when set).
@@ -54,14 +51,8 @@ func TestVerifierStats(t *testing.T) {
 				t.Fatal(err)
 			}
 			st := ProgramStats{Program: name}
-			st.VerifiedInsn, _ = info.VerifiedInstructions()
-			// 5.10's program info lacks the count; its log has it.
-			if m := processedRE.FindStringSubmatch(p.VerifierLog); st.VerifiedInsn == 0 && m != nil {
-				n, _ := strconv.ParseUint(m[1], 10, 32)
-				st.VerifiedInsn = uint32(n)
-			}
-			if st.VerifiedInsn == 0 {
-				t.Errorf("%s: no verifier statistics (log %q)", name, p.VerifierLog)
+			if st.VerifiedInsn, err = bpfload.VerifiedInsns(p); err != nil {
+				t.Errorf("%s: %v", name, err)
 			}
 			st.XlatedBytes, _ = info.TranslatedSize()
 			st.JitedBytes, _ = info.JitedSize()

@@ -90,7 +90,7 @@ func Load(cfg Config) (*Objects, error) {
 		}
 	}
 	o := &Objects{cfg: cfg}
-	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&o.objs, bpfload.Options()); err != nil {
 		return nil, bpfload.Explain("proxy", err)
 	}
 	return o, nil
