@@ -203,6 +203,12 @@ type Result struct {
 	Lost uint64 `json:"lost"`
 	// OpsPerSec is Requests / Elapsed.
 	OpsPerSec float64 `json:"ops_per_sec"`
+	// CPUBusy is how many of the machine's CPUs were busy on average in
+	// the measured time (client, kernel and servers alike), and
+	// CPUUsPerReq what that cost per answered request; 0 where the machine
+	// does not say (no /proc/stat).
+	CPUBusy     float64 `json:"cpu_busy"`
+	CPUUsPerReq float64 `json:"cpu_us_per_req"`
 	// Latency is measured per request over the answered ones.
 	Latency Latency `json:"latency"`
 	// Preloaded keys, and how many of them were never stored.
@@ -264,6 +270,7 @@ func Run(ctx context.Context, t Target, w Workload) (*Result, error) {
 	}
 	start := time.Now()
 	ph := phases{base: start, measure: w.Warmup, end: w.Warmup + w.Duration}
+	cpu := startCPUMeter(ph)
 	errc := make(chan error, len(conns))
 	for i, c := range conns {
 		go func() { errc <- run(ctx, c, &w, keys, ph, w.Seed+uint64(i)) }()
@@ -290,6 +297,13 @@ func Run(ctx context.Context, t Target, w Workload) (*Result, error) {
 		}
 	}
 	res.OpsPerSec = float64(res.Requests) / res.Elapsed.Seconds()
+	if ctx.Err() == nil {
+		<-cpu.done
+		if cpu.ok && res.Requests > 0 {
+			res.CPUBusy = cpu.busy
+			res.CPUUsPerReq = cpu.busy * res.Elapsed.Seconds() * 1e6 / float64(res.Requests)
+		}
+	}
 	h := res.hist
 	res.Latency = Latency{MeanUs: us(h.Mean()), P50Us: us(h.Quantile(0.5)), P90Us: us(h.Quantile(0.9)),
 		P99Us: us(h.Quantile(0.99)), P999Us: us(h.Quantile(0.999)), MaxUs: us(h.Max())}

@@ -126,6 +126,10 @@ func testRunAgainst(t *testing.T, tgt Target, w Workload) {
 	if r.PreloadFailed != 0 {
 		t.Errorf("preload failed for %d keys", r.PreloadFailed)
 	}
+	// The client alone keeps a CPU partly busy; no more CPUs than exist.
+	if ct, ok := readCPU(); ok && (r.CPUBusy <= 0 || r.CPUBusy > float64(ct.cpus)+0.01 || r.CPUUsPerReq <= 0) {
+		t.Errorf("CPU: %.2f of %d CPUs busy, %.2f µs per request", r.CPUBusy, ct.cpus, r.CPUUsPerReq)
+	}
 	js, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)

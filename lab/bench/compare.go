@@ -66,10 +66,11 @@ func (c *Comparison) Median(target string, f func(*Result) float64) float64 {
 	return (v[(len(v)-1)/2] + v[len(v)/2]) / 2
 }
 
-// Ops, P50 and P99 are the usual arguments of Median.
+// Ops, P50, P99 and CPU are the usual arguments of Median.
 func Ops(r *Result) float64 { return r.OpsPerSec }
 func P50(r *Result) float64 { return r.Latency.P50Us }
 func P99(r *Result) float64 { return r.Latency.P99Us }
+func CPU(r *Result) float64 { return r.CPUUsPerReq }
 
 // All is every result, round by round, for JSON.
 func (c *Comparison) All() []*Result {
@@ -98,11 +99,11 @@ func (c *Comparison) Markdown() string {
 		b.WriteString(row.MarkdownRow())
 	}
 	rounds := len(c.Results[c.Baseline])
-	fmt.Fprintf(&b, "\n| median of %d rounds | via | ops/s | p50 µs | p99 µs | ops/s vs %s | p99 vs %s |\n|---|---|--:|--:|--:|--:|--:|\n",
-		rounds, c.Baseline, c.Baseline)
+	fmt.Fprintf(&b, "\n| median of %d rounds | via | ops/s | p50 µs | p99 µs | CPU µs/req | ops/s vs %s | p99 vs %s | CPU/req vs %s |\n|---|---|--:|--:|--:|--:|--:|--:|--:|\n",
+		rounds, c.Baseline, c.Baseline, c.Baseline)
 	for _, t := range c.Targets {
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %.1f | %.1f | %.2f× | %.2f× |\n", t, c.Results[t][0].Network,
-			c.Median(t, Ops), c.Median(t, P50), c.Median(t, P99), c.Ratio(t, Ops), c.Ratio(t, P99))
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.1f | %.1f | %.2f | %.2f× | %.2f× | %.2f× |\n", t, c.Results[t][0].Network,
+			c.Median(t, Ops), c.Median(t, P50), c.Median(t, P99), c.Median(t, CPU), c.Ratio(t, Ops), c.Ratio(t, P99), c.Ratio(t, CPU))
 	}
 	return b.String()
 }

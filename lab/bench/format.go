@@ -7,16 +7,16 @@ import (
 
 // MarkdownHeader is the header of the table MarkdownRow fills.
 func MarkdownHeader() string {
-	return "| target | via | workload | ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | hits | errors | lost |\n" +
-		"|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+	return "| target | via | workload | ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | hits | errors | lost | CPUs busy | CPU µs/req |\n" +
+		"|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
 }
 
 // MarkdownRow is one line of the table, with a trailing newline.
 func (r *Result) MarkdownRow() string {
 	l := r.Latency
-	return fmt.Sprintf("| %s | %s | %s | %.0f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f%% | %d | %d |\n",
+	return fmt.Sprintf("| %s | %s | %s | %.0f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f%% | %d | %d | %.2f | %.2f |\n",
 		r.Target, r.Network, r.Workload.String(), r.OpsPerSec, l.P50Us, l.P90Us, l.P99Us, l.P999Us, l.MaxUs,
-		100*r.HitRatio(), r.Errors, r.Lost)
+		100*r.HitRatio(), r.Errors, r.Lost, r.CPUBusy, r.CPUUsPerReq)
 }
 
 // MarkdownTable is the header and a row per result.
