@@ -101,6 +101,7 @@ struct proxy_stats {
 struct proxy_backend_stats {
 	__u64 requests;
 	__u64 replies;
+	__u64 errors; /* of the replies, those starting with an error line */
 };
 
 /* Load-time configuration. */
@@ -184,16 +185,46 @@ struct {
 			__st->field++;                                       \
 	} while (0)
 
-static __always_inline void backend_stat(__u32 b, int reply)
+enum { STAT_REQUEST, STAT_REPLY, STAT_ERROR_REPLY };
+
+static __always_inline void backend_stat(__u32 b, int what)
 {
 	struct proxy_backend_stats *st = bpf_map_lookup_elem(&backend_stats, &b);
 
 	if (!st)
 		return;
-	if (reply)
-		st->replies++;
-	else
+	if (what == STAT_REQUEST) {
 		st->requests++;
+		return;
+	}
+	st->replies++;
+	if (what == STAT_ERROR_REPLY)
+		st->errors++;
+}
+
+static __always_inline int has_prefix(const __u8 *p, const void *end, const char *w, __u32 n)
+{
+	if ((const void *)(p + n) > end)
+		return 0;
+#pragma unroll
+	for (__u32 i = 0; i < n; i++)
+		if (p[i] != w[i])
+			return 0;
+	return 1;
+}
+
+#define HAS_PREFIX(p, end, lit) has_prefix(p, end, lit, sizeof(lit) - 1)
+
+/* Whether a reply datagram (at its frame header) opens with memcached's
+ * ERROR, CLIENT_ERROR or SERVER_ERROR line (lab/memcache.IsErrorReply). */
+static __always_inline int error_reply(const __be16 *fr, const void *end)
+{
+	const __u8 *p = (const void *)(fr + 4);
+
+	if ((const void *)(fr + 4) > end || fr[1] != 0)
+		return 0; /* short, or not a reply's first datagram */
+	return HAS_PREFIX(p, end, "ERROR\r\n") || HAS_PREFIX(p, end, "ERROR\n") || HAS_PREFIX(p, end, "CLIENT_ERROR ") ||
+	       HAS_PREFIX(p, end, "SERVER_ERROR ");
 }
 
 static __always_inline struct scratch *get_scratch(void)
@@ -727,7 +758,7 @@ int proxy_xdp(struct xdp_md *ctx)
 	if (!bpf_map_lookup_elem(&flows, &fl))
 		bpf_map_update_elem(&flows, &fl, &one, BPF_ANY);
 	STAT_INC(forwarded);
-	backend_stat(bi, 0);
+	backend_stat(bi, STAT_REQUEST);
 	return send(ctx, eth, &fib);
 
 reply:
@@ -800,7 +831,7 @@ reply:
 		ip6->hop_limit--;
 	}
 	STAT_INC(replies);
-	backend_stat(bi, 1);
+	backend_stat(bi, error_reply((void *)(udp + 1), data_end) ? STAT_ERROR_REPLY : STAT_REPLY);
 	return send(ctx, eth, &fib);
 
 slow:

@@ -293,3 +293,15 @@ func TestExpectedReplies(t *testing.T) {
 		}
 	}
 }
+
+func TestIsErrorReply(t *testing.T) {
+	for r, want := range map[string]bool{
+		"ERROR\r\n": true, "CLIENT_ERROR bad data chunk\r\n": true, "SERVER_ERROR out of memory\r\n": true,
+		"ERROR": true, "ERRORS\r\n": false, "END\r\n": false, "VALUE k 0 5\r\nERROR\r\nEND\r\n": false,
+		"CLIENT_ERROR\r\n": false, "": false, "STORED\r\n": false,
+	} {
+		if got := IsErrorReply([]byte(r)); got != want {
+			t.Errorf("IsErrorReply(%q) = %v, want %v", r, got, want)
+		}
+	}
+}

@@ -151,6 +151,13 @@ func (e *ServerError) Error() string { return "memcache: server replied " + e.Li
 // request.
 var ErrUnexpectedReply = errors.New("memcache: unexpected reply")
 
+// IsErrorReply reports whether reply starts with an error line (ERROR,
+// CLIENT_ERROR or SERVER_ERROR), the way a server refuses a request.
+func IsErrorReply(reply []byte) bool {
+	line, _, _ := bytes.Cut(reply, []byte("\n"))
+	return errorLine(trimCR(line)) != nil
+}
+
 // errorLine returns a *ServerError if line is an error reply.
 func errorLine(line []byte) error {
 	if string(line) == "ERROR" || bytes.HasPrefix(line, []byte("CLIENT_ERROR ")) ||

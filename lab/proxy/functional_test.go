@@ -276,6 +276,27 @@ func testProxyFunctional(t *testing.T, kind backendKind) {
 		if v := do(t, l.client, "version\r\n"); v != string(VersionReply) {
 			t.Errorf("version: %q", v)
 		}
+
+		// A backend's error reply comes back through XDP and counts
+		// against that backend (incr's delta is not a number: XDP does
+		// not read it, the backend refuses it).
+		errorsOf := func() (n uint64) {
+			st, err := l.p.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range st.XDP.Backends {
+				n += b.Errors
+			}
+			return n
+		}
+		before := errorsOf()
+		if r := do(t, l.client, "incr "+viaKey+" x\r\n"); !memcache.IsErrorReply([]byte(r)) {
+			t.Errorf("incr with a bad delta: %q, want an error line", r)
+		}
+		if n := errorsOf() - before; n != 1 {
+			t.Errorf("%d error replies counted for one", n)
+		}
 	})
 
 	// Keys on every backend, some missing, one asked twice: the reply

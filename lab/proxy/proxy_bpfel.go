@@ -33,6 +33,7 @@ type proxyProxyBackendStats struct {
 	_        structs.HostLayout
 	Requests uint64
 	Replies  uint64
+	Errors   uint64
 }
 
 type proxyProxyFlow struct {

@@ -48,12 +48,13 @@ type SlowStats struct {
 	Backends []SlowBackendStats
 }
 
-// SlowBackendStats are one backend's slow-path counters.
-type SlowBackendStats struct{ Requests, Replies, Timeouts uint64 }
+// SlowBackendStats are one backend's slow-path counters; Errors counts the
+// replies that were error lines.
+type SlowBackendStats struct{ Requests, Replies, Errors, Timeouts uint64 }
 
 type slowCounters struct {
 	requests, splits, errors, versions atomic.Uint64
-	backends                           []struct{ requests, replies, timeouts atomic.Uint64 }
+	backends                           []backendCounters
 }
 
 // SlowPath serves, on the proxy's address and port, the requests the XDP
@@ -98,7 +99,7 @@ func NewSlowPath(listen []netip.AddrPort, backends []Backend, ring *Ring, cfg Sl
 	}
 	s := &SlowPath{cfg: cfg, backends: slices.Clone(backends), pending: map[uint16]*upCall{},
 		sem: make(chan struct{}, cfg.MaxInFlight)}
-	s.st.backends = make([]struct{ requests, replies, timeouts atomic.Uint64 }, len(backends))
+	s.st.backends = make([]backendCounters, len(backends))
 	for _, b := range backends {
 		d, err := b.Dst()
 		if err != nil {
@@ -156,7 +157,7 @@ func (s *SlowPath) Stats() SlowStats {
 		Errors: s.st.errors.Load(), Versions: s.st.versions.Load()}
 	for i := range s.st.backends {
 		b := &s.st.backends[i]
-		st.Backends = append(st.Backends, SlowBackendStats{b.requests.Load(), b.replies.Load(), b.timeouts.Load()})
+		st.Backends = append(st.Backends, SlowBackendStats{b.requests.Load(), b.replies.Load(), b.errors.Load(), b.timeouts.Load()})
 	}
 	return st
 }
@@ -215,6 +216,17 @@ func (s *SlowPath) readClients(c *net.UDPConn) error {
 				_, _ = c.WriteToUDPAddrPort(d, from)
 			}
 		}()
+	}
+}
+
+// backendCounters are one backend's slow-path counters as they run.
+type backendCounters struct{ requests, replies, errors, timeouts atomic.Uint64 }
+
+// reply counts a reply that came back from the backend.
+func (c *backendCounters) reply(r []byte) {
+	c.replies.Add(1)
+	if memcache.IsErrorReply(r) {
+		c.errors.Add(1)
 	}
 }
 
@@ -277,7 +289,7 @@ func (s *SlowPath) forward(b int, cmd memcache.Command, raw []byte, noreply bool
 	defer t.Stop()
 	select {
 	case r := <-call.reply:
-		bc.replies.Add(1)
+		bc.reply(r)
 		return r
 	case <-t.C:
 		s.mu.Lock()
@@ -288,7 +300,7 @@ func (s *SlowPath) forward(b int, cmd memcache.Command, raw []byte, noreply bool
 		s.mu.Unlock()
 		select {
 		case r := <-call.reply: // it came as the timer fired
-			bc.replies.Add(1)
+			bc.reply(r)
 			return r
 		default:
 		}

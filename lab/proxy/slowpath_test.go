@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,7 +73,8 @@ func TestSlowPathBackendFaults(t *testing.T) {
 	good2 := startFake(t, goodGet, 0)
 	garbage := startFake(t, func([]byte) []byte { return []byte("VALUE x 0 5 1 junk\r\nshort\r\nEND\r\n") }, 0)
 	silent := startFake(t, func([]byte) []byte { return nil }, 0)
-	fakes := []*fakeBackend{good1, good2, garbage, silent}
+	erring := startFake(t, func([]byte) []byte { return []byte("SERVER_ERROR out of memory storing object\r\n") }, 0)
+	fakes := []*fakeBackend{good1, good2, garbage, silent, erring}
 	var backends []Backend
 	for _, f := range fakes {
 		backends = append(backends, Backend{Server: Server{Host: "127.0.0.1", Port: f.ap.Port(), Weight: 1}, IPv4: f.ap.Addr()})
@@ -103,7 +103,7 @@ func TestSlowPathBackendFaults(t *testing.T) {
 
 	// Keys owned by each backend.
 	owned := make([][]string, len(fakes))
-	for i := 0; len(owned[0]) < 3 || len(owned[1]) < 3 || len(owned[2]) < 1 || len(owned[3]) < 1; i++ {
+	for i := 0; len(owned[0]) < 3 || len(owned[1]) < 3 || len(owned[2]) < 1 || len(owned[3]) < 1 || len(owned[4]) < 1; i++ {
 		k := fmt.Sprintf("key%d", i)
 		b := ring.Lookup([]byte(k))
 		owned[b] = append(owned[b], k)
@@ -172,9 +172,17 @@ func TestSlowPathBackendFaults(t *testing.T) {
 	if r := get(owned[1][2], owned[0][1]); r != want(owned[1][2], owned[0][1]) {
 		t.Errorf("after the faults: %q", r)
 	}
+	// A backend's own error reply reaches the client as it is, and counts
+	// against that backend.
+	if r := get(owned[4][0]); r != "SERVER_ERROR out of memory storing object\r\n" {
+		t.Errorf("get from the erring backend: %q", r)
+	}
 	st := s.Stats()
 	if st.Splits < 4 || st.Backends[3].Timeouts == 0 || st.Errors < 2 {
 		t.Errorf("stats %+v", st)
+	}
+	if b := st.Backends[4]; b.Errors != 1 || b.Replies != 1 || st.Backends[0].Errors != 0 {
+		t.Errorf("error replies counted: erring backend %+v, good1 %+v", b, st.Backends[0])
 	}
 }
 
@@ -185,7 +193,7 @@ func TestSlowPathLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &SlowPath{pending: map[uint16]*upCall{}}
-	s.st.backends = make([]struct{ requests, replies, timeouts atomic.Uint64 }, 1)
+	s.st.backends = make([]backendCounters, 1)
 	s.ring.Store(ring)
 	for _, c := range []struct{ req, reply string }{
 		{"version\r\n", string(VersionReply)},

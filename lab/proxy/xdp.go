@@ -242,7 +242,7 @@ type Stats struct {
 	NoBackend uint64 // requests passed for want of a live backend
 	NoRoute   uint64 // frames passed because the FIB had no next hop
 	// Backends counts, per backend index, requests forwarded to it and
-	// replies brought back from it.
+	// replies (and error replies) brought back from it.
 	Backends []BackendStats
 	// PerCPU are the counters above (less Backends) as each CPU counted
 	// them: how the load spread over the receive queues.
@@ -254,8 +254,9 @@ type CPUStats struct {
 	Requests, Forwarded, Replies, Slow, NoBackend, NoRoute uint64
 }
 
-// BackendStats are one backend's counters.
-type BackendStats struct{ Requests, Replies uint64 }
+// BackendStats are one backend's counters; Errors counts the replies that
+// were error lines (ERROR, CLIENT_ERROR, SERVER_ERROR).
+type BackendStats struct{ Requests, Replies, Errors uint64 }
 
 // Stats reads and sums the per-CPU counters.
 func (o *Objects) Stats() (Stats, error) {
@@ -285,6 +286,7 @@ func (o *Objects) Stats() (Stats, error) {
 		for _, c := range pb {
 			b.Requests += c.Requests
 			b.Replies += c.Replies
+			b.Errors += c.Errors
 		}
 		st.Backends = append(st.Backends, b)
 	}

@@ -431,6 +431,18 @@ func TestXDPReplies(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(exp) {
 			t.Errorf("v6 %v: reply sent as\n  %+v\nwant\n  %+v", v6, got, exp)
 		}
+		// An error reply goes back alike and counts against the backend;
+		// a later datagram of a reply is not a reply's first line.
+		for _, e := range []struct {
+			seq     uint16
+			payload string
+		}{{0, "CLIENT_ERROR bad data chunk\r\n"}, {1, "ERROR\r\n"}} {
+			d := reply
+			d.Seq, d.Total, d.Payload = e.seq, 2, []byte(e.payload)
+			if act, _ := l.run(toKV2, d.frame()); act != xdpRedirect {
+				t.Fatalf("v6 %v: reply %q: action %d, want XDP_REDIRECT", v6, e.payload, act)
+			}
+		}
 		// The same client port talking to kv1 directly, and kv2 writing
 		// to another port of the client: not ours.
 		for _, d := range []dgram{
@@ -448,8 +460,8 @@ func TestXDPReplies(t *testing.T) {
 		}
 	}
 	st, _ := l.o.Stats()
-	if st.Replies != 2 || st.Backends[1].Replies != 2 {
-		t.Errorf("stats %+v: want 2 replies, both from kv2", st)
+	if st.Replies != 6 || st.Backends[1].Replies != 6 || st.Backends[1].Errors != 2 {
+		t.Errorf("stats %+v: want 6 replies from kv2, 2 of them errors", st)
 	}
 
 	// Reordered backends: index 1 is now kv3. The client's flow was with

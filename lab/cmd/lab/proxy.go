@@ -436,7 +436,7 @@ func proxyStats(args []string) error {
 
 func printProxyStats(st statsReply) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "backend\tlive\txdp requests\txdp replies\tslow requests\tslow replies\tslow timeouts\t")
+	fmt.Fprintln(w, "backend\tlive\txdp requests\txdp replies\txdp errors\tslow requests\tslow replies\tslow errors\tslow timeouts\t")
 	for i, name := range st.Backends {
 		var x proxy.BackendStats
 		var s proxy.SlowBackendStats
@@ -447,7 +447,7 @@ func printProxyStats(st statsReply) {
 			s = st.Slow.Backends[i]
 		}
 		live := i < len(st.Live) && st.Live[i]
-		fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%d\t%d\t%d\t\n", name, live, x.Requests, x.Replies, s.Requests, s.Replies, s.Timeouts)
+		fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", name, live, x.Requests, x.Replies, x.Errors, s.Requests, s.Replies, s.Errors, s.Timeouts)
 	}
 	w.Flush()
 	fmt.Println()
