@@ -419,6 +419,9 @@ func proxyStats(args []string) error {
 		*ns = lp.netns
 	}
 	c, err := net.Dial("unix", statsSocket(*ns))
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("the proxy's stats socket %s is root's: run lab proxy stats with sudo", statsSocket(*ns))
+	}
 	if err != nil {
 		return fmt.Errorf("no proxy answers on %s: is `lab proxy serve%s` running?", statsSocket(*ns), nsFlag(*ns))
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -297,6 +298,17 @@ func TestProxyCLI(t *testing.T) {
 	c.fails(1, "a proxy already serves in netns "+px.NetNS, serve...)
 	get(v4, want, keys[1][1])
 	stats("--netns", px.NetNS)
+
+	// Another user reading the stats is told it needs root, not that no
+	// proxy runs.
+	for d := filepath.Dir(c.bin); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755) // the test's own temp dirs, so nobody can run lab
+	}
+	nobody := c.command("proxy", "stats", "--netns", px.NetNS)
+	nobody.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := nobody.CombinedOutput(); err == nil || !strings.Contains(string(out), "run lab proxy stats with sudo") {
+		t.Errorf("lab proxy stats as nobody: %v, %q", err, out)
+	}
 
 	// Ctrl-C: serve detaches, puts the placeholders back and exits 0.
 	code, out, errOut := proxyd.interrupt()
