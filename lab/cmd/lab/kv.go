@@ -22,6 +22,7 @@ func kvServe(args []string) error {
 	fs := newFlags("kv serve")
 	dev := fs.String("dev", "", "interface to attach to (required)")
 	ns := fs.String("netns", "", "named network namespace (/run/netns/NAME) to serve in")
+	useLab := fs.Bool("lab", false, "serve a store on every kv host of the lab 'lab up' built (each on its interface towards the proxy), in this one process")
 	port := fs.Uint("port", kv.DefaultPort, "UDP and TCP port")
 	entries := fs.Uint("entries", kv.DefaultEntries, "items the kernel map holds before LRU eviction")
 	maxValue := fs.Uint("max-value", kv.DefaultMaxValue, "largest value kept in the kernel (64..1024); larger ones live in the slow path")
@@ -30,8 +31,11 @@ func kvServe(args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *dev == "" || fs.NArg() > 0 {
-		return usageError{"usage: lab kv serve --dev IFACE [--netns NAME] [--port N] [--entries N] [--max-value BYTES]"}
+	if *useLab && (*dev != "" || *ns != "" || *listen != "") {
+		return usageError{"--lab gives each store's namespace and interface: drop --netns, --dev and --listen"}
+	}
+	if !*useLab && *dev == "" || fs.NArg() > 0 {
+		return usageError{"usage: lab kv serve --dev IFACE [--netns NAME] [--port N] [--entries N] [--max-value BYTES], or lab kv serve --lab [...]"}
 	}
 	if *port == 0 || *port > 65535 || *entries > 1<<31 || *maxValue > 1<<20 {
 		return usageError{"--port must be 1..65535, --entries at most 2^31, --max-value at most 1024"}
@@ -39,67 +43,121 @@ func kvServe(args []string) error {
 	if os.Geteuid() != 0 {
 		return usageError{"lab kv serve needs root (BPF and XDP): run it with sudo"}
 	}
-	o, err := kv.Load(kv.Config{Port: uint16(*port), Entries: uint32(*entries), MaxValue: uint32(*maxValue)})
-	if err != nil {
-		return err
+	where := []kvPlace{{netns: *ns, dev: *dev}}
+	if *useLab {
+		r, err := labStatus()
+		if err != nil {
+			return err
+		}
+		where = where[:0]
+		for _, h := range r.Hosts {
+			if h.Role == "kv" {
+				where = append(where, kvPlace{netns: h.NetNS, dev: h.Dev})
+			}
+		}
+		if len(where) == 0 {
+			return errors.New("the lab has no kv hosts: lab up --backends N")
+		}
 	}
-	defer o.Close()
-	srv := kv.NewServer(o)
+	cfg := kv.Config{Port: uint16(*port), Entries: uint32(*entries), MaxValue: uint32(*maxValue)}
+	var stores []*kvStore
+	defer func() {
+		for _, st := range stores {
+			if err := st.stop(); err != nil {
+				fmt.Fprintln(os.Stderr, "lab kv serve: detach:", err)
+			}
+		}
+	}()
+	for _, pl := range where {
+		st, err := startKV(pl, cfg, *mode, *listen)
+		if err != nil {
+			return err
+		}
+		stores = append(stores, st)
+	}
 
-	// Attach and bind inside the namespace; the attachment and the sockets
-	// stay there after the thread switches back.
-	var how string
-	var detach func() error
-	err = inNetns(*ns, func() error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, len(stores))
+	for _, st := range stores {
+		udp, tcp := st.srv.Addrs()
+		fmt.Printf("serving memcached on %s: XDP (%s mode) answers UDP port %d; slow path on udp %s and tcp %s; %d entries, values up to %d bytes in the kernel\n",
+			st.where, st.how, *port, udp, tcp, *entries, st.o.Config().MaxValue)
+		go func() { errc <- st.srv.Serve(ctx) }()
+	}
+	var err error
+	for range stores {
+		// One store failing ends them all: the lab is served whole or not.
+		if e := <-errc; e != nil {
+			err = errors.Join(err, e)
+			stop()
+		}
+	}
+	for _, st := range stores {
+		fmt.Println("detached from", st.where)
+	}
+	return err
+}
+
+// kvPlace is where a store serves: an interface in a namespace.
+type kvPlace struct{ netns, dev string }
+
+// kvStore is one store serving at its place.
+type kvStore struct {
+	o     *kv.Objects
+	srv   *kv.Server
+	where string // for people: "dev in netns ns"
+	how   string // the XDP mode attached in
+	stop  func() error
+}
+
+// startKV loads a store, attaches it at pl and binds its slow path there
+// (the attachment and the sockets stay in the namespace after the thread
+// switches back); stop detaches and releases it.
+func startKV(pl kvPlace, cfg kv.Config, mode, listen string) (*kvStore, error) {
+	o, err := kv.Load(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st := &kvStore{o: o, srv: kv.NewServer(o), where: pl.dev}
+	if pl.netns != "" {
+		st.where += " in netns " + pl.netns
+	}
+	err = inNetns(pl.netns, func() error {
 		// `lab up` leaves a placeholder XDP_PASS on every veth end (XDP_TX
 		// and XDP_REDIRECT from the peer need one): the store takes its
 		// place and puts it back when it goes.
-		took, err := netlab.TakeXDPPass(*dev)
+		took, err := netlab.TakeXDPPass(pl.dev)
 		if err != nil {
-			return fmt.Errorf("inspect XDP on %s: %w", *dev, err)
+			return fmt.Errorf("inspect XDP on %s: %w", pl.dev, err)
 		}
-		l, m, err := o.Attach(*dev, *mode)
+		l, m, err := o.Attach(pl.dev, mode)
 		if err != nil {
 			if took {
-				netlab.PutXDPPass(*dev)
+				netlab.PutXDPPass(pl.dev)
 			}
 			return err
 		}
-		how = m
-		detach = func() error {
+		st.how = m
+		detach := func() error {
 			err := l.Close()
 			if took {
-				err = errors.Join(err, inNetns(*ns, func() error { return netlab.PutXDPPass(*dev) }))
+				err = errors.Join(err, inNetns(pl.netns, func() error { return netlab.PutXDPPass(pl.dev) }))
 			}
 			return err
 		}
-		if err := srv.Listen(*listen); err != nil {
+		st.stop = func() error { return errors.Join(detach(), o.Close()) }
+		if err := st.srv.Listen(listen); err != nil {
 			detach()
 			return err
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		o.Close()
+		return nil, err
 	}
-	defer func() {
-		if err := detach(); err != nil {
-			fmt.Fprintln(os.Stderr, "lab kv serve: detach:", err)
-		}
-	}()
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	udp, tcp := srv.Addrs()
-	where := *dev
-	if *ns != "" {
-		where += " in netns " + *ns
-	}
-	fmt.Printf("serving memcached on %s: XDP (%s mode) answers UDP port %d; slow path on udp %s and tcp %s; %d entries, values up to %d bytes in the kernel\n",
-		where, how, *port, udp, tcp, *entries, o.Config().MaxValue)
-	err = srv.Serve(ctx)
-	fmt.Println("detached from", where)
-	return err
+	return st, nil
 }
 
 // inNetns runs fn with the calling OS thread in the named namespace ("" =

@@ -121,6 +121,8 @@ func TestProxyCLI(t *testing.T) {
 		{2, "--lab gives", []string{"proxy", "serve", "--lab", "--dev", "x"}},
 		{2, "usage: lab proxy stats", []string{"proxy", "stats", "--lab", "--netns", "x"}},
 		{1, "no lab is up", []string{"proxy", "serve", "--lab"}},
+		{1, "no lab is up", []string{"kv", "serve", "--lab"}},
+		{2, "--lab gives each store's", []string{"kv", "serve", "--lab", "--dev", "x"}},
 		{1, "no lab is up", []string{"proxy", "stats", "--lab"}},
 		{1, "is `lab proxy serve --netns xdplab-test-nowhere` running?", []string{"proxy", "stats", "--netns", "xdplab-test-nowhere"}},
 	} {
@@ -323,10 +325,21 @@ func TestProxyCLI(t *testing.T) {
 	}
 	c.fails(1, "lab proxy serve --netns "+px.NetNS, "proxy", "stats", "--netns", px.NetNS)
 
-	// --lab stands for all of the above.
+	for _, d := range stores {
+		if code, out, errOut := d.interrupt(); code != 0 {
+			t.Errorf("%s after SIGINT: exit %d\n%s%s", d.name, code, out, errOut)
+		}
+	}
+
+	// --lab stands for all of the above: one store process for every kv
+	// host (empty stores: set the keys again), and the proxy.
+	storesd := c.start("kv", "serve", "--lab")
 	proxyd = c.start("proxy", "serve", "--lab")
 	if line := proxyd.stdout.String(); !strings.Contains(line, strings.Join(names, ", ")) {
 		t.Errorf("lab proxy serve --lab: %q; want the backends %q", line, names)
+	}
+	for k, v := range want {
+		set(v4, k, v)
 	}
 	before := stats("--lab")
 	for _, ks := range keys {
@@ -336,10 +349,15 @@ func TestProxyCLI(t *testing.T) {
 	if code, out, errOut := proxyd.interrupt(); code != 0 {
 		t.Errorf("lab proxy serve --lab after SIGINT: exit %d\n%s%s", code, out, errOut)
 	}
-
-	for _, d := range stores {
-		if code, out, errOut := d.interrupt(); code != 0 {
-			t.Errorf("%s after SIGINT: exit %d\n%s%s", d.name, code, out, errOut)
+	code, out, errOut = storesd.interrupt()
+	if code != 0 || strings.Count(out, "serving memcached on") != len(kvs) || strings.Count(out, "detached from") != len(kvs) {
+		t.Errorf("lab kv serve --lab: exit %d, want a store served and detached on each of %d kv hosts:\n%s%s", code, len(kvs), out, errOut)
+	}
+	for _, kv := range kvs {
+		var has bool
+		h := topo.Host(kv.Name)
+		if err := h.Do(func() (err error) { has, err = netlab.HasXDPPass(kv.Dev); return err }); err != nil || !has {
+			t.Errorf("%s's %s after lab kv serve --lab: XDP_PASS placeholder %v, %v", kv.Name, kv.Dev, has, err)
 		}
 	}
 	v4.Close()
