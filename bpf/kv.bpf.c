@@ -152,51 +152,15 @@ static __always_inline __u64 abs_exptime(__s64 e, __u64 now)
 
 /* ---- tokenizer and number parsing (global: verified once) ---- */
 
-/* Next space-separated token of the command line into s->ts/s->tl; returns its length. */
+/* Next space-separated token of the command line into s->ts/s->tl; returns
+ * its length, or TOK_TOO_LONG. */
 __noinline int next_tok(__u32 slot)
 {
 	struct scratch *s = get_scratch(slot);
-	__u32 pos, end, i;
 
 	if (!s)
 		return 0;
-	pos = RD(s->pos);
-	end = RD(s->line_end);
-	/* Bounded well below the buffer: longer runs are no request XDP serves,
-	 * and the returned TOK_TOO_LONG sends them to the slow path. */
-	for (i = 0; i < 32; i++) {
-		if (pos >= end || s->req[pos & MASK] != ' ')
-			break;
-		pos++;
-	}
-	if (i == 32) {
-		WR(s->tl, TOK_TOO_LONG);
-		return TOK_TOO_LONG;
-	}
-	WR(s->ts, pos);
-	/* Reload both: the first loop's exits must not fork the second loop. */
-	pos = RD(s->ts);
-	end = RD(s->line_end);
-	/* Whole words without a space first, then the last few bytes. */
-	for (i = 0; i < KV_KEY_SLOT / 8; i++) {
-		if (pos + 8 > end || HAS_BYTE(LD8(&s->req[pos & MASK]), ' '))
-			break;
-		pos += 8;
-	}
-	WR(s->pos, pos);
-	pos = RD(s->pos);
-	for (i = 0; i < 8; i++) {
-		if (pos >= end || s->req[pos & MASK] == ' ')
-			break;
-		pos++;
-	}
-	WR(s->pos, pos);
-	WR(s->tl, pos - RD(s->ts));
-	if (RD(s->tl) > KV_KEY_MAX) {
-		WR(s->tl, TOK_TOO_LONG);
-		return TOK_TOO_LONG;
-	}
-	return pos - RD(s->ts);
+	return next_token(s->req, MASK, &s->pos, &s->line_end, &s->ts, &s->tl, KV_KEY_MAX, TOK_TOO_LONG);
 }
 
 /* The current token as an unsigned decimal into s->num: 0 ok, -1 not a plain

@@ -276,41 +276,10 @@ __noinline int find_line(void)
 __noinline int next_tok(void)
 {
 	struct scratch *s = get_scratch();
-	__u32 pos, end, i;
 
 	if (!s)
 		return TOK_BAD;
-	pos = RD(s->pos);
-	end = RD(s->line_end);
-	for (i = 0; i < 32; i++) {
-		if (pos >= end || s->req[pos & MASK] != ' ')
-			break;
-		pos++;
-	}
-	if (i == 32)
-		return TOK_BAD;
-	WR(s->ts, pos);
-	/* Reload both: the first loop's exits must not fork the next ones. */
-	pos = RD(s->ts);
-	end = RD(s->line_end);
-	/* Whole words without a space first, then the last few bytes. */
-	for (i = 0; i < (KEY_MAX + 1) / 8; i++) {
-		if (pos + 8 > end || HAS_BYTE(LD8(&s->req[pos & MASK]), ' '))
-			break;
-		pos += 8;
-	}
-	WR(s->pos, pos);
-	pos = RD(s->pos);
-	for (i = 0; i < 8; i++) {
-		if (pos >= end || s->req[pos & MASK] == ' ')
-			break;
-		pos++;
-	}
-	WR(s->pos, pos);
-	WR(s->tl, pos - RD(s->ts));
-	if (RD(s->tl) > KEY_MAX)
-		return TOK_BAD;
-	return RD(s->tl);
+	return next_token(s->req, MASK, &s->pos, &s->line_end, &s->ts, &s->tl, KEY_MAX, TOK_BAD);
 }
 
 /* The current token as a key: 0 and its hash in s->hash (nutcracker's

@@ -30,4 +30,55 @@
 #define HAS_LESS(w, n) (((w) - ONES * (n)) & ~(w) & (ONES << 7))
 #define LD8(p) (*(const __u64 *)__builtin_assume_aligned((const void *)(p), 8))
 
+/* The next space-separated token of a line: from *pos up to *end (indices
+ * into req, masked by mask), its start into *ts and its length into *tl,
+ * and *pos past it. Returns the length (0 at the line's end), or bad (also
+ * left in *tl) for a run of 32 spaces or a token longer than max. The
+ * pointers are the caller's per-CPU scratch fields: values crossing the
+ * loops go through them (RD/WR), so each loop's exits converge. Both
+ * programs' tokenizers are this, in a global function of their own. */
+static __always_inline int next_token(const __u8 *req, __u32 mask, __u32 *pos, __u32 *end,
+				      __u32 *ts, __u32 *tl, __u32 max, int bad)
+{
+	__u32 p, e, i;
+
+	p = RD(*pos);
+	e = RD(*end);
+	/* Bounded well below the buffer: longer runs are no request XDP
+	 * handles, and bad sends them to the slow path. */
+	for (i = 0; i < 32; i++) {
+		if (p >= e || req[p & mask] != ' ')
+			break;
+		p++;
+	}
+	if (i == 32) {
+		WR(*tl, bad);
+		return bad;
+	}
+	WR(*ts, p);
+	/* Reload both: the first loop's exits must not fork the next ones. */
+	p = RD(*ts);
+	e = RD(*end);
+	/* Whole words without a space first, then the last few bytes. */
+	for (i = 0; i < (max + 8) / 8; i++) {
+		if (p + 8 > e || HAS_BYTE(LD8(&req[p & mask]), ' '))
+			break;
+		p += 8;
+	}
+	WR(*pos, p);
+	p = RD(*pos);
+	for (i = 0; i < 8; i++) {
+		if (p >= e || req[p & mask] == ' ')
+			break;
+		p++;
+	}
+	WR(*pos, p);
+	WR(*tl, p - RD(*ts));
+	if (RD(*tl) > max) {
+		WR(*tl, bad);
+		return bad;
+	}
+	return p - RD(*ts);
+}
+
 #endif
