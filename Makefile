@@ -3,9 +3,11 @@ SHELL := /bin/bash
 GO    ?= go
 CLANG ?= clang-19
 STRIP ?= llvm-strip-19
+# The compiler flags live in each package's //go:generate line only, so that
+# `make generate` and a plain `go generate` make the same bytes (an -I given
+# here as well would change the header paths in the objects' line info).
 export BPF2GO_CC := $(CLANG)
 export BPF2GO_STRIP := $(STRIP)
-export BPF2GO_CFLAGS := -O2 -g -Wall -Werror -I$(CURDIR)/bpf/include -I/usr/include/x86_64-linux-gnu
 
 # Debian 12 packages that building and testing need. Other parts of the tree
 # append to APT_PKGS in their own fragments.
