@@ -484,20 +484,6 @@ __noinline int do_get(__u32 slot, __u32 with_cas)
 	return ACT_TX;
 }
 
-static __always_inline int tok_is(struct scratch *s, const char *w, __u32 n)
-{
-	__u32 ts = RD(s->ts);
-
-	if (RD(s->tl) != n)
-		return 0;
-#pragma unroll
-	for (__u32 i = 0; i < n; i++)
-		if (s->req[(ts + i) & MASK] != w[i])
-			return 0;
-	return 1;
-}
-
-#define TOK_IS(s, lit) tok_is(s, lit, sizeof(lit) - 1)
 
 /* The current token as memcached's exptime (optional '-', digits) into
  * s->exptime; -1 for anything else. */

@@ -398,20 +398,6 @@ __noinline int tok_num(void)
 	return 0;
 }
 
-static __always_inline int tok_is(struct scratch *s, const char *w, __u32 n)
-{
-	__u32 ts = RD(s->ts);
-
-	if (RD(s->tl) != n)
-		return 0;
-#pragma unroll
-	for (__u32 i = 0; i < n; i++)
-		if (s->req[(ts + i) & MASK] != w[i])
-			return 0;
-	return 1;
-}
-
-#define TOK_IS(s, lit) tok_is(s, lit, sizeof(lit) - 1)
 
 enum { K_NONE, K_GET, K_STORE, K_KEYED };
 
@@ -571,6 +557,42 @@ static __always_inline void udp_csum(struct udphdr *udp, __u32 *from, __u32 *to,
 	udp->check = fold(sum) ?: 0xffff;
 }
 
+/* Forwards a frame with one IPv4 address of its header (*addr: the source
+ * or the destination) and one UDP port (*port) rewritten: both checksums
+ * follow, and it spends a hop. */
+static __always_inline void rewrite4(struct iphdr *ip, struct udphdr *udp, __be32 *addr, __be32 new_addr,
+				     __be16 *port, __be16 new_port)
+{
+	__u32 from[2], to[2];
+
+	from[0] = *addr;
+	__builtin_memcpy(&from[1], &udp->source, 4); /* both ports */
+	*addr = new_addr;
+	*port = new_port;
+	to[0] = *addr;
+	__builtin_memcpy(&to[1], &udp->source, 4);
+	udp_csum(udp, from, to, sizeof(from));
+	ip->ttl--;
+	ip->check = 0;
+	ip->check = fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
+}
+
+/* rewrite4 for IPv6 (which has no header checksum). */
+static __always_inline void rewrite6(struct ipv6hdr *ip6, struct udphdr *udp, __u32 *addr, const __u32 *new_addr,
+				     __be16 *port, __be16 new_port)
+{
+	__u32 from[5], to[5];
+
+	__builtin_memcpy(from, addr, 16);
+	__builtin_memcpy(&from[4], &udp->source, 4);
+	__builtin_memcpy(addr, new_addr, 16);
+	*port = new_port;
+	__builtin_memcpy(to, addr, 16);
+	__builtin_memcpy(&to[4], &udp->source, 4);
+	udp_csum(udp, from, to, sizeof(from));
+	ip6->hop_limit--;
+}
+
 SEC("xdp")
 int proxy_xdp(struct xdp_md *ctx)
 {
@@ -694,31 +716,11 @@ int proxy_xdp(struct xdp_md *ctx)
 		goto slow;
 
 	if (!v6) {
-		__u32 from[2], to[2];
-
 		v4mapped(fl.addr, ip->saddr);
-		from[0] = ip->daddr;
-		__builtin_memcpy(&from[1], &udp->source, 4);
-		ip->daddr = be->addr4;
-		udp->dest = be->port;
-		to[0] = ip->daddr;
-		__builtin_memcpy(&to[1], &udp->source, 4);
-		udp_csum(udp, from, to, sizeof(from));
-		ip->ttl--;
-		ip->check = 0;
-		ip->check = fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
+		rewrite4(ip, udp, &ip->daddr, be->addr4, &udp->dest, be->port);
 	} else {
-		__u32 from[5], to[5];
-
 		__builtin_memcpy(fl.addr, &ip6->saddr, 16);
-		__builtin_memcpy(from, &ip6->daddr, 16);
-		__builtin_memcpy(&from[4], &udp->source, 4);
-		__builtin_memcpy(&ip6->daddr, be->addr6, 16);
-		udp->dest = be->port;
-		__builtin_memcpy(to, &ip6->daddr, 16);
-		__builtin_memcpy(&to[4], &udp->source, 4);
-		udp_csum(udp, from, to, sizeof(from));
-		ip6->hop_limit--;
+		rewrite6(ip6, udp, ip6->daddr.in6_u.u6_addr32, (const __u32 *)be->addr6, &udp->dest, be->port);
 	}
 	/* Remember the client, so this backend's replies to it come back
 	 * through us; look first, as most requests come from known clients. */
@@ -774,30 +776,11 @@ reply:
 	if (next_hop(ctx, &fib) < 0)
 		return XDP_PASS;
 	if (!v6) {
-		__u32 from[2], to[2];
-
-		from[0] = ip->saddr;
-		__builtin_memcpy(&from[1], &udp->source, 4);
-		ip->saddr = listen4;
-		udp->source = bpf_htons(port);
-		to[0] = ip->saddr;
-		__builtin_memcpy(&to[1], &udp->source, 4);
-		udp_csum(udp, from, to, sizeof(from));
-		ip->ttl--;
-		ip->check = 0;
-		ip->check = fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
+		rewrite4(ip, udp, &ip->saddr, listen4, &udp->source, bpf_htons(port));
 	} else {
-		__u32 from[5], to[5];
+		__u32 l6[4] = {listen6[0], listen6[1], listen6[2], listen6[3]};
 
-		__builtin_memcpy(from, &ip6->saddr, 16);
-		__builtin_memcpy(&from[4], &udp->source, 4);
-		for (int i = 0; i < 4; i++)
-			ip6->saddr.in6_u.u6_addr32[i] = listen6[i];
-		udp->source = bpf_htons(port);
-		__builtin_memcpy(to, &ip6->saddr, 16);
-		__builtin_memcpy(&to[4], &udp->source, 4);
-		udp_csum(udp, from, to, sizeof(from));
-		ip6->hop_limit--;
+		rewrite6(ip6, udp, ip6->saddr.in6_u.u6_addr32, l6, &udp->source, bpf_htons(port));
 	}
 	STAT_INC(replies);
 	backend_stat(bi, error_reply((void *)(udp + 1), data_end) ? STAT_ERROR_REPLY : STAT_REPLY);

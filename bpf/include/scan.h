@@ -81,4 +81,23 @@ static __always_inline int next_token(const __u8 *req, __u32 mask, __u32 *pos, _
 	return p - RD(*ts);
 }
 
+/* Whether the current token (ts, tl: the caller's scratch fields) is the
+ * n bytes of w. */
+static __always_inline int token_is(const __u8 *req, __u32 mask, __u32 *ts, __u32 *tl, const char *w, __u32 n)
+{
+	__u32 t = RD(*ts);
+
+	if (RD(*tl) != n)
+		return 0;
+#pragma unroll
+	for (__u32 i = 0; i < n; i++)
+		if (req[(t + i) & mask] != w[i])
+			return 0;
+	return 1;
+}
+
+/* TOK_IS(s, "get"): s is the program's scratch (req[], ts, tl) and MASK its
+ * buffer mask. */
+#define TOK_IS(s, lit) token_is((s)->req, MASK, &(s)->ts, &(s)->tl, lit, sizeof(lit) - 1)
+
 #endif
