@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdplab/xdplab/lab/internal/background"
 	"github.com/xdplab/xdplab/lab/memcache"
 )
 
@@ -23,15 +24,7 @@ func startLoopback(t *testing.T, cfg Config) (*Objects, *Server, string) {
 	if err := s.Listen("127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	background.Serve(t, s.Serve)
 	_, tcp := s.Addrs()
 	return o, s, tcp.String()
 }

@@ -1,7 +1,6 @@
 package kv
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xdplab/xdplab/lab/bench"
+	"github.com/xdplab/xdplab/lab/internal/background"
 	"github.com/xdplab/xdplab/lab/netlab"
 	"github.com/xdplab/xdplab/lab/peer"
 )
@@ -59,15 +59,8 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 	if err := kvh.Do(func() error { return srv.Listen(kvh.IPv4().String()) }); err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			b.Error(err)
-		}
-	})
+	background.Serve(b, srv.Serve)
+	ctx := b.Context()
 	const mcPort = 11311
 	for _, h := range []*netlab.Host{mch, kvh} {
 		mc, err := peer.StartMemcached(ctx, h, peer.MemcachedOptions{Port: mcPort, Addrs: []netip.Addr{h.IPv4()}})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdplab/xdplab/lab/internal/background"
 	"github.com/xdplab/xdplab/lab/memcache"
 	"github.com/xdplab/xdplab/lab/netlab"
 	"github.com/xdplab/xdplab/lab/peer"
@@ -54,15 +55,7 @@ func newVethLab(t *testing.T, cfg Config, withMemcached bool) *vethLab {
 	if err := l.kv.Do(func() error { return l.srv.Listen("") }); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	background.Serve(t, l.srv.Serve)
 	lk, err := netlab.AttachXDP(l.kv, l.kv.Dev(), l.o.Program())
 	if err != nil {
 		t.Fatal(err)

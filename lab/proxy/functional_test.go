@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdplab/xdplab/lab/internal/background"
 	"github.com/xdplab/xdplab/lab/kv"
 	"github.com/xdplab/xdplab/lab/memcache"
 	"github.com/xdplab/xdplab/lab/netlab"
@@ -66,16 +67,11 @@ func startKV(t testing.TB, h *netlab.Host) func() {
 		o.Close()
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
+	stopServe := background.Serve(t, srv.Serve)
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("kv on %s: %v", h.Name, err)
-			}
+			stopServe()
 			detach()
 			if took {
 				if err := h.Do(func() error { return netlab.PutXDPPass(h.Dev()) }); err != nil {
@@ -137,15 +133,7 @@ func newProxyLab(t testing.TB, kind backendKind) *proxyLab {
 		}
 		t.Cleanup(func() { lk.Close() })
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	background.Serve(t, l.p.Run)
 	if err := client.Do(func() (err error) { l.client, err = memcache.DialUDP(l.listen.String()); return err }); err != nil {
 		t.Fatal(err)
 	}

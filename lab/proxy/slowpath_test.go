@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdplab/xdplab/lab/internal/background"
 	"github.com/xdplab/xdplab/lab/memcache"
 )
 
@@ -91,15 +92,7 @@ func TestSlowPathBackendFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	background.Serve(t, s.Serve)
 
 	// Keys owned by each backend.
 	owned := make([][]string, len(fakes))
