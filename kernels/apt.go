@@ -155,18 +155,7 @@ func lastLines(s string, n int) string {
 }
 
 // Update refreshes the private package lists.
-func (a *Apt) Update(ctx context.Context) error {
-	if err := a.setup(); err != nil {
-		return err
-	}
-	unlock, err := lockFile(ctx, filepath.Join(a.Dir, ".lock"))
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	_, err = a.run(ctx, a.Dir, "apt-get", "-q", "update")
-	return err
-}
+func (a *Apt) Update(ctx context.Context) error { return a.update(ctx, false) }
 
 // ensureLists runs Update unless the lists are there, checking again under
 // the lock so concurrent fetches update once and never under each other.
@@ -174,6 +163,12 @@ func (a *Apt) ensureLists(ctx context.Context) error {
 	if a.hasLists() {
 		return nil
 	}
+	return a.update(ctx, true)
+}
+
+// update runs apt-get update under the lock; ifMissing skips it when the
+// lists turned up while this process waited for the lock.
+func (a *Apt) update(ctx context.Context, ifMissing bool) error {
 	if err := a.setup(); err != nil {
 		return err
 	}
@@ -182,7 +177,7 @@ func (a *Apt) ensureLists(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
-	if a.hasLists() {
+	if ifMissing && a.hasLists() {
 		return nil
 	}
 	_, err = a.run(ctx, a.Dir, "apt-get", "-q", "update")
