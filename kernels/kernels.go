@@ -4,6 +4,7 @@
 package kernels
 
 import (
+	"crypto/sha256"
 	_ "embed"
 	"encoding/json"
 	"fmt"
@@ -141,6 +142,20 @@ func (k *Kernel) key() string {
 		v = k.Packages[0].Version
 	}
 	return strings.ReplaceAll(k.Release+"_"+v, "/", "_")
+}
+
+// CacheName is the kernel's directory name under CacheDir.
+func (k *Kernel) CacheName() string { return k.key() }
+
+// CacheKey identifies the kernel's pinned bytes: a hash over its packages'
+// pinned sha256 sums, so a CI cache keyed by it is refilled exactly when a
+// pin changes.
+func (k *Kernel) CacheKey() string {
+	h := sha256.New()
+	for _, p := range k.Packages {
+		fmt.Fprintf(h, "%s %s %s\n", p.Name, p.Version, p.SHA256)
+	}
+	return fmt.Sprintf("xdplab-kernel-%s-%x", k.Name, h.Sum(nil)[:12])
 }
 
 // Dir is the kernel's cache directory (it may not exist yet).

@@ -517,6 +517,10 @@ func checkTools(b Backend) error {
 	return nil
 }
 
+// Accel says which accelerator a run would use now ("kvm" or "tcg") and
+// why, the way Run decides it (XDPLAB_KVM, /dev/kvm, the CPU's flags).
+func Accel() (string, string) { return accel("") }
+
 // accel decides between KVM and TCG. /dev/kvm can exist and even create
 // VMs where the CPU has no virtualisation extensions exposed (nested setups
 // without VMX): guests then hang early in boot, so the CPU flags decide too.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -24,12 +25,16 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 func kernelsList(args []string) error {
 	fs := newFlags("kernels list")
+	asJSON := fs.Bool("json", false, "print the pinned kernels as one JSON array (a CI matrix: name, release, cache_key, cache_dir)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	m, err := kernels.Pinned()
 	if err != nil {
 		return err
+	}
+	if *asJSON {
+		return kernelsJSON(m)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tSUITE\tRELEASE\tVERSION\tCACHED\tSIZE")
@@ -132,4 +137,28 @@ func findRepoFile(rel string) (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// kernelMatrixEntry is one kernel as CI's matrix sees it: the workflow reads
+// the list from here at run time, so a kernel added to kernels.json is a new
+// CI job with no edit to the workflow.
+type kernelMatrixEntry struct {
+	Name     string `json:"name"`
+	Release  string `json:"release"`
+	CacheKey string `json:"cache_key"` // changes exactly when a pinned package does
+	CacheDir string `json:"cache_dir"` // the kernel's directory under the kernel cache
+}
+
+func kernelsJSON(m *kernels.Matrix) error {
+	entries := []kernelMatrixEntry{}
+	for _, name := range m.Names() {
+		k, _ := m.Lookup(name)
+		entries = append(entries, kernelMatrixEntry{Name: k.Name, Release: k.Release, CacheKey: k.CacheKey(), CacheDir: k.CacheName()})
+	}
+	b, err := json.Marshal(entries)
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(b))
+	return nil
 }

@@ -18,6 +18,7 @@ import (
 func init() {
 	register(command{name: "vm run", summary: "boot a kernel and run one command in it: vm run --kernel 6.1 -- CMD...", run: vmRun})
 	register(command{name: "vm shell", summary: "interactive shell in a kernel (virtme-ng), in the repository directory", run: vmShell})
+	register(command{name: "vm accel", summary: "say whether VMs here run under KVM or TCG (emulation), and why", run: vmAccel})
 	register(command{name: "vm bench", summary: "median boot+true+poweroff time per kernel", run: vmBench})
 }
 
@@ -266,5 +267,15 @@ func benchSweep(ctx context.Context, names []string, v *vmFlags) error {
 		return err
 	}
 	fmt.Printf("sweep: uname -r on %s in %.1fs (%d VMs at a time)\n", strings.Join(names, ", "), time.Since(start).Seconds(), vmtest.Slots())
+	return nil
+}
+
+func vmAccel(args []string) error {
+	fs := newFlags("vm accel")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	acc, why := vmtest.Accel()
+	fmt.Printf("%s: %s\n", acc, why)
 	return nil
 }
