@@ -12,13 +12,21 @@ export BPF2GO_STRIP := $(STRIP)
 # Debian 12 packages that building and testing need. Other parts of the tree
 # append to APT_PKGS in their own fragments.
 APT_PKGS := clang-19 llvm-19 libbpf-dev linux-libc-dev libc6-dev gcc make iproute2 \
-            memcached nutcracker ca-certificates xz-utils
+            memcached nutcracker ca-certificates xz-utils shellcheck
 -include vmtest/deps.mk
 
 TESTFLAGS ?=
-TESTLOG   ?= test.log
+# Where test runs leave their logs and reports: host.log for the host-kernel
+# tests; per kernel K, K/ with report.md, report.json, junit.xml, the guest's
+# kernel log and test.log; the merged report.md/report.json at the top.
+RESULTS   ?= $(CURDIR)/results
+KERNEL    ?=
+# Kernels run side by side by 'make test' (each a process of its own, as CI
+# runs them; vmtest caps VMs at one per core machine-wide anyway).
+JOBS      ?= $(shell nproc)
+LAB       := bin/lab
 
-.PHONY: all deps generate check-generate build test vet bench clean
+.PHONY: all deps generate check-generate build test test-host test-kernel test-kernels report vet bench clean
 all: build
 
 # Idempotent: asks apt only for what dpkg does not already have.
@@ -49,10 +57,42 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 
-# The whole suite. Needs root (BPF, namespaces). Prints a summary at the end.
+# Everything, sharded as CI shards it: the host-kernel tests, then one
+# process per pinned kernel (JOBS at a time), then the merged report.
+# Needs root (BPF, namespaces, QEMU). Goes on after a failure, so one run
+# shows every failure; prints a summary at the end.
 test: deps build vet
-	@set -o pipefail; $(GO) test -count=1 -timeout 60m $(TESTFLAGS) ./... 2>&1 | tee $(TESTLOG); rc=$$?; \
-	echo "== summary =="; grep -E '^(ok|FAIL|---|panic:|\?)' $(TESTLOG) | grep -v '^--- PASS' ; exit $$rc
+	@rc=0; \
+	$(MAKE) --no-print-directory test-host || rc=1; \
+	$(MAKE) --no-print-directory test-kernels || rc=1; \
+	$(MAKE) --no-print-directory report || rc=1; \
+	echo "== summary =="; \
+	grep -hE '^(ok|FAIL|---|panic:)' $(RESULTS)/host.log $(RESULTS)/*/test.log 2>/dev/null | grep -v '^--- PASS'; \
+	exit $$rc
+
+# The tests that need no VM, on the running kernel (CI's fast job).
+test-host:
+	@mkdir -p $(RESULTS)
+	@set -o pipefail; XDPLAB_KERNELS=host $(GO) test -count=1 -timeout 30m $(TESTFLAGS) ./lab/... ./kernels/... ./vmtest/... 2>&1 | tee $(RESULTS)/host.log
+
+# One kernel, as one CI job runs it: vmtest's boot checks and the matrix
+# suites in that kernel. Writes $(RESULTS)/$(KERNEL)/.
+test-kernel:
+	@[ -n "$(KERNEL)" ] || { echo "make test-kernel: say which kernel: KERNEL=NAME (pinned: $$($(GO) run ./lab/cmd/lab kernels list --names | paste -sd' '))"; exit 2; }
+	@mkdir -p $(RESULTS)/$(KERNEL)
+	@set -o pipefail; rc=0; { \
+	  XDPLAB_KERNELS=$(KERNEL) $(GO) test -count=1 -timeout 30m $(TESTFLAGS) ./vmtest || rc=1; \
+	  $(GO) test -count=1 -timeout 60m $(TESTFLAGS) ./tests -kernels $(KERNEL) -report $(RESULTS)/$(KERNEL) || rc=1; \
+	  exit $$rc; } 2>&1 | tee $(RESULTS)/$(KERNEL)/test.log
+
+# Every pinned kernel, JOBS processes at a time; fails if any kernel failed.
+test-kernels: build
+	@$(LAB) kernels list --names | xargs -P $(JOBS) -I{} $(MAKE) --no-print-directory test-kernel KERNEL={}
+
+# The per-kernel reports merged into $(RESULTS)/report.md and report.json;
+# fails if a pinned kernel failed or has no report.
+report: build
+	@$(LAB) report merge -pinned -o $(RESULTS) $$(ls -d $(RESULTS)/*/ 2>/dev/null)
 
 # Benchmarks; needs root (BPF, namespaces). The XDP program alone through
 # BPF_PROG_TEST_RUN (lab/kv BenchmarkXDP*), the store vs memcached over veth
@@ -62,4 +102,4 @@ bench:
 	@set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 2s -timeout 30m ./lab/... 2>&1 | tee bench.log
 
 clean:
-	rm -rf bin $(TESTLOG) bench.log
+	rm -rf bin results bench.log

@@ -97,6 +97,24 @@ func (m *Matrix) Lookup(name string) (*Kernel, error) {
 	return nil, fmt.Errorf("unknown kernel %q (pinned: %s, or %s)", name, strings.Join(m.Names(), ", "), HostName)
 }
 
+// Select resolves a comma-separated list of kernel names (as -kernels and
+// $XDPLAB_KERNELS take it); empty means every pinned kernel.
+func (m *Matrix) Select(list string) ([]*Kernel, error) {
+	names := m.Names()
+	if strings.TrimSpace(list) != "" {
+		names = strings.Split(list, ",")
+	}
+	var ks []*Kernel
+	for _, n := range names {
+		k, err := m.Lookup(strings.TrimSpace(n))
+		if err != nil {
+			return nil, err
+		}
+		ks = append(ks, k)
+	}
+	return ks, nil
+}
+
 // Lookup finds a pinned kernel in the compiled-in matrix.
 func Lookup(name string) (*Kernel, error) {
 	m, err := Pinned()

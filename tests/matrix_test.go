@@ -16,22 +16,23 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/xdplab/xdplab/kernels"
+	"github.com/xdplab/xdplab/lab/report"
 	"github.com/xdplab/xdplab/vmtest"
 )
 
 var (
-	flagKernels = flag.String("kernels", "", "comma-separated kernels to run on (pinned names or 'host'); default: every pinned kernel")
+	flagKernels = flag.String("kernels", os.Getenv("XDPLAB_KERNELS"), "comma-separated kernels to run on (pinned names or 'host'); default: $XDPLAB_KERNELS, else every pinned kernel")
 	flagReport  = flag.String("report", "", "directory for report.md and report.json (default: results/ next to this file)")
 )
 
@@ -91,42 +92,21 @@ var suites = []suite{
 	},
 }
 
-// caseResult is one test case's outcome on one kernel.
-type caseResult struct {
-	Kernel  string  `json:"kernel"`
-	Suite   string  `json:"suite"`
-	Case    string  `json:"case"`
-	Action  string  `json:"action"` // pass, fail, skip
-	Seconds float64 `json:"seconds"`
-	Output  string  `json:"-"`
-}
-
-type kernelRun struct {
-	Kernel     string          `json:"kernel"`
-	Release    string          `json:"release"`
-	Accel      string          `json:"accel"`
-	Seconds    float64         `json:"seconds"`
-	Error      string          `json:"error,omitempty"`
-	Cases      []caseResult    `json:"cases"`
-	Verifier   json.RawMessage `json:"verifier,omitempty"`
-	Throughput json.RawMessage `json:"throughput,omitempty"`
-	// ProxyThroughput is the proxy-throughput suite's results.
-	ProxyThroughput json.RawMessage `json:"proxy_throughput,omitempty"`
-}
-
 var (
 	reportMu sync.Mutex
-	report   []*kernelRun
+	matrix   = report.New()
 )
 
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
-	if len(report) > 0 {
-		if err := writeReport(); err != nil {
+	if len(matrix.Kernels) > 0 {
+		dir := reportDir()
+		if err := matrix.Write(dir); err != nil {
 			fmt.Fprintln(os.Stderr, "report:", err)
 			code = 1
 		}
+		fmt.Printf("\nkernel matrix (%s):\n%s", filepath.Join(dir, report.MarkdownFile), matrix.Markdown())
 	}
 	os.Exit(code)
 }
@@ -165,17 +145,9 @@ func selectedKernels(t *testing.T) []*kernels.Kernel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := m.Names()
-	if *flagKernels != "" {
-		names = strings.Split(*flagKernels, ",")
-	}
-	var ks []*kernels.Kernel
-	for _, n := range names {
-		k, err := m.Lookup(strings.TrimSpace(n))
-		if err != nil {
-			t.Fatalf("-kernels: %v", err)
-		}
-		ks = append(ks, k)
+	ks, err := m.Select(*flagKernels)
+	if err != nil {
+		t.Fatalf("-kernels: %v", err)
 	}
 	return ks
 }
@@ -196,18 +168,28 @@ func TestMatrix(t *testing.T) {
 
 func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]string) {
 	ctx := t.Context()
+	kr := &report.Kernel{Kernel: k.Name, Release: k.Release, Backend: string(vmtest.Direct)}
+	reportMu.Lock()
+	matrix.Kernels = append(matrix.Kernels, kr)
+	reportMu.Unlock()
+	start := time.Now()
+	defer func() { kernelDone(kr, time.Since(start)) }()
 	if !k.IsHost() {
+		fetched := k.Cached()
+		if !fetched {
+			progressf("%s: fetching %s (%d MB download)", k.Name, k.Release, k.DownloadSize()>>20)
+		}
 		fctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
 		err := k.Fetch(fctx, &kernels.Options{Log: tlog{t}})
 		cancel()
 		if err != nil {
-			t.Fatalf("fetch %s: %v", k.Name, err)
+			kr.Error = fmt.Sprintf("fetch %s: %v", k.Name, err)
+			t.Fatal(kr.Error)
+		}
+		if !fetched {
+			progressf("%s: fetched in %.0fs", k.Name, time.Since(start).Seconds())
 		}
 	}
-	kr := &kernelRun{Kernel: k.Name, Release: k.Release}
-	reportMu.Lock()
-	report = append(report, kr)
-	reportMu.Unlock()
 
 	// One boot per kernel runs every suite, each writing test2json-able
 	// output between markers, so the cost of booting is paid once.
@@ -244,28 +226,42 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 	script.WriteString("true")
 
 	var stdout bytes.Buffer
-	start := time.Now()
+	boot := time.Now()
+	watch := newSuiteWatch(k, boot)
+	if k.IsHost() {
+		progressf("%s: running the suites on the running kernel %s", k.Name, k.Release)
+	} else {
+		accel, why := vmtest.Accel()
+		progressf("%s: booting %s (%s, %s: %s)", k.Name, k.Release, kr.Backend, accel, why)
+	}
 	res, err := vmtest.Run(ctx, k, []string{script.String()}, vmtest.Options{
 		CPUs:       2,
 		Memory:     "2G",
 		Timeout:    25 * time.Minute,
 		ResultsDir: results,
-		Stdout:     &stdout,
+		Stdout:     io.MultiWriter(&stdout, watch),
 		Stderr:     tlog{t},
 	})
-	kr.Seconds = time.Since(start).Seconds()
+	watch.finish()
+	kr.Seconds = time.Since(boot).Seconds()
 	if res != nil {
 		kr.Accel = res.Accel
 		if res.Kernel != "" {
 			kr.Release = res.Kernel
 		}
+		// The whole guest kernel log, for CI to keep as an artifact.
+		if res.KernelLog != "" {
+			if err := os.MkdirAll(reportDir(), 0o755); err == nil {
+				os.WriteFile(filepath.Join(reportDir(), report.GuestLogFile(k.Name)), []byte(res.KernelLog), 0o644)
+			}
+		}
 	}
 	if err != nil {
 		kr.Error = err.Error()
-		t.Errorf("%s: %v", k.Name, err)
 		if res != nil {
-			t.Logf("guest kernel log (tail):\n%s", tail(res.KernelLog, 40))
+			kr.Error += "\nguest kernel log (tail):\n" + tail(res.KernelLog, 40)
 		}
+		t.Errorf("%s: %s", k.Name, kr.Error)
 	}
 	// Each program's package writes its own verifier file; the report
 	// holds them as one list.
@@ -336,7 +332,7 @@ type event struct {
 
 // replay turns a guest test binary's output into subtests of this run, so
 // `-run Matrix/5.10/functional/TestXDPBasic` and failures read as usual.
-func replay(t *testing.T, kr *kernelRun, s suite, out []byte) {
+func replay(t *testing.T, kr *report.Kernel, s suite, out []byte) {
 	cmd := exec.Command("go", "tool", "test2json", "-t")
 	cmd.Stdin = bytes.NewReader(out)
 	js, err := cmd.Output()
@@ -351,7 +347,15 @@ func replay(t *testing.T, kr *kernelRun, s suite, out []byte) {
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
 		var e event
-		if json.Unmarshal(sc.Bytes(), &e) != nil || strings.Contains(e.Test, "/") {
+		if json.Unmarshal(sc.Bytes(), &e) != nil {
+			continue
+		}
+		if root, _, sub := strings.Cut(e.Test, "/"); sub {
+			// A subtest's output (its failure message) belongs to its
+			// top-level case, which is what the matrix reports.
+			if e.Action == "output" && outputs[root] != nil {
+				outputs[root].WriteString(e.Output)
+			}
 			continue
 		}
 		if e.Test == "" {
@@ -376,15 +380,19 @@ func replay(t *testing.T, kr *kernelRun, s suite, out []byte) {
 	}
 	for _, name := range order {
 		e, done := final[name]
-		c := caseResult{Kernel: kr.Kernel, Suite: s.name, Case: name, Action: e.Action, Seconds: e.Elapsed, Output: outputs[name].String()}
+		c := report.Case{Kernel: kr.Kernel, Suite: s.name, Case: name, Action: e.Action, Seconds: e.Elapsed, Output: outputs[name].String()}
 		switch {
 		case !done && s.bench && binary == "pass":
 			c.Action = "pass" // a benchmark has no verdict of its own
 		case !done:
 			c.Action = "fail" // the binary died or timed out mid-test
 		}
+		kept := c
+		if kept.Action == "pass" {
+			kept.Output = "" // the report keeps what explains a failure or skip
+		}
 		reportMu.Lock()
-		kr.Cases = append(kr.Cases, c)
+		kr.Cases = append(kr.Cases, kept)
 		reportMu.Unlock()
 		t.Run(name, func(t *testing.T) {
 			switch c.Action {
@@ -399,98 +407,22 @@ func replay(t *testing.T, kr *kernelRun, s suite, out []byte) {
 	}
 }
 
-func writeReport() error {
-	dir := *flagReport
-	if dir == "" {
-		dir = "results"
+// reportDir is -report, or results/ next to this file.
+func reportDir() string {
+	if *flagReport != "" {
+		return *flagReport
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	sort.Slice(report, func(i, j int) bool { return report[i].Kernel < report[j].Kernel })
-	b, err := json.MarshalIndent(map[string]any{"time": time.Now().UTC().Format(time.RFC3339), "kernels": report}, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "report.json"), b, 0o644); err != nil {
-		return err
-	}
-	var md strings.Builder
-	md.WriteString("| kernel | release | accel | boot+run s | pass | fail | skip | kv_xdp insns verified | proxy_xdp insns verified | GET ops/s store / memcached | GET ops/s XDP proxy / nutcracker, memcached backends | same, XDP-store backends |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, kr := range report {
-		n := map[string]int{}
-		for _, c := range kr.Cases {
-			n[c.Action]++
-		}
-		fmt.Fprintf(&md, "| %s | %s | %s | %.0f | %d | %d | %d | %s | %s | %s | %s | %s |\n", kr.Kernel, kr.Release, kr.Accel, kr.Seconds, n["pass"], n["fail"], n["skip"],
-			verifiedInsns(kr.Verifier, "kv_xdp"), verifiedInsns(kr.Verifier, "proxy_xdp"),
-			getThroughput(kr.Throughput, "store", "memcached"),
-			getThroughput(kr.ProxyThroughput, "xdp-proxy→memcached", "nutcracker→memcached"),
-			getThroughput(kr.ProxyThroughput, "xdp-proxy→kv", "nutcracker→kv"))
-	}
-	md.WriteString("\nFailures and skips:\n\n")
-	for _, kr := range report {
-		if kr.Error != "" {
-			fmt.Fprintf(&md, "- %s: %s\n", kr.Kernel, kr.Error)
-		}
-		for _, c := range kr.Cases {
-			if c.Action != "pass" {
-				fmt.Fprintf(&md, "- %s/%s/%s: %s\n", c.Kernel, c.Suite, c.Case, c.Action)
-			}
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(md.String()), 0o644); err != nil {
-		return err
-	}
-	fmt.Printf("\nkernel matrix (%s):\n%s", filepath.Join(dir, "report.md"), md.String())
-	return nil
+	return "results"
 }
 
-// verifiedInsns is the most instructions the verifier walked for program
-// (of its variants), or "-".
-func verifiedInsns(raw json.RawMessage, program string) string {
-	var st []struct {
-		Program string `json:"program"`
-		Insns   uint32 `json:"verified_insns"`
+// kernelDone prints the kernel's last progress line.
+func kernelDone(kr *report.Kernel, took time.Duration) {
+	pass, fail, skip := kr.Counts()
+	verdict := "passed"
+	if why := kr.Failed(); why != "" {
+		verdict = "FAILED (" + why + ")"
 	}
-	if json.Unmarshal(raw, &st) != nil {
-		return "-"
-	}
-	max := uint32(0)
-	for _, s := range st {
-		if s.Program == program && s.Insns > max {
-			max = s.Insns
-		}
-	}
-	if max == 0 {
-		return "-"
-	}
-	return fmt.Sprint(max)
-}
-
-// getThroughput summarises a GET-only comparison of a throughput suite:
-// target a's ops/s against b's.
-func getThroughput(raw json.RawMessage, a, b string) string {
-	var rs []struct {
-		Target   string  `json:"target"`
-		Ops      float64 `json:"ops_per_sec"`
-		Workload struct {
-			GetRatio float64 `json:"get_ratio"`
-		} `json:"workload"`
-	}
-	if json.Unmarshal(raw, &rs) != nil {
-		return "-"
-	}
-	ops := map[string]float64{}
-	for _, r := range rs {
-		if r.Workload.GetRatio == 1 {
-			ops[r.Target] = r.Ops
-		}
-	}
-	if ops[a] == 0 || ops[b] == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.0f / %.0f = %.2f×", ops[a], ops[b], ops[a]/ops[b])
+	progressf("%s: %s in %.0fs: %d passed, %d failed, %d skipped", kr.Kernel, verdict, took.Seconds(), pass, fail, skip)
 }
 
 func tail(s string, n int) string {

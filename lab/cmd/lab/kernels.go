@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -26,6 +27,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 func kernelsList(args []string) error {
 	fs := newFlags("kernels list")
 	asJSON := fs.Bool("json", false, "print the pinned kernels as one JSON array (a CI matrix: name, release, cache_key, cache_dir)")
+	names := fs.Bool("names", false, "print only the pinned kernels' names, one per line (for scripts)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -33,8 +35,12 @@ func kernelsList(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	switch {
+	case *asJSON:
 		return kernelsJSON(m)
+	case *names:
+		fmt.Println(strings.Join(m.Names(), "\n"))
+		return nil
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tSUITE\tRELEASE\tVERSION\tCACHED\tSIZE")

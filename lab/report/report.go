@@ -1,0 +1,297 @@
+// Package report is the kernel matrix's report: what ran on each kernel and
+// how it went. One report is written as JSON (for tools), Markdown (for
+// people and CI job summaries) and JUnit XML (for test-report UIs). A run
+// sharded as CI shards it (one process per kernel) writes one report per
+// kernel; Merge joins them into the report a whole local run writes.
+package report
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// The files a report directory holds.
+const (
+	JSONFile     = "report.json"
+	MarkdownFile = "report.md"
+	JUnitFile    = "junit.xml"
+)
+
+// GuestLogFile names the file holding a kernel's full guest kernel log.
+func GuestLogFile(kernel string) string { return "guest-" + kernel + ".log" }
+
+// Case is one test case's outcome on one kernel.
+type Case struct {
+	Kernel  string  `json:"kernel"`
+	Suite   string  `json:"suite"`
+	Case    string  `json:"case"`
+	Action  string  `json:"action"` // pass, fail, skip
+	Seconds float64 `json:"seconds"`
+	// Output is kept for failures and skips (the reason), not for passes.
+	Output string `json:"output,omitempty"`
+}
+
+// Kernel is one kernel's run: the boot, every case, and what the suites
+// measured (raw JSON as the suites wrote it).
+type Kernel struct {
+	Kernel   string          `json:"kernel"`
+	Release  string          `json:"release"`
+	Accel    string          `json:"accel"`
+	Backend  string          `json:"backend,omitempty"`
+	Seconds  float64         `json:"seconds"`
+	Error    string          `json:"error,omitempty"` // the VM failed (crash, hang, panic): the guest log tail
+	Cases    []Case          `json:"cases"`
+	Verifier json.RawMessage `json:"verifier,omitempty"`
+	// Throughput and ProxyThroughput are the throughput suites' results.
+	Throughput      json.RawMessage `json:"throughput,omitempty"`
+	ProxyThroughput json.RawMessage `json:"proxy_throughput,omitempty"`
+}
+
+// Counts tallies the kernel's cases by action.
+func (k *Kernel) Counts() (pass, fail, skip int) {
+	for _, c := range k.Cases {
+		switch c.Action {
+		case "pass":
+			pass++
+		case "skip":
+			skip++
+		default:
+			fail++
+		}
+	}
+	return
+}
+
+// Failed says why the kernel's run failed, or "" when it passed. A run in
+// which nothing ran did not pass.
+func (k *Kernel) Failed() string {
+	_, fail, _ := k.Counts()
+	switch {
+	case k.Error != "":
+		return firstLine(k.Error)
+	case fail > 0:
+		return fmt.Sprintf("%d failed", fail)
+	case len(k.Cases) == 0:
+		return "no test ran"
+	}
+	return ""
+}
+
+// Report is a whole run (or a merge of runs).
+type Report struct {
+	Time    string    `json:"time"`
+	Kernels []*Kernel `json:"kernels"`
+}
+
+// New starts a report stamped now.
+func New() *Report { return &Report{Time: time.Now().UTC().Format(time.RFC3339)} }
+
+func (r *Report) sort() {
+	sort.Slice(r.Kernels, func(i, j int) bool { return r.Kernels[i].Kernel < r.Kernels[j].Kernel })
+}
+
+// Failures lists "KERNEL: why" for every kernel whose run failed.
+func (r *Report) Failures() []string {
+	var f []string
+	for _, k := range r.Kernels {
+		if why := k.Failed(); why != "" {
+			f = append(f, k.Kernel+": "+why)
+		}
+	}
+	return f
+}
+
+// Write puts report.json, report.md and junit.xml into dir.
+func (r *Report) Write(dir string) error {
+	r.sort()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	ju, err := r.JUnit()
+	if err != nil {
+		return err
+	}
+	for name, b := range map[string][]byte{JSONFile: append(js, '\n'), MarkdownFile: []byte(r.Markdown()), JUnitFile: ju} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Read loads the report.json of dir.
+func Read(dir string) (*Report, error) {
+	b, err := os.ReadFile(filepath.Join(dir, JSONFile))
+	if err != nil {
+		return nil, err
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, JSONFile), err)
+	}
+	return &r, nil
+}
+
+// Merge joins reports of disjoint kernels (CI's shards) into one, stamped
+// with the latest of their times. A kernel in two reports is an error: one
+// of them would be silently lost.
+func Merge(rs ...*Report) (*Report, error) {
+	m := &Report{}
+	seen := map[string]bool{}
+	for _, r := range rs {
+		if r.Time > m.Time {
+			m.Time = r.Time
+		}
+		for _, k := range r.Kernels {
+			if seen[k.Kernel] {
+				return nil, fmt.Errorf("kernel %s is in more than one report", k.Kernel)
+			}
+			seen[k.Kernel] = true
+			m.Kernels = append(m.Kernels, k)
+		}
+	}
+	if len(m.Kernels) == 0 {
+		return nil, errors.New("no kernel in any report")
+	}
+	m.sort()
+	return m, nil
+}
+
+// Missing lists the kernels of want that the report lacks.
+func (r *Report) Missing(want []string) []string {
+	have := map[string]bool{}
+	for _, k := range r.Kernels {
+		have[k.Kernel] = true
+	}
+	var miss []string
+	for _, w := range want {
+		if !have[w] {
+			miss = append(miss, w)
+		}
+	}
+	return miss
+}
+
+// Markdown is the table a run prints, then failures and skips with their
+// reasons, then how to reproduce each kernel's run.
+func (r *Report) Markdown() string {
+	r.sort()
+	var md strings.Builder
+	md.WriteString("| kernel | release | accel | boot+run s | pass | fail | skip | kv_xdp insns verified | proxy_xdp insns verified | GET ops/s store / memcached | GET ops/s XDP proxy / nutcracker, memcached backends | same, XDP-store backends |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, k := range r.Kernels {
+		pass, fail, skip := k.Counts()
+		accel := k.Accel
+		if k.Backend != "" {
+			accel += ", " + k.Backend
+		}
+		fmt.Fprintf(&md, "| %s | %s | %s | %.0f | %d | %d | %d | %s | %s | %s | %s | %s |\n", k.Kernel, k.Release, accel, k.Seconds, pass, fail, skip,
+			verifiedInsns(k.Verifier, "kv_xdp"), verifiedInsns(k.Verifier, "proxy_xdp"),
+			getThroughput(k.Throughput, "store", "memcached"),
+			getThroughput(k.ProxyThroughput, "xdp-proxy→memcached", "nutcracker→memcached"),
+			getThroughput(k.ProxyThroughput, "xdp-proxy→kv", "nutcracker→kv"))
+	}
+	md.WriteString("\nFailures and skips:\n\n")
+	none := true
+	for _, k := range r.Kernels {
+		if k.Error != "" {
+			fmt.Fprintf(&md, "- %s: %s\n", k.Kernel, firstLine(k.Error))
+			none = false
+		}
+		for _, c := range k.Cases {
+			if c.Action != "pass" {
+				fmt.Fprintf(&md, "- %s/%s/%s: %s", c.Kernel, c.Suite, c.Case, c.Action)
+				if why := reason(c.Output); why != "" {
+					fmt.Fprintf(&md, ": %s", why)
+				}
+				md.WriteString("\n")
+				none = false
+			}
+		}
+	}
+	if none {
+		md.WriteString("- none\n")
+	}
+	md.WriteString("\nReproduce one kernel's run locally (as root):\n\n")
+	for _, k := range r.Kernels {
+		fmt.Fprintf(&md, "- %s: `go test ./tests -kernels %s`\n", k.Kernel, k.Kernel)
+	}
+	return md.String()
+}
+
+// reason is the first line of a case's output that says something: a skip's
+// reason, a failure's first message.
+func reason(out string) string {
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "=== ") || strings.HasPrefix(l, "--- ") {
+			continue
+		}
+		if len(l) > 160 {
+			l = l[:160] + "…"
+		}
+		return l
+	}
+	return ""
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return l
+}
+
+// verifiedInsns is the most instructions the verifier walked for program
+// (of its variants), or "-".
+func verifiedInsns(raw json.RawMessage, program string) string {
+	var st []struct {
+		Program string `json:"program"`
+		Insns   uint32 `json:"verified_insns"`
+	}
+	if json.Unmarshal(raw, &st) != nil {
+		return "-"
+	}
+	max := uint32(0)
+	for _, s := range st {
+		if s.Program == program && s.Insns > max {
+			max = s.Insns
+		}
+	}
+	if max == 0 {
+		return "-"
+	}
+	return fmt.Sprint(max)
+}
+
+// getThroughput summarises a GET-only comparison of a throughput suite:
+// target a's ops/s against b's.
+func getThroughput(raw json.RawMessage, a, b string) string {
+	var rs []struct {
+		Target   string  `json:"target"`
+		Ops      float64 `json:"ops_per_sec"`
+		Workload struct {
+			GetRatio float64 `json:"get_ratio"`
+		} `json:"workload"`
+	}
+	if json.Unmarshal(raw, &rs) != nil {
+		return "-"
+	}
+	ops := map[string]float64{}
+	for _, r := range rs {
+		if r.Workload.GetRatio == 1 {
+			ops[r.Target] = r.Ops
+		}
+	}
+	if ops[a] == 0 || ops[b] == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f / %.0f = %.2f×", ops[a], ops[b], ops[a]/ops[b])
+}

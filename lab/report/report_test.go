@@ -1,0 +1,117 @@
+package report
+
+import (
+	"encoding/xml"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func shard(kernel string, cases ...Case) *Report {
+	r := New()
+	k := &Kernel{Kernel: kernel, Release: kernel + ".0-1-amd64", Accel: "tcg", Seconds: 100}
+	for _, c := range cases {
+		c.Kernel = kernel
+		k.Cases = append(k.Cases, c)
+	}
+	r.Kernels = append(r.Kernels, k)
+	return r
+}
+
+func TestWriteReadMerge(t *testing.T) {
+	dirs := []string{t.TempDir(), t.TempDir()}
+	a := shard("6.1", Case{Suite: "functional", Case: "TestA", Action: "pass", Seconds: 1})
+	// test2json's framing byte and a skip reason travel through.
+	b := shard("5.10", Case{Suite: "verifier", Case: "TestB", Action: "skip", Output: "=== RUN TestB\n    x_test.go:9: kernel 5.10 lacks bpf_loop\x16\n"})
+	for i, r := range []*Report{a, b} {
+		if err := r.Write(dirs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var read []*Report
+	for _, d := range dirs {
+		r, err := Read(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read = append(read, r)
+	}
+	m, err := Merge(read...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, k := range m.Kernels {
+		names = append(names, k.Kernel)
+	}
+	if !reflect.DeepEqual(names, []string{"5.10", "6.1"}) {
+		t.Errorf("merged kernels %v, want [5.10 6.1]", names)
+	}
+	if f := m.Failures(); len(f) != 0 {
+		t.Errorf("failures %v, want none", f)
+	}
+	if miss := m.Missing([]string{"5.10", "6.1", "7.2"}); !reflect.DeepEqual(miss, []string{"7.2"}) {
+		t.Errorf("missing %v, want [7.2]", miss)
+	}
+	md := m.Markdown()
+	for _, want := range []string{"| 5.10 | 5.10.0-1-amd64 | tcg |", "| 6.1 |", "5.10/verifier/TestB: skip: x_test.go:9: kernel 5.10 lacks bpf_loop", "`go test ./tests -kernels 6.1`"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	if _, err := Merge(read[0], read[0]); err == nil {
+		t.Error("merging a kernel twice: no error")
+	}
+}
+
+func TestFailed(t *testing.T) {
+	for _, tc := range []struct {
+		k    Kernel
+		want string
+	}{
+		{Kernel{Cases: []Case{{Action: "pass"}, {Action: "skip"}}}, ""},
+		{Kernel{Cases: []Case{{Action: "pass"}, {Action: "fail"}}}, "1 failed"},
+		{Kernel{}, "no test ran"},
+		{Kernel{Error: "guest kernel panic: kernel 6.1\n\tKernel panic - not syncing"}, "guest kernel panic: kernel 6.1"},
+	} {
+		if got := tc.k.Failed(); got != tc.want {
+			t.Errorf("%+v: Failed() = %q, want %q", tc.k, got, tc.want)
+		}
+	}
+}
+
+func TestJUnit(t *testing.T) {
+	r := shard("6.12",
+		Case{Suite: "functional", Case: "TestA", Action: "pass", Seconds: 1.5},
+		Case{Suite: "functional", Case: "TestB", Action: "fail", Output: "    b_test.go:3: got 1, want 2 <&>\x1b[0m\n"},
+		Case{Suite: "proxy", Case: "TestC", Action: "skip", Output: "    c_test.go:4: needs 5.15\n"})
+	r.Kernels[0].Error = "guest timed out: after 25m0s"
+	dir := t.TempDir()
+	if err := r.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, JUnitFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got junitSuites
+	if err := xml.Unmarshal(b, &got); err != nil {
+		t.Fatalf("junit.xml does not parse: %v\n%s", err, b)
+	}
+	if got.Tests != 4 || got.Failures != 2 || got.Skipped != 1 {
+		t.Errorf("tests/failures/skipped = %d/%d/%d, want 4/2/1\n%s", got.Tests, got.Failures, got.Skipped, b)
+	}
+	var suites []string
+	for _, s := range got.Suites {
+		suites = append(suites, s.Name)
+	}
+	if !reflect.DeepEqual(suites, []string{"6.12/vm", "6.12/functional", "6.12/proxy"}) {
+		t.Errorf("suites %v", suites)
+	}
+	fn := got.Suites[1]
+	if fn.Time != "1.500" || fn.Cases[1].Failure == nil || fn.Cases[1].Failure.Message != "b_test.go:3: got 1, want 2 <&>\uFFFD[0m" {
+		t.Errorf("functional suite: %+v, failure %+v", fn, fn.Cases[1].Failure)
+	}
+}

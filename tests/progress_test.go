@@ -1,0 +1,128 @@
+package tests
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/xdplab/xdplab/kernels"
+)
+
+// Progress lines (a kernel fetched, booted, each suite done, the kernel
+// done) are printed while the matrix runs, not at its end. go test holds a
+// test binary's stdout and stderr until the package ends (unless -v on a
+// single package), so they go to the go command's own stderr, which it does
+// not hold, when the go command is our parent; `go test -json` keeps a clean
+// stdout. $XDPLAB_PROGRESS names another file, or "off".
+var progress = struct {
+	sync.Mutex
+	w     io.Writer
+	start time.Time
+}{w: progressWriter(), start: time.Now()}
+
+func progressWriter() io.Writer {
+	switch p := os.Getenv("XDPLAB_PROGRESS"); p {
+	case "off", "0":
+		return io.Discard
+	case "":
+	default:
+		if f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+			return f
+		}
+	}
+	ppid := strconv.Itoa(os.Getppid())
+	if exe, err := os.Readlink("/proc/" + ppid + "/exe"); err == nil && filepath.Base(exe) == "go" {
+		// O_APPEND: when that stderr is a file, write at its end, not over it.
+		if f, err := os.OpenFile("/proc/"+ppid+"/fd/2", os.O_WRONLY|os.O_APPEND, 0); err == nil {
+			return f
+		}
+	}
+	return os.Stderr
+}
+
+// progressf prints one progress line, stamped with the run's elapsed time.
+func progressf(format string, args ...any) {
+	progress.Lock()
+	defer progress.Unlock()
+	fmt.Fprintf(progress.w, "[matrix %4.0fs] %s\n", time.Since(progress.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// suiteWatch reads a guest's stdout as it streams and reports when the
+// guest command starts (the VM has booted) and when each suite finishes,
+// with its top-level results counted from the test2json-framed output.
+type suiteWatch struct {
+	kernel  string
+	start   time.Time
+	partial []byte
+	current int // index of the running suite, -1 before the first
+	since   time.Time
+	counts  map[string]int
+	booted  bool
+}
+
+func newSuiteWatch(k *kernels.Kernel, start time.Time) *suiteWatch {
+	// The running kernel has no boot to report.
+	return &suiteWatch{kernel: k.Name, start: start, current: -1, counts: map[string]int{}, booted: k.IsHost()}
+}
+
+func (w *suiteWatch) Write(b []byte) (int, error) {
+	w.partial = append(w.partial, b...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		w.line(string(w.partial[:i]))
+		w.partial = w.partial[i+1:]
+	}
+	return len(b), nil
+}
+
+func (w *suiteWatch) line(l string) {
+	if n, ok := suiteMarker(l); ok {
+		if !w.booted {
+			w.booted = true
+			progressf("%s: booted in %.0fs, running the suites", w.kernel, time.Since(w.start).Seconds())
+		}
+		w.finish()
+		w.current, w.since, w.counts = n, time.Now(), map[string]int{}
+		return
+	}
+	// test2json framing: "^V--- PASS: TestName (0.1s)", subtests unindented.
+	l = strings.TrimPrefix(l, "\x16--- ")
+	result, rest, ok := strings.Cut(l, ": ")
+	name, _, _ := strings.Cut(rest, " ")
+	if ok && !strings.Contains(name, "/") {
+		w.counts[result]++
+	}
+}
+
+// finish reports the running suite, if any.
+func (w *suiteWatch) finish() {
+	if w.current < 0 || w.current >= len(suites) {
+		return
+	}
+	s := suites[w.current]
+	took := time.Since(w.since).Seconds()
+	if s.bench {
+		progressf("%s: %s done (%.0fs)", w.kernel, s.name, took)
+	} else {
+		progressf("%s: %s done: %d passed, %d failed, %d skipped (%.0fs)", w.kernel, s.name, w.counts["PASS"], w.counts["FAIL"], w.counts["SKIP"], took)
+	}
+	w.current = -1
+}
+
+// suiteMarker parses the line the guest script prints before suite i.
+func suiteMarker(l string) (int, bool) {
+	if len(l) <= len(marker) || l[:len(marker)] != marker {
+		return 0, false
+	}
+	n, err := strconv.Atoi(l[len(marker):])
+	return n, err == nil
+}
