@@ -265,7 +265,7 @@ func (r *ciRepo) checkMatrix(src string, w ghWorkflow, bad func(string, ...any))
 
 	var cached, tested bool
 	for _, s := range kj.Steps {
-		if strings.HasPrefix(s.Uses, "actions/cache@") {
+		if strings.HasPrefix(s.Uses, "actions/cache@") || strings.HasPrefix(s.Uses, "actions/cache/restore@") {
 			cached = true
 			if !regexp.MustCompile(`^\$\{\{\s*matrix\.kernel\.cache_key\s*\}\}$`).MatchString(s.With["key"]) {
 				bad("cache key is %q, want ${{ matrix.kernel.cache_key }} (it hashes the pinned sha256s)", s.With["key"])
@@ -279,7 +279,7 @@ func (r *ciRepo) checkMatrix(src string, w ghWorkflow, bad func(string, ...any))
 		}
 	}
 	if !cached {
-		bad("the kernel job has no actions/cache step")
+		bad("the kernel job restores no kernel cache (actions/cache or actions/cache/restore)")
 	}
 	if !tested {
 		bad(`the kernel job runs no make test-kernel KERNEL="$VAR"`)
