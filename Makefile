@@ -79,12 +79,14 @@ test-host:
 	  $(GO) test -count=1 $(TESTFLAGS) ./tests -run TestWorkflow || rc=1; \
 	  exit $$rc; } 2>&1 | tee $(RESULTS)/host.log
 
-# One kernel, as one CI job runs it: vmtest's boot checks and the matrix
-# suites in that kernel. Writes $(RESULTS)/$(KERNEL)/.
+# One kernel, as one CI job runs it: fetch it (progress shows; go test
+# would hold it back), vmtest's boot checks and the matrix suites in that
+# kernel. Writes $(RESULTS)/$(KERNEL)/.
 test-kernel:
 	@[ -n "$(KERNEL)" ] || { echo "make test-kernel: say which kernel: KERNEL=NAME (pinned: $$($(GO) run ./lab/cmd/lab kernels list --names | paste -sd' '))"; exit 2; }
 	@mkdir -p $(RESULTS)/$(KERNEL)
 	@set -o pipefail; rc=0; { \
+	  $(GO) run ./lab/cmd/lab kernels fetch $(KERNEL) || exit 1; \
 	  XDPLAB_KERNELS=$(KERNEL) $(GO) test -count=1 -timeout 30m $(TESTFLAGS) ./vmtest || rc=1; \
 	  $(GO) test -count=1 -timeout 60m $(TESTFLAGS) ./tests -kernels $(KERNEL) -report $(RESULTS)/$(KERNEL) || rc=1; \
 	  exit $$rc; } 2>&1 | tee $(RESULTS)/$(KERNEL)/test.log
