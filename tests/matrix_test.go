@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -225,7 +224,6 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 	}
 	script.WriteString("true")
 
-	var stdout bytes.Buffer
 	boot := time.Now()
 	watch := newSuiteWatch(k, boot)
 	if k.IsHost() {
@@ -239,7 +237,7 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 		Memory:     "2G",
 		Timeout:    25 * time.Minute,
 		ResultsDir: results,
-		Stdout:     io.MultiWriter(&stdout, watch),
+		Stdout:     watch,
 		Stderr:     tlog{t},
 	})
 	watch.finish()
@@ -282,7 +280,10 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 		kr.ProxyThroughput = b
 	}
 	for i, s := range suites {
-		out := section(stdout.Bytes(), i)
+		if res == nil {
+			break
+		}
+		out := section(res.Stdout, i)
 		if out == nil {
 			continue
 		}

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/xdplab/xdplab/kernels"
@@ -59,7 +59,6 @@ func progressf(format string, args ...any) {
 type suiteWatch struct {
 	kernel  string
 	start   time.Time
-	partial []byte
 	current int // index of the running suite, -1 before the first
 	since   time.Time
 	counts  map[string]int
@@ -71,16 +70,9 @@ func newSuiteWatch(k *kernels.Kernel, start time.Time) *suiteWatch {
 	return &suiteWatch{kernel: k.Name, start: start, current: -1, counts: map[string]int{}, booted: k.IsHost()}
 }
 
+// Write takes one line: vmtest writes its Stdout a whole line at a time.
 func (w *suiteWatch) Write(b []byte) (int, error) {
-	w.partial = append(w.partial, b...)
-	for {
-		i := bytes.IndexByte(w.partial, '\n')
-		if i < 0 {
-			break
-		}
-		w.line(string(w.partial[:i]))
-		w.partial = w.partial[i+1:]
-	}
+	w.line(strings.TrimSuffix(string(b), "\n"))
 	return len(b), nil
 }
 
@@ -125,4 +117,44 @@ func suiteMarker(l string) (int, bool) {
 	}
 	n, err := strconv.Atoi(l[len(marker):])
 	return n, err == nil
+}
+
+func TestSuiteWatch(t *testing.T) {
+	var out strings.Builder
+	progress.Lock()
+	saved := progress.w
+	progress.w = &out
+	progress.Unlock()
+	defer func() { progress.Lock(); progress.w = saved; progress.Unlock() }()
+
+	k := &kernels.Kernel{Name: "6.1", Release: "6.1.0-50-amd64"}
+	w := newSuiteWatch(k, time.Now())
+	for _, l := range []string{
+		"[    1.2] some boot noise",
+		marker + "0",
+		"\x16=== RUN   TestA",
+		"\x16--- PASS: TestA/sub (0.01s)", // subtests do not count
+		"\x16--- PASS: TestA (0.10s)",
+		"\x16--- FAIL: TestB (0.20s)",
+		"\x16--- SKIP: TestC (0.00s)",
+		"--- PASS: not framed, printed by a test",
+		marker + "1",
+		"\x16--- PASS: TestD (0.10s)",
+	} {
+		w.Write([]byte(l + "\n"))
+	}
+	w.finish()
+	got := out.String()
+	for _, want := range []string{
+		"6.1: booted in 0s, running the suites\n",
+		"6.1: " + suites[0].name + " done: 1 passed, 1 failed, 1 skipped (",
+		"6.1: " + suites[1].name + " done: 1 passed, 0 failed, 0 skipped (",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("progress lacks %q:\n%s", want, got)
+		}
+	}
+	if n := strings.Count(got, "\n"); n != 3 {
+		t.Errorf("%d progress lines, want 3:\n%s", n, got)
+	}
 }

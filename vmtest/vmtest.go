@@ -55,10 +55,12 @@ type Options struct {
 	// path, also named by $XDPLAB_RESULTS in the guest. Empty: none.
 	ResultsDir string
 	Dirs       []Dir
-	Env        []string  // extra KEY=VALUE for the command
-	Cwd        string    // guest working directory; default the current one
-	Stdout     io.Writer // streamed as it comes (also kept in Result)
-	Stderr     io.Writer
+	Env        []string // extra KEY=VALUE for the command
+	Cwd        string   // guest working directory; default the current one
+	// Stdout and Stderr get the guest command's output as it comes (it is
+	// also kept in Result), one whole line per Write.
+	Stdout io.Writer
+	Stderr io.Writer
 	// AllowWarnings keeps kernel WARNING: lines from failing the run.
 	AllowWarnings bool
 	// VNGFullUdev gives a vng guest the host's whole udev rule set and
