@@ -190,6 +190,18 @@ func (k *Kernel) ModulesDir() string {
 	return filepath.Join(k.Root(), "lib", "modules", k.Release)
 }
 
+// Config is the kernel's build configuration inside the cache: boot/config-
+// RELEASE, or config in the modules directory where the packages put it
+// there (sid's split packages). "" when neither exists.
+func (k *Kernel) Config() string {
+	for _, p := range []string{filepath.Join(k.Root(), "boot", "config-"+k.Release), filepath.Join(k.ModulesDir(), "config")} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
 func (k *Kernel) markerPath() string { return filepath.Join(k.Dir(), ".ready") }
 
 // marker is what a ready cache records, so a changed pin invalidates it.

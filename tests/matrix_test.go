@@ -194,7 +194,6 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 	// output between markers, so the cost of booting is paid once.
 	results := t.TempDir()
 	var script strings.Builder
-	script.WriteString("modprobe veth 2>/dev/null; mount -t bpf bpf /sys/fs/bpf 2>/dev/null; ")
 	suiteRE, caseRE := runFilter()
 	for i, s := range suites {
 		names := s.run

@@ -120,6 +120,7 @@ func directCommand(k *kernels.Kernel, args []string, o Options, tmp, accel strin
 		"modules_dir": modDir,
 		"release":     k.Release,
 		"hostname":    "xdplab-vm",
+		"kconfig":     k.Config(),
 	}
 	var files []cpioFile
 	// Directories first: the kernel's unpacker does not create parents.

@@ -5,6 +5,25 @@
 // Two boot paths sit behind one API: virtme-ng (vng), the reference, and
 // Direct, QEMU with a tiny Go init of our own, which skips vng's bash init
 // and udev and boots several times faster under emulation (TCG).
+//
+// # The guest contract
+//
+// A command started in a guest, on either backend and every pinned kernel,
+// finds what a BPF test finds on a Debian machine (testdata/contract.sh
+// checks each item on each kernel and backend):
+//
+//   - bpffs at /sys/fs/bpf, tracefs at /sys/kernel/tracing, debugfs at
+//     /sys/kernel/debug, cgroup2 at /sys/fs/cgroup;
+//   - the guest kernel's config at /boot/config-$(uname -r), as Debian
+//     installs it, and its modules under /lib/modules for modprobe;
+//   - user namespaces as on a normal boot: the command's root is its mount
+//     namespace's root (no chroot), so a child may unshare user, mount and
+//     PID namespaces and mount its own /proc;
+//   - /dev/shm (tmpfs), /dev/fd and /dev/std*, a writable /tmp, loopback up;
+//   - the host's tree read-only at the same paths, writes going to a
+//     throwaway overlay; Options.ResultsDir writable at its host path;
+//   - root, a clean environment (PATH, HOME=/root, LANG, XDPLAB_RESULTS and
+//     Options.Env), the working directory Options.Cwd.
 package vmtest
 
 import (

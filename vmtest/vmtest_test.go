@@ -197,6 +197,7 @@ func TestDirect(t *testing.T) {
 			t.Parallel()
 			var boot time.Duration
 			t.Run("main", func(t *testing.T) { boot = checkMain(t, k, Direct, xdp) })
+			t.Run("contract", func(t *testing.T) { checkContract(t, k, Direct) })
 			t.Run("exit0", func(t *testing.T) { checkExit(t, k, Direct, 0) })
 			t.Run("exit255", func(t *testing.T) { checkExit(t, k, Direct, 255) })
 			t.Run("panic", func(t *testing.T) { checkPanic(t, k, Direct) })
@@ -217,6 +218,7 @@ func TestVNG(t *testing.T) {
 		t.Run(k.Name, func(t *testing.T) {
 			t.Parallel()
 			t.Run("main", func(t *testing.T) { checkMain(t, k, VNG, "") })
+			t.Run("contract", func(t *testing.T) { checkContract(t, k, VNG) })
 			if k.Name == "6.1" {
 				t.Run("exit255", func(t *testing.T) { checkExit(t, k, VNG, 255) })
 				t.Run("panic", func(t *testing.T) { checkPanic(t, k, VNG) })
@@ -266,6 +268,45 @@ func checkMain(t *testing.T, k *kernels.Kernel, b Backend, xdp string) time.Dura
 	}
 	assertGone(t, res)
 	return res.Duration
+}
+
+// contractItems are the guest contract's items (package doc) that
+// testdata/contract.sh checks, each of which must report.
+var contractItems = []string{"bpffs", "tracefs", "debugfs", "cgroup2", "devshm", "kconfig", "modules", "userns", "tmp", "loopback", "devfd", "hostfs"}
+
+// checkContract runs testdata/contract.sh in the guest: every item of the
+// guest contract, a subtest each.
+func checkContract(t *testing.T, k *kernels.Kernel, b Backend) {
+	script, err := filepath.Abs(filepath.Join("testdata", "contract.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(context.Background(), k, []string{"sh", script}, opts(t, b))
+	if err != nil {
+		t.Fatalf("%s: %v", k.Name, err)
+	}
+	if res.ExitCode != 0 {
+		t.Errorf("contract.sh exited %d; stderr %q", res.ExitCode, res.Stderr)
+	}
+	got := map[string]string{}
+	for _, l := range strings.Split(string(res.Stdout), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 {
+			got[f[1]] = l
+		}
+	}
+	for _, item := range contractItems {
+		t.Run(item, func(t *testing.T) {
+			switch l := got[item]; {
+			case l == "":
+				t.Errorf("no result for %s: stdout %q, stderr %q", item, res.Stdout, res.Stderr)
+			case !strings.HasPrefix(l, "ok "):
+				t.Error(l)
+			default:
+				t.Log(l)
+			}
+		})
+	}
+	assertGone(t, res)
 }
 
 func checkExit(t *testing.T, k *kernels.Kernel, b Backend, code int) {

@@ -35,9 +35,10 @@ func vngCommand(k *kernels.Kernel, args []string, o Options, tmp, accel string) 
 	klog := filepath.Join(tmp, "klog")
 	// vng reports 255 both for `exit 255` and for a guest that died, so the
 	// script also logs its status to the kernel log, which we capture.
-	script := fmt.Sprintf("%s\n(%s) </dev/null\nrc=$?\necho \"%s$rc\" > /dev/kmsg\nexit $rc\n",
-		exportEnv(guestEnv(o)), shellJoin(args), exitMarker)
+	script := fmt.Sprintf("%s%s\n(%s) </dev/null\nrc=$?\necho \"%s$rc\" > /dev/kmsg\nexit $rc\n",
+		vngCompleteGuest(k), exportEnv(guestEnv(o)), shellJoin(args), exitMarker)
 	a := vngArgs(k, o, accel)
+	a = append(a, "--overlay-rwdir=/boot")
 	wrapper, err := qemuWrapper(tmp)
 	if err != nil {
 		return nil, err
@@ -59,6 +60,18 @@ func vngCommand(k *kernels.Kernel, args []string, o Options, tmp, accel string) 
 	// per-run directory, removed whatever happens.
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	return &launch{cmd: cmd, klogFile: klog, klog: &syncBuffer{}}, nil
+}
+
+// vngCompleteGuest adds to vng's guest what the contract (package doc)
+// promises and vng's init does not do: bpffs, /boot/config-RELEASE, /dev/fd.
+func vngCompleteGuest(k *kernels.Kernel) string {
+	var b strings.Builder
+	b.WriteString("grep -q ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf -o mode=0700 bpf /sys/fs/bpf\n")
+	if c := k.Config(); c != "" {
+		fmt.Fprintf(&b, "[ -e /boot/config-%[1]s ] || cp %[2]s /boot/config-%[1]s\n", k.Release, shellQuote(c))
+	}
+	b.WriteString("[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd\n")
+	return b.String()
 }
 
 func exportEnv(env []string) string {

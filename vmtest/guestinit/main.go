@@ -34,6 +34,9 @@ type config struct {
 		RW    bool   `json:"rw"`
 	} `json:"dirs"`
 	Hostname string `json:"hostname"`
+	// KConfig is the kernel's config on the host (seen at the same path in
+	// the guest), installed as /boot/config-RELEASE as Debian installs it.
+	KConfig string `json:"kconfig"`
 }
 
 func logf(format string, args ...any) {
@@ -122,6 +125,27 @@ func loopbackUp() {
 	syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), syscall.SIOCSIFFLAGS, uintptr(unsafe.Pointer(&ifr[0])))
 }
 
+// switchRoot makes r the root of the mount namespace, as switch_root does
+// (the initramfs cannot be pivot_root'ed away): a plain chroot leaves the
+// command's root unequal to its namespace's, and the kernel then refuses
+// it new user namespaces (EPERM), which tests that fork into namespaces
+// need.
+func switchRoot(r string) {
+	for _, m := range []string{"/proc", "/sys", "/dev"} {
+		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+	if err := os.Chdir(r); err != nil {
+		die("chdir %s: %v", r, err)
+	}
+	if err := syscall.Mount(".", "/", "", syscall.MS_MOVE, ""); err != nil {
+		die("move %s to /: %v", r, err)
+	}
+	if err := syscall.Chroot("."); err != nil {
+		die("chroot: %v", err)
+	}
+	os.Chdir("/")
+}
+
 func main() {
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "guestinit: only runs as PID 1 inside a vmtest guest")
@@ -162,10 +186,22 @@ func main() {
 	// /tmp stays in the overlay: host files there are visible, as with vng.
 	mount("tmpfs", r+"/run", "tmpfs", 0, "mode=0755")
 	mount("cgroup2", r+"/sys/fs/cgroup", "cgroup2", 0, "")
+	mount("bpf", r+"/sys/fs/bpf", "bpf", 0, "mode=0700")
 	syscall.Mount("debugfs", r+"/sys/kernel/debug", "debugfs", 0, "")
 	syscall.Mount("tracefs", r+"/sys/kernel/tracing", "tracefs", 0, "")
 	if c.ModulesDir != "" {
 		mount(r+c.ModulesDir, r+"/lib/modules/"+c.Release, "", syscall.MS_BIND, "")
+	}
+	if c.KConfig != "" {
+		// A copy in the overlay, not a link: readers may check it is a file.
+		if b, err := os.ReadFile(r + c.KConfig); err == nil {
+			os.MkdirAll(r+"/boot", 0o755)
+			os.WriteFile(r+"/boot/config-"+c.Release, b, 0o644)
+		}
+	}
+	// What udev or systemd would make: /dev/fd and the std streams.
+	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		os.Symlink(target, r+"/dev/"+name)
 	}
 	for _, d := range c.Dirs {
 		var fl uintptr
@@ -180,9 +216,7 @@ func main() {
 	loopbackUp()
 
 	stdout, stderr, ret := openPort("stdout"), openPort("stderr"), openPort("ret")
-	if err := syscall.Chroot(r); err != nil {
-		die("chroot: %v", err)
-	}
+	switchRoot(r)
 	if err := os.Chdir(c.Cwd); err != nil {
 		fmt.Fprintf(stderr, "xdplab-init: cd %s: %v; staying in /\n", c.Cwd, err)
 		os.Chdir("/")
