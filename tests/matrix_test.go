@@ -256,7 +256,7 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 	if err != nil {
 		kr.Error = err.Error()
 		if res != nil {
-			kr.Error += "\nguest kernel log (tail):\n" + tail(res.KernelLog, 40)
+			kr.Error += "\nguest kernel log (tail):\n" + res.KernelLogTail(40)
 		}
 		t.Errorf("%s: %s", k.Name, kr.Error)
 	}
@@ -423,14 +423,6 @@ func kernelDone(kr *report.Kernel, took time.Duration) {
 		verdict = "FAILED (" + why + ")"
 	}
 	progressf("%s: %s in %.0fs: %d passed, %d failed, %d skipped", kr.Kernel, verdict, took.Seconds(), pass, fail, skip)
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // tlog streams a guest's stderr and the fetcher's progress into the test log.

@@ -77,7 +77,8 @@ type Options struct {
 	Env        []string // extra KEY=VALUE for the command
 	Cwd        string   // guest working directory; default the current one
 	// Stdout and Stderr get the guest command's output as it comes (it is
-	// also kept in Result), one whole line per Write.
+	// also kept in Result), one whole line per Write (the last may lack
+	// its newline, as the command wrote it).
 	Stdout io.Writer
 	Stderr io.Writer
 	// AllowWarnings keeps kernel WARNING: lines from failing the run.
@@ -104,6 +105,12 @@ type Result struct {
 	// PID of the QEMU (direct) or vng process; it led a process group that
 	// is gone when Run returns.
 	PID int
+}
+
+// KernelLogTail is the last n lines of the guest's kernel log: what to show
+// with a failure.
+func (r *Result) KernelLogTail(n int) string {
+	return strings.Join(lastN(strings.Split(strings.TrimRight(r.KernelLog, "\n"), "\n"), n), "\n")
 }
 
 // Failure kinds, matched with errors.Is.
@@ -288,7 +295,7 @@ func supervise(ctx context.Context, cmd *exec.Cmd, l *launch, o Options, res *Re
 		}
 		io.Copy(dst, r)
 		if lines != nil && len(lines.buf) > 0 {
-			w.Write(append(lines.buf, '\n'))
+			w.Write(lines.buf) // a last line without its newline, as it came
 		}
 	}
 	// Our own pipes, not cmd.StdoutPipe: Wait closes those as soon as the

@@ -17,6 +17,7 @@ import (
 
 func init() {
 	register(command{name: "vm run", summary: "boot a kernel and run one command in it: vm run --kernel 6.1 -- CMD...", run: vmRun})
+	register(command{name: "vm exec", summary: "run a test binary in a kernel, for go test -exec 'lab vm exec --kernel 6.1'", run: vmExec})
 	register(command{name: "vm shell", summary: "interactive shell in a kernel (virtme-ng), in the repository directory", run: vmShell})
 	register(command{name: "vm accel", summary: "say whether VMs here run under KVM or TCG (emulation), and why", run: vmAccel})
 	register(command{name: "vm bench", summary: "median boot+true+poweroff time per kernel", run: vmBench})
@@ -157,6 +158,77 @@ func vmRun(args []string) error {
 		return exitError{res.ExitCode}
 	}
 	return nil
+}
+
+// vmExec runs a program (a test binary, as go test -exec passes it) in a
+// guest: in the current directory (the package's, so testdata is there),
+// with its arguments as given, its stdout and stderr passed through as they
+// come and its exit code returned. A guest that panics, oopses, WARNs or
+// hangs fails the run with the guest's kernel log tail.
+func vmExec(args []string) error {
+	fs := newFlags("vm exec")
+	v := addVMFlags(fs, string(vmtest.Direct))
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	prog := fs.Args()
+	if len(prog) == 0 {
+		return usageError{"usage: lab vm exec --kernel NAME [flags] PROGRAM [ARG...]  (as go test -exec 'lab vm exec --kernel 6.1')"}
+	}
+	k, err := lookupCached(*v.kernel)
+	if err != nil {
+		return err
+	}
+	o := v.options()
+	if !flagSet(fs, "cpus") {
+		o.CPUs = 2 // per-CPU maps and tests of concurrency want more than one
+	}
+	if !flagSet(fs, "timeout") {
+		o.Timeout = execTimeout(prog[1:])
+	}
+	if o.Cwd, err = os.Getwd(); err != nil {
+		return err
+	}
+	o.Stdout, o.Stderr = os.Stdout, os.Stderr
+	ctx, cancel := signalContext()
+	defer cancel()
+	res, err := vmtest.Run(ctx, k, prog, o)
+	if err != nil {
+		if res != nil && res.KernelLog != "" {
+			fmt.Fprintf(os.Stderr, "---- guest kernel log, last lines (%s, %s) ----\n%s\n", res.Kernel, res.Accel, res.KernelLogTail(30))
+		}
+		return err
+	}
+	if res.ExitCode != 0 {
+		return exitError{res.ExitCode}
+	}
+	return nil
+}
+
+// execTimeout gives the guest the test binary's own -test.timeout (go test
+// passes one, 10m by default) plus room to boot, so the test's timeout
+// fires first and reports which test hung.
+func execTimeout(args []string) time.Duration {
+	t := 10 * time.Minute
+	for i, a := range args {
+		v, ok := strings.CutPrefix(a, "-test.timeout=")
+		if !ok && a == "-test.timeout" && i+1 < len(args) {
+			v, ok = args[i+1], true
+		}
+		if d, err := time.ParseDuration(v); ok && err == nil {
+			if d == 0 {
+				return 24 * time.Hour // go test's "no timeout"
+			}
+			t = d
+		}
+	}
+	return t + 3*time.Minute
+}
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func vmShell(args []string) error {
