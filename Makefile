@@ -21,6 +21,10 @@ TESTFLAGS ?=
 # kernel log and test.log; the merged report.md/report.json at the top.
 RESULTS   ?= $(CURDIR)/results
 KERNEL    ?=
+# How test-kernel's guests boot: direct (vmtest's own init) or vng
+# (virtme-ng); results of a vng run go to $(RESULTS)/$(KERNEL)-vng/.
+BACKEND   ?= direct
+JOB        = $(KERNEL)$(if $(filter-out direct,$(BACKEND)),-$(BACKEND))
 # Kernels run side by side by 'make test' (each a process of its own, as CI
 # runs them; vmtest caps VMs at one per core machine-wide anyway).
 JOBS      ?= $(shell nproc)
@@ -80,20 +84,22 @@ test-host:
 	  exit $$rc; } 2>&1 | tee $(RESULTS)/host.log
 
 # One kernel, as one CI job runs it: fetch it (progress shows; go test
-# would hold it back), vmtest's boot checks and the matrix suites in that
-# kernel. Writes $(RESULTS)/$(KERNEL)/.
+# would hold it back), vmtest's boot checks (both backends; once per kernel,
+# so only with BACKEND=direct) and the matrix suites in that kernel.
+# Writes $(RESULTS)/$(JOB)/.
 test-kernel:
 	@[ -n "$(KERNEL)" ] || { echo "make test-kernel: say which kernel: KERNEL=NAME (pinned: $$($(GO) run ./lab/cmd/lab kernels list --names | paste -sd' '))"; exit 2; }
-	@mkdir -p $(RESULTS)/$(KERNEL)
+	@mkdir -p $(RESULTS)/$(JOB)
 	@set -o pipefail; rc=0; { \
 	  $(GO) run ./lab/cmd/lab kernels fetch $(KERNEL) || exit 1; \
-	  XDPLAB_KERNELS=$(KERNEL) $(GO) test -count=1 -timeout 30m $(TESTFLAGS) ./vmtest || rc=1; \
-	  $(GO) test -count=1 -timeout 60m $(TESTFLAGS) ./tests -kernels $(KERNEL) -report $(RESULTS)/$(KERNEL) || rc=1; \
-	  exit $$rc; } 2>&1 | tee $(RESULTS)/$(KERNEL)/test.log
+	  if [ "$(BACKEND)" = direct ]; then XDPLAB_KERNELS=$(KERNEL) $(GO) test -count=1 -timeout 30m $(TESTFLAGS) ./vmtest || rc=1; fi; \
+	  $(GO) test -count=1 -timeout 60m $(TESTFLAGS) ./tests -kernels $(KERNEL) -backend $(BACKEND) -report $(RESULTS)/$(JOB) || rc=1; \
+	  exit $$rc; } 2>&1 | tee $(RESULTS)/$(JOB)/test.log
 
-# Every pinned kernel, JOBS processes at a time; fails if any kernel failed.
+# Every CI kernel job (each pinned kernel, and the newest through virtme-ng
+# too: lab kernels list --jobs), JOBS processes at a time; fails if any did.
 test-kernels: build
-	@$(LAB) kernels list --names | xargs -P $(JOBS) -I{} $(MAKE) --no-print-directory test-kernel KERNEL={}
+	@$(LAB) kernels list --jobs | xargs -P $(JOBS) -L 1 $(MAKE) --no-print-directory test-kernel
 
 # The per-kernel reports merged into $(RESULTS)/report.md and report.json;
 # fails if a pinned kernel failed or has no report.

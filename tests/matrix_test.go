@@ -32,6 +32,7 @@ import (
 
 var (
 	flagKernels = flag.String("kernels", os.Getenv("XDPLAB_KERNELS"), "comma-separated kernels to run on (pinned names or 'host'); default: $XDPLAB_KERNELS, else every pinned kernel")
+	flagBackend = flag.String("backend", envOr("XDPLAB_BACKEND", string(vmtest.Direct)), "how guests boot: direct (vmtest's own init) or vng (virtme-ng); default: $XDPLAB_BACKEND, else direct")
 	flagReport  = flag.String("report", "", "directory for report.md and report.json (default: results/ next to this file)")
 )
 
@@ -96,6 +97,13 @@ var (
 	matrix   = report.New()
 )
 
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
@@ -155,6 +163,9 @@ func TestMatrix(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the kernel matrix needs root (BPF, namespaces, QEMU over the host's root): run as root")
 	}
+	if b := vmtest.Backend(*flagBackend); b != vmtest.Direct && b != vmtest.VNG {
+		t.Fatalf("-backend %q: want %s or %s", b, vmtest.Direct, vmtest.VNG)
+	}
 	root := moduleRoot(t)
 	bins := buildSuites(t, root, t.TempDir())
 	for _, k := range selectedKernels(t) {
@@ -167,7 +178,10 @@ func TestMatrix(t *testing.T) {
 
 func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]string) {
 	ctx := t.Context()
-	kr := &report.Kernel{Kernel: k.Name, Release: k.Release, Backend: string(vmtest.Direct)}
+	kr := &report.Kernel{Kernel: k.Name, Release: k.Release, Backend: *flagBackend}
+	if k.IsHost() {
+		kr.Backend = "" // no VM
+	}
 	reportMu.Lock()
 	matrix.Kernels = append(matrix.Kernels, kr)
 	reportMu.Unlock()
@@ -232,6 +246,7 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 		progressf("%s: booting %s (%s, %s: %s)", k.Name, k.Release, kr.Backend, accel, why)
 	}
 	res, err := vmtest.Run(ctx, k, []string{script.String()}, vmtest.Options{
+		Backend:    vmtest.Backend(*flagBackend),
 		CPUs:       2,
 		Memory:     "2G",
 		Timeout:    25 * time.Minute,

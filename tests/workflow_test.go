@@ -36,14 +36,15 @@ func TestWorkflow(t *testing.T) {
 	for _, m := range []struct{ name, old, new, want string }{
 		{"hard-coded matrix", "${{ fromJSON(needs.kernels.outputs.matrix) }}", hardList, "want ${{ fromJSON("},
 		{"hard-coded kernel", `make test-kernel KERNEL="$KERNEL"`, "make test-kernel KERNEL=" + names[0], `pinned kernel "` + names[0] + `" is hard-coded`},
-		{"matrix field typo", "name: report-${{ matrix.kernel.name }}", "name: report-${{ matrix.kernel.nam }}", `has no field "nam"`},
+		{"matrix field typo", "name: report-${{ matrix.kernel.job }}", "name: report-${{ matrix.kernel.jb }}", `has no field "jb"`},
 		{"undefined needs output", "needs.kernels.outputs.matrix)", "needs.kernels.outputs.matrixx)", `"matrixx" is not defined`},
 		{"undefined job", "needs: kernels\n", "needs: kernelz\n", "kernelz"},
 		{"cache key", "key: ${{ matrix.kernel.cache_key }}", "key: ${{ matrix.kernel.release }}", "cache key is"},
 		{"missing make target", "run: make vet\n", "run: make vett\n", `"vett", which the Makefile does not define`},
 		{"target outside .ci/run", "run: make vet\n", "run: make bench\n", `"bench", which .ci/run does not reach`},
-		{"test-kernel env", "KERNEL: ${{ matrix.kernel.name }}\n        run: make test-kernel", "KERNEL: ${{ matrix.kernel.release }}\n        run: make test-kernel", `env KERNEL is "${{ matrix.kernel.release }}"`},
-		{"shell error", `cat "results/$KERNEL/report.md"`, "cat results/$KERNEL/report.md", "SC2086"},
+		{"test-kernel env", "KERNEL: ${{ matrix.kernel.name }}\n          BACKEND: ${{ matrix.kernel.backend }}\n        run: make test-kernel", "KERNEL: ${{ matrix.kernel.release }}\n          BACKEND: ${{ matrix.kernel.backend }}\n        run: make test-kernel", `env KERNEL is "${{ matrix.kernel.release }}"`},
+		{"test-kernel backend", "BACKEND: ${{ matrix.kernel.backend }}\n        run: make test-kernel", "BACKEND: vng\n        run: make test-kernel", `env BACKEND is "vng"`},
+		{"shell error", `cat "results/$JOB/report.md"`, "cat results/$JOB/report.md", "SC2086"},
 	} {
 		t.Run("mutation/"+m.name, func(t *testing.T) {
 			src, err := os.ReadFile(filepath.Join(wfDir, "ci.yml"))
@@ -110,7 +111,7 @@ var (
 	reStepOut   = regexp.MustCompile(`^\$\{\{\s*steps\.([\w-]+)\.outputs\.([\w-]+)\s*\}\}$`)
 	reListCmd   = regexp.MustCompile(`\bgo run (\S+) kernels list --json\b`)
 	reField     = regexp.MustCompile(`\bmatrix\.kernel\.([\w-]+)`)
-	reTestKern  = regexp.MustCompile(`\bmake test-kernel\s+KERNEL="?\$\{?(\w+)\}?"?`)
+	reTestKern  = regexp.MustCompile(`\bmake test-kernel\s+KERNEL="?\$\{?(\w+)\}?"?(?:\s+BACKEND="?\$\{?(\w+)\}?"?)?`)
 	reShellCmds = regexp.MustCompile(`&&|\|\||[;|\n(){}]`)
 	reComment   = regexp.MustCompile(`(?m)(^|\s)#.*$`)
 )
@@ -236,9 +237,15 @@ func (r *ciRepo) checkMatrix(src string, w ghWorkflow, bad func(string, ...any))
 		bad("kernels list --json: %v", err)
 		return
 	}
+	// One job per pinned kernel on the direct path, and at least one
+	// through virtme-ng, the reference path.
 	var got, want []string
+	vng := false
 	for _, k := range list {
-		got = append(got, fmt.Sprint(k["name"]))
+		if k["backend"] == "direct" {
+			got = append(got, fmt.Sprint(k["name"]))
+		}
+		vng = vng || k["backend"] == "vng"
 		for _, f := range []string{"cache_key", "cache_dir"} {
 			if v, ok := k[f].(string); ok && v != "" && strings.Contains(src, v) {
 				bad("%s %q is hard-coded in the workflow; take it from the matrix", f, v)
@@ -251,7 +258,10 @@ func (r *ciRepo) checkMatrix(src string, w ghWorkflow, bad func(string, ...any))
 	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
-		bad("kernels list --json names %v, kernels.json pins %v", got, want)
+		bad("kernels list --json runs %v on the direct path, kernels.json pins %v", got, want)
+	}
+	if !vng {
+		bad("kernels list --json runs no kernel through vng")
 	}
 	// actionlint types a fromJSON matrix as any: check the fields here.
 	for _, f := range reField.FindAllStringSubmatch(src, -1) {
@@ -275,6 +285,11 @@ func (r *ciRepo) checkMatrix(src string, w ghWorkflow, bad func(string, ...any))
 			tested = true
 			if !regexp.MustCompile(`^\$\{\{\s*matrix\.kernel\.name\s*\}\}$`).MatchString(s.Env[v[1]]) {
 				bad("make test-kernel KERNEL=$%s: env %s is %q, want ${{ matrix.kernel.name }}", v[1], v[1], s.Env[v[1]])
+			}
+			if v[2] == "" {
+				bad("make test-kernel without BACKEND=$VAR: the matrix's vng job would boot the direct path")
+			} else if !regexp.MustCompile(`^\$\{\{\s*matrix\.kernel\.backend\s*\}\}$`).MatchString(s.Env[v[2]]) {
+				bad("make test-kernel BACKEND=$%s: env %s is %q, want ${{ matrix.kernel.backend }}", v[2], v[2], s.Env[v[2]])
 			}
 		}
 	}

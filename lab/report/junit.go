@@ -53,20 +53,20 @@ func (r *Report) JUnit() ([]byte, error) {
 		bySuite := map[string]*junitSuite{}
 		suite := func(name string) *junitSuite {
 			if bySuite[name] == nil {
-				bySuite[name] = &junitSuite{Name: k.Kernel + "/" + name, Timestamp: r.Time}
+				bySuite[name] = &junitSuite{Name: k.ID() + "/" + name, Timestamp: r.Time}
 				order = append(order, name)
 			}
 			return bySuite[name]
 		}
 		if k.Error != "" {
 			s := suite("vm")
-			s.Cases = append(s.Cases, junitCase{Name: "boot", Classname: "TestMatrix/" + k.Kernel + "/vm", Time: seconds(k.Seconds),
+			s.Cases = append(s.Cases, junitCase{Name: "boot", Classname: "TestMatrix/" + k.ID() + "/vm", Time: seconds(k.Seconds),
 				Failure: &junitMessage{Message: firstLine(k.Error), Text: k.Error}})
 			s.Failures++
 		}
 		for _, c := range k.Cases {
 			s := suite(c.Suite)
-			jc := junitCase{Name: c.Case, Classname: "TestMatrix/" + k.Kernel + "/" + c.Suite, Time: seconds(c.Seconds)}
+			jc := junitCase{Name: c.Case, Classname: "TestMatrix/" + k.ID() + "/" + c.Suite, Time: seconds(c.Seconds)}
 			switch c.Action {
 			case "pass":
 			case "skip":

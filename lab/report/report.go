@@ -53,6 +53,24 @@ type Kernel struct {
 	ProxyThroughput json.RawMessage `json:"proxy_throughput,omitempty"`
 }
 
+// ID names the run in a report: the kernel, and the backend when it is not
+// the default one, since CI runs one kernel through both.
+func (k *Kernel) ID() string {
+	if k.Backend == "" || k.Backend == "direct" {
+		return k.Kernel
+	}
+	return k.Kernel + " (" + k.Backend + ")"
+}
+
+// Command is the local command that reproduces the run.
+func (k *Kernel) Command() string {
+	c := "go test ./tests -kernels " + k.Kernel
+	if k.Backend != "" && k.Backend != "direct" {
+		c += " -backend " + k.Backend
+	}
+	return c
+}
+
 // Counts tallies the kernel's cases by action.
 func (k *Kernel) Counts() (pass, fail, skip int) {
 	for _, c := range k.Cases {
@@ -93,7 +111,13 @@ type Report struct {
 func New() *Report { return &Report{Time: time.Now().UTC().Format(time.RFC3339)} }
 
 func (r *Report) sort() {
-	sort.Slice(r.Kernels, func(i, j int) bool { return r.Kernels[i].Kernel < r.Kernels[j].Kernel })
+	sort.Slice(r.Kernels, func(i, j int) bool {
+		a, b := r.Kernels[i], r.Kernels[j]
+		if a.Kernel != b.Kernel {
+			return a.Kernel < b.Kernel
+		}
+		return a.Backend < b.Backend
+	})
 }
 
 // Failures lists "KERNEL: why" for every kernel whose run failed.
@@ -101,7 +125,7 @@ func (r *Report) Failures() []string {
 	var f []string
 	for _, k := range r.Kernels {
 		if why := k.Failed(); why != "" {
-			f = append(f, k.Kernel+": "+why)
+			f = append(f, k.ID()+": "+why)
 		}
 	}
 	return f
@@ -142,9 +166,9 @@ func Read(dir string) (*Report, error) {
 	return &r, nil
 }
 
-// Merge joins reports of disjoint kernels (CI's shards) into one, stamped
-// with the latest of their times. A kernel in two reports is an error: one
-// of them would be silently lost.
+// Merge joins reports of disjoint runs (CI's shards) into one, stamped with
+// the latest of their times. A run (kernel and backend) in two reports is an
+// error: one of them would be silently lost.
 func Merge(rs ...*Report) (*Report, error) {
 	m := &Report{}
 	seen := map[string]bool{}
@@ -153,10 +177,10 @@ func Merge(rs ...*Report) (*Report, error) {
 			m.Time = r.Time
 		}
 		for _, k := range r.Kernels {
-			if seen[k.Kernel] {
-				return nil, fmt.Errorf("kernel %s is in more than one report", k.Kernel)
+			if seen[k.ID()] {
+				return nil, fmt.Errorf("kernel %s is in more than one report", k.ID())
 			}
-			seen[k.Kernel] = true
+			seen[k.ID()] = true
 			m.Kernels = append(m.Kernels, k)
 		}
 	}
@@ -194,7 +218,7 @@ func (r *Report) Markdown() string {
 		if k.Backend != "" {
 			accel += ", " + k.Backend
 		}
-		fmt.Fprintf(&md, "| %s | %s | %s | %.0f | %d | %d | %d | %s | %s | %s | %s | %s |\n", k.Kernel, k.Release, accel, k.Seconds, pass, fail, skip,
+		fmt.Fprintf(&md, "| %s | %s | %s | %.0f | %d | %d | %d | %s | %s | %s | %s | %s |\n", k.ID(), k.Release, accel, k.Seconds, pass, fail, skip,
 			verifiedInsns(k.Verifier, "kv_xdp"), verifiedInsns(k.Verifier, "proxy_xdp"),
 			getThroughput(k.Throughput, "store", "memcached"),
 			getThroughput(k.ProxyThroughput, "xdp-proxy→memcached", "nutcracker→memcached"),
@@ -204,12 +228,12 @@ func (r *Report) Markdown() string {
 	none := true
 	for _, k := range r.Kernels {
 		if k.Error != "" {
-			fmt.Fprintf(&md, "- %s: %s\n", k.Kernel, firstLine(k.Error))
+			fmt.Fprintf(&md, "- %s: %s\n", k.ID(), firstLine(k.Error))
 			none = false
 		}
 		for _, c := range k.Cases {
 			if c.Action != "pass" {
-				fmt.Fprintf(&md, "- %s/%s/%s: %s", c.Kernel, c.Suite, c.Case, c.Action)
+				fmt.Fprintf(&md, "- %s/%s/%s: %s", k.ID(), c.Suite, c.Case, c.Action)
 				if why := reason(c.Output); why != "" {
 					fmt.Fprintf(&md, ": %s", why)
 				}
@@ -223,7 +247,7 @@ func (r *Report) Markdown() string {
 	}
 	md.WriteString("\nReproduce one kernel's run locally (as root):\n\n")
 	for _, k := range r.Kernels {
-		fmt.Fprintf(&md, "- %s: `go test ./tests -kernels %s`\n", k.Kernel, k.Kernel)
+		fmt.Fprintf(&md, "- %s: `%s`\n", k.ID(), k.Command())
 	}
 	return md.String()
 }

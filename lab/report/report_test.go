@@ -64,6 +64,19 @@ func TestWriteReadMerge(t *testing.T) {
 	if _, err := Merge(read[0], read[0]); err == nil {
 		t.Error("merging a kernel twice: no error")
 	}
+	// The same kernel through the other backend is another run.
+	vng := shard("6.1", Case{Suite: "functional", Case: "TestA", Action: "pass"})
+	vng.Kernels[0].Backend = "vng"
+	m2, err := Merge(read[0], vng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md = m2.Markdown()
+	for _, want := range []string{"| 6.1 |", "| 6.1 (vng) |", "`go test ./tests -kernels 6.1 -backend vng`"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
 }
 
 func TestFailed(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/xdplab/xdplab/kernels"
+	"github.com/xdplab/xdplab/vmtest"
 )
 
 func init() {
@@ -26,8 +27,9 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 func kernelsList(args []string) error {
 	fs := newFlags("kernels list")
-	asJSON := fs.Bool("json", false, "print the pinned kernels as one JSON array (a CI matrix: name, release, cache_key, cache_dir)")
+	asJSON := fs.Bool("json", false, "print CI's kernel matrix as one JSON array (name, release, backend, job, cache_key, cache_dir)")
 	names := fs.Bool("names", false, "print only the pinned kernels' names, one per line (for scripts)")
+	jobs := fs.Bool("jobs", false, "print CI's kernel jobs, one per line as make test-kernel's arguments (KERNEL=NAME BACKEND=B)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -40,6 +42,11 @@ func kernelsList(args []string) error {
 		return kernelsJSON(m)
 	case *names:
 		fmt.Println(strings.Join(m.Names(), "\n"))
+		return nil
+	case *jobs:
+		for _, j := range ciJobs(m) {
+			fmt.Printf("KERNEL=%s BACKEND=%s\n", j.Name, j.Backend)
+		}
 		return nil
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
@@ -145,23 +152,42 @@ func findRepoFile(rel string) (string, error) {
 	}
 }
 
-// kernelMatrixEntry is one kernel as CI's matrix sees it: the workflow reads
-// the list from here at run time, so a kernel added to kernels.json is a new
-// CI job with no edit to the workflow.
-type kernelMatrixEntry struct {
+// ciJob is one job of CI's kernel matrix. The workflow reads the list from
+// here at run time, so a kernel added to kernels.json is a new CI job with
+// no edit to the workflow.
+type ciJob struct {
 	Name     string `json:"name"`
 	Release  string `json:"release"`
+	Backend  string `json:"backend"`   // how the guest boots: direct or vng
+	Job      string `json:"job"`       // the job's results directory and artifact name
 	CacheKey string `json:"cache_key"` // changes exactly when a pinned package does
 	CacheDir string `json:"cache_dir"` // the kernel's directory under the kernel cache
 }
 
-func kernelsJSON(m *kernels.Matrix) error {
-	entries := []kernelMatrixEntry{}
-	for _, name := range m.Names() {
+// ciJobs is every pinned kernel on the direct path, and the newest one
+// again through virtme-ng, so every CI run boots the reference path too.
+func ciJobs(m *kernels.Matrix) []ciJob {
+	var jobs []ciJob
+	names := m.Names()
+	for i, name := range names {
 		k, _ := m.Lookup(name)
-		entries = append(entries, kernelMatrixEntry{Name: k.Name, Release: k.Release, CacheKey: k.CacheKey(), CacheDir: k.CacheName()})
+		backends := []vmtest.Backend{vmtest.Direct}
+		if i == len(names)-1 {
+			backends = append(backends, vmtest.VNG)
+		}
+		for _, b := range backends {
+			j := ciJob{Name: k.Name, Release: k.Release, Backend: string(b), Job: k.Name, CacheKey: k.CacheKey(), CacheDir: k.CacheName()}
+			if b != vmtest.Direct {
+				j.Job += "-" + string(b)
+			}
+			jobs = append(jobs, j)
+		}
 	}
-	b, err := json.Marshal(entries)
+	return jobs
+}
+
+func kernelsJSON(m *kernels.Matrix) error {
+	b, err := json.Marshal(ciJobs(m))
 	if err != nil {
 		return err
 	}
