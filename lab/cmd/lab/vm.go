@@ -162,12 +162,13 @@ func vmRun(args []string) error {
 
 // vmExec runs a program (a test binary, as go test -exec passes it) in a
 // guest: in the current directory (the package's, so testdata is there),
-// with its arguments as given, its stdout and stderr passed through as they
+// with its arguments and this process's environment as given, its stdout and stderr passed through as they
 // come and its exit code returned. A guest that panics, oopses, WARNs or
 // hangs fails the run with the guest's kernel log tail.
 func vmExec(args []string) error {
 	fs := newFlags("vm exec")
 	v := addVMFlags(fs, string(vmtest.Direct))
+	clean := fs.Bool("clean-env", false, "start the program with the guest's clean environment only (and -env), not this process's")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -180,6 +181,12 @@ func vmExec(args []string) error {
 		return err
 	}
 	o := v.options()
+	if !*clean {
+		// As a test binary run by go test inherits its environment (a
+		// test's knobs, CI variables); the host's tree is the guest's, so
+		// paths in it hold. -env comes last and wins.
+		o.Env = append(os.Environ(), o.Env...)
+	}
 	if !flagSet(fs, "cpus") {
 		o.CPUs = 2 // per-CPU maps and tests of concurrency want more than one
 	}
