@@ -275,12 +275,13 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 		}
 		t.Errorf("%s: %s", k.Name, kr.Error)
 	}
-	// Each program's package writes its own verifier file; the report
-	// holds them as one list.
+	// Each package's verifier test writes its own verifier-NAME.json
+	// (testutils.RecordVerifierStats); the report holds them as one list.
 	var progs []json.RawMessage
-	for _, f := range []string{"verifier-kv.json", "verifier-proxy.json"} {
+	files, _ := filepath.Glob(filepath.Join(results, "verifier-*.json"))
+	for _, f := range files {
 		var ps []json.RawMessage
-		if b, err := os.ReadFile(filepath.Join(results, f)); err == nil && json.Unmarshal(b, &ps) == nil {
+		if b, err := os.ReadFile(f); err == nil && json.Unmarshal(b, &ps) == nil {
 			progs = append(progs, ps...)
 		}
 	}

@@ -56,3 +56,65 @@ func VerifiedInsns(p *ebpf.Program) (uint32, error) {
 	}
 	return 0, fmt.Errorf("no verifier statistics for %s (log %q)", p, p.VerifierLog)
 }
+
+// ProgramStats is what the verifier did with one loaded program, in one
+// shape for every package's verifier test and the matrix report. The
+// statistics come from the stats-level verifier log (as veristat reads it);
+// kernels print what they know (5.10 has no states counts, for one).
+type ProgramStats struct {
+	Program string `json:"program"`
+	// Config names the load configuration, where a program loads in
+	// several (the store's value slot sizes).
+	Config           string `json:"config,omitempty"`
+	VerifiedInsn     uint32 `json:"verified_insns"`
+	TotalStates      int    `json:"total_states,omitempty"`
+	PeakStates       int    `json:"peak_states,omitempty"`
+	MaxStatesPerInsn int    `json:"max_states_per_insn,omitempty"`
+	StackDepth       string `json:"stack_depth,omitempty"` // per subprogram: "56+8+88"
+	VerifyMicros     int64  `json:"verification_us,omitempty"`
+	XlatedBytes      int    `json:"xlated_bytes"`
+	JitedBytes       uint32 `json:"jited_bytes"`
+}
+
+func (s ProgramStats) String() string {
+	c := ""
+	if s.Config != "" {
+		c = " (" + s.Config + ")"
+	}
+	return fmt.Sprintf("%s%s: %d instructions verified in %d µs, %d states (peak %d), stack %s, %d bytes translated, %d bytes JITed",
+		s.Program, c, s.VerifiedInsn, s.VerifyMicros, s.TotalStates, s.PeakStates, s.StackDepth, s.XlatedBytes, s.JitedBytes)
+}
+
+var (
+	statsIntRE = regexp.MustCompile(`(verification time|max_states_per_insn|total_states|peak_states) (\d+)`)
+	stackRE    = regexp.MustCompile(`stack depth ([0-9+]+)`)
+)
+
+// Stats reads p's verifier statistics (p loaded with Options).
+func Stats(name, config string, p *ebpf.Program) (ProgramStats, error) {
+	st := ProgramStats{Program: name, Config: config}
+	info, err := p.Info()
+	if err != nil {
+		return st, err
+	}
+	st.XlatedBytes, _ = info.TranslatedSize()
+	st.JitedBytes, _ = info.JitedSize()
+	for _, m := range statsIntRE.FindAllStringSubmatch(p.VerifierLog, -1) {
+		n, _ := strconv.Atoi(m[2])
+		switch m[1] {
+		case "verification time":
+			st.VerifyMicros = int64(n)
+		case "max_states_per_insn":
+			st.MaxStatesPerInsn = n
+		case "total_states":
+			st.TotalStates = n
+		case "peak_states":
+			st.PeakStates = n
+		}
+	}
+	if m := stackRE.FindStringSubmatch(p.VerifierLog); m != nil {
+		st.StackDepth = m[1]
+	}
+	st.VerifiedInsn, err = VerifiedInsns(p)
+	return st, err
+}

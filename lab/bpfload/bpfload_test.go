@@ -30,3 +30,26 @@ func TestExplain(t *testing.T) {
 		t.Errorf("verifier: %v", got)
 	}
 }
+
+func TestStats(t *testing.T) {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Skip("cannot load BPF here:", err)
+	}
+	p, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: asm.Instructions{
+		asm.Mov.Imm(asm.R1, 0),
+		asm.StoreMem(asm.R10, -8, asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R0, 2),
+		asm.Return(),
+	}}, Options().Programs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	st, err := Stats("pass", "tiny", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.VerifiedInsn != 4 || st.StackDepth != "8" || st.XlatedBytes == 0 || st.Config != "tiny" {
+		t.Errorf("stats %+v, want 4 instructions, stack 8 (log %q)", st, p.VerifierLog)
+	}
+}

@@ -1,16 +1,15 @@
 package proxy
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/xdplab/xdplab/lab/bpfload"
+	"github.com/xdplab/xdplab/lab/internal/testutils"
 	"github.com/xdplab/xdplab/lab/netlab"
 )
 
@@ -19,8 +18,8 @@ import (
 // converging (see ring_lookup), which on an older kernel is a rejection.
 const verifierBudget = 100_000
 
-// TestVerifierStats records what the verifier did with the proxy
-// ($XDPLAB_RESULTS/verifier-proxy.json when set) and holds it to the budget.
+// TestVerifierStats records what the verifier did with the proxy, for the
+// kernel-matrix report, and holds it to the budget.
 func TestVerifierStats(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
@@ -30,26 +29,14 @@ func TestVerifierStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer o.Close()
-	info, err := o.Program().Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := bpfload.VerifiedInsns(o.Program())
+	st, err := bpfload.Stats("proxy_xdp", "", o.Program())
 	if err != nil {
 		t.Error(err)
 	}
-	xl, _ := info.TranslatedSize()
-	jit, _ := info.JitedSize()
-	t.Logf("proxy_xdp: %d instructions verified, %d bytes translated, %d bytes JITed", n, xl, jit)
-	if n > verifierBudget {
-		t.Errorf("verifier walked %d instructions, budget %d", n, verifierBudget)
+	if st.VerifiedInsn > verifierBudget {
+		t.Errorf("verifier walked %d instructions, budget %d", st.VerifiedInsn, verifierBudget)
 	}
-	if dir := os.Getenv("XDPLAB_RESULTS"); dir != "" {
-		b, _ := json.MarshalIndent([]map[string]any{{"program": "proxy_xdp", "verified_insns": n, "xlated_bytes": xl, "jited_bytes": jit}}, "", "  ")
-		if err := os.WriteFile(filepath.Join(dir, "verifier-proxy.json"), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testutils.RecordVerifierStats(t, "proxy", []bpfload.ProgramStats{st})
 }
 
 // BenchmarkXDPRoute: ns per request through BPF_PROG_TEST_RUN, as the

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/xdplab/xdplab/lab/internal/testutils"
 	"github.com/xdplab/xdplab/lab/netlab"
 )
 
@@ -88,7 +89,7 @@ func (l *xdpLab) run(dev *netlab.Iface, frame []byte) (uint32, []byte) {
 	if errors.Is(err, unix.EINVAL) {
 		// Kernels before 5.15 take no xdp_md context in test runs, and
 		// without the ingress device the FIB lookups mean nothing.
-		l.t.Skipf("BPF_PROG_TEST_RUN with an xdp_md context: %v (needs Linux 5.15)", err)
+		testutils.Missing(l.t, "BPF_PROG_TEST_RUN with an xdp_md context", "5.15", err)
 	}
 	if err != nil {
 		l.t.Fatal(err)

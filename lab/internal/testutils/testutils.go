@@ -1,0 +1,118 @@
+// Package testutils is what the project's tests share about the kernel they
+// run on (the host's, or a pinned one in the kernel matrix): its version,
+// one way to stop a test for a missing kernel feature, and the verifier
+// statistics the matrix report collects. cilium/ebpf's internal/testutils is
+// the model.
+//
+// A missing feature is a skip only where the kernel may lack it: on a
+// kernel at or past the version that brought the feature, "missing" means a
+// broken probe or a broken guest, and the test fails.
+package testutils
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdplab/xdplab/lab/bpfload"
+)
+
+// Version is a kernel version: major, minor, patch.
+type Version [3]int
+
+// ParseVersion reads "5.10", "6.1.0-50-amd64" or "6.12.117+deb13-amd64".
+func ParseVersion(s string) (Version, error) {
+	var v Version
+	if n, _ := fmt.Sscanf(s, "%d.%d.%d", &v[0], &v[1], &v[2]); n < 2 {
+		return Version{}, fmt.Errorf("not a kernel version: %q", s)
+	}
+	return v, nil
+}
+
+// Less orders versions.
+func (v Version) Less(o Version) bool {
+	for i := range v {
+		if v[i] != o[i] {
+			return v[i] < o[i]
+		}
+	}
+	return false
+}
+
+func (v Version) String() string { return fmt.Sprintf("%d.%d.%d", v[0], v[1], v[2]) }
+
+// KernelVersion is the running kernel's version (uname -r).
+func KernelVersion(tb testing.TB) Version {
+	tb.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		tb.Fatal(err)
+	}
+	v, err := ParseVersion(unix.ByteSliceToString(u.Release[:]))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return v
+}
+
+// Missing stops tb because the kernel lacks feature, which came in Linux
+// since ("5.15"): a skip saying so on an older kernel, a failure on a kernel
+// that must have it. why is what showed it missing (an error, a probe's
+// answer); it may be nil.
+func Missing(tb testing.TB, feature, since string, why error) {
+	tb.Helper()
+	want, err := ParseVersion(since)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	have := KernelVersion(tb)
+	reason := ""
+	if why != nil {
+		reason = ": " + why.Error()
+	}
+	if have.Less(want) {
+		tb.Skipf("kernel %s lacks %s (needs %s)%s", have, feature, since, reason)
+	}
+	tb.Fatalf("%s is missing on kernel %s, which must have it (it came in %s)%s", feature, have, since, reason)
+}
+
+// SkipIfNotSupported returns when err is nil, stops tb as Missing does when
+// err says the kernel does not support something (ebpf.ErrNotSupported, as
+// cilium/ebpf's feature probes and loaders say it), and fails tb otherwise.
+func SkipIfNotSupported(tb testing.TB, feature, since string, err error) {
+	tb.Helper()
+	switch {
+	case err == nil:
+	case errors.Is(err, ebpf.ErrNotSupported):
+		Missing(tb, feature, since, err)
+	default:
+		tb.Fatalf("%s: %v", feature, err)
+	}
+}
+
+// RecordVerifierStats logs what the verifier did with each program and, in
+// the kernel matrix ($XDPLAB_RESULTS set), writes it to
+// $XDPLAB_RESULTS/verifier-NAME.json, which the report collects.
+func RecordVerifierStats(tb testing.TB, name string, stats []bpfload.ProgramStats) {
+	tb.Helper()
+	for _, s := range stats {
+		tb.Logf("%s", s)
+	}
+	dir := os.Getenv("XDPLAB_RESULTS")
+	if dir == "" {
+		return
+	}
+	b, err := json.MarshalIndent(stats, "", "  ")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "verifier-"+name+".json"), b, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+}
