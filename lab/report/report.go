@@ -14,6 +14,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/xdplab/xdplab/lab/bpfload"
+	"github.com/xdplab/xdplab/lab/verifier"
 )
 
 // The files a report directory holds.
@@ -224,6 +227,9 @@ func (r *Report) Markdown() string {
 			getThroughput(k.ProxyThroughput, "xdp-proxy→memcached", "nutcracker→memcached"),
 			getThroughput(k.ProxyThroughput, "xdp-proxy→kv", "nutcracker→kv"))
 	}
+	if v := r.verifierTable(); v != "" {
+		md.WriteString("\nVerifier, per program and kernel (headroom: of the 1M-instruction limit):\n\n" + v)
+	}
 	md.WriteString("\nFailures and skips:\n\n")
 	none := true
 	for _, k := range r.Kernels {
@@ -250,6 +256,21 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&md, "- %s: `%s`\n", k.ID(), k.Command())
 	}
 	return md.String()
+}
+
+// verifierTable is the runs' verifier statistics as the ledger shows them.
+func (r *Report) verifierTable() string {
+	l := &verifier.Ledger{}
+	for _, k := range r.Kernels {
+		var st []bpfload.ProgramStats
+		if json.Unmarshal(k.Verifier, &st) == nil {
+			l.Update(k.ID(), k.Release, st)
+		}
+	}
+	if len(l.Rows) == 0 {
+		return ""
+	}
+	return l.Table(nil)
 }
 
 // reason is the first line of a case's output that says something: a skip's

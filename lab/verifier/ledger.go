@@ -235,7 +235,7 @@ func (l *Ledger) Table(kernels []string) string {
 				continue
 			}
 			mark := ""
-			if k == tight {
+			if k == tight && len(kernels) > 1 {
 				mark = " **tightest**"
 			}
 			fmt.Fprintf(&b, " %d insns, %d states, %.0f%% headroom%s |", r.VerifiedInsn, r.TotalStates, 100*r.Headroom(), mark)
