@@ -26,7 +26,9 @@ import (
 	"time"
 
 	"github.com/xdplab/xdplab/kernels"
+	"github.com/xdplab/xdplab/lab/bpfload"
 	"github.com/xdplab/xdplab/lab/report"
+	"github.com/xdplab/xdplab/lab/verifier"
 	"github.com/xdplab/xdplab/vmtest"
 )
 
@@ -286,10 +288,49 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 			break
 		}
 		out := section(res.Stdout, i)
-		if out == nil {
-			continue
+		ran := bytes.Contains(out, []byte("=== RUN")) || bytes.Contains(out, []byte("Benchmark"))
+		if out == nil || caseRE != nil && !ran {
+			continue // as go test does, -run matching nothing here is no failure
 		}
 		t.Run(s.name, func(t *testing.T) { replay(t, kr, s, out) })
+	}
+	if len(progs) > 0 {
+		t.Run("ledger", func(t *testing.T) { checkLedger(t, root, kr, progs) })
+	}
+}
+
+// checkLedger holds the kernel's verifier statistics to the committed
+// ledger (tests/ledger.json): a case per program and configuration, which
+// fails on growth past the tolerance, headroom under the floor, or a
+// program the ledger does not know on a kernel it does.
+func checkLedger(t *testing.T, root string, kr *report.Kernel, progs []json.RawMessage) {
+	l, err := verifier.Load(filepath.Join(root, "tests", "ledger.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st []bpfload.ProgramStats
+	for _, p := range progs {
+		var s bpfload.ProgramStats
+		if err := json.Unmarshal(p, &s); err != nil {
+			t.Fatal(err)
+		}
+		st = append(st, s)
+	}
+	for _, f := range l.Check(kr.Kernel, kr.Release, st) {
+		c := report.Case{Kernel: kr.Kernel, Suite: "ledger", Case: f.Name(), Action: "pass"}
+		if f.Fail {
+			c.Action, c.Output = "fail", f.Msg
+		}
+		reportMu.Lock()
+		kr.Cases = append(kr.Cases, c)
+		reportMu.Unlock()
+		t.Run(f.Name(), func(t *testing.T) {
+			if f.Fail {
+				t.Error(f.Msg)
+			} else {
+				t.Log(f.Msg)
+			}
+		})
 	}
 }
 
