@@ -17,17 +17,21 @@ func init() {
 	register(command{name: "verifier update", summary: "refresh the verifier ledger from matrix reports (REPORTDIR...) and print what changed", run: verifierUpdate})
 }
 
-// ledgerFlag adds -ledger; resolveLedger turns its value into a path: the
+// ledgerFlag adds -ledger; loadLedger reads the file it names: the
 // repository's tests/ledger.json by default.
 func ledgerFlag(fs *flag.FlagSet) *string {
 	return fs.String("ledger", "", "ledger file (default: tests/ledger.json of the repository around the working directory)")
 }
 
-func resolveLedger(p string) (string, error) {
-	if p != "" {
-		return p, nil
+func loadLedger(p string) (string, *verifier.Ledger, error) {
+	if p == "" {
+		var err error
+		if p, err = findRepoFile(filepath.Join("tests", "ledger.json")); err != nil {
+			return "", nil, err
+		}
 	}
-	return findRepoFile(filepath.Join("tests", "ledger.json"))
+	l, err := verifier.Load(p)
+	return p, l, err
 }
 
 func verifierTable(args []string) error {
@@ -38,11 +42,7 @@ func verifierTable(args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	path, err := resolveLedger(*ledger)
-	if err != nil {
-		return err
-	}
-	l, err := verifier.Load(path)
+	path, l, err := loadLedger(*ledger)
 	if err != nil {
 		return err
 	}
@@ -81,11 +81,7 @@ func verifierUpdate(args []string) error {
 	if fs.NArg() == 0 {
 		return usageError{"usage: lab verifier update [-ledger FILE] REPORTDIR...  (directories holding a matrix report.json, e.g. results/)"}
 	}
-	path, err := resolveLedger(*ledger)
-	if err != nil {
-		return err
-	}
-	l, err := verifier.Load(path)
+	path, l, err := loadLedger(*ledger)
 	if err != nil {
 		return err
 	}
