@@ -156,13 +156,50 @@ func TestMatrix(t *testing.T) {
 	if b := vmtest.Backend(*flagBackend); b != vmtest.Direct && b != vmtest.VNG {
 		t.Fatalf("-backend %q: want %s or %s", b, vmtest.Direct, vmtest.VNG)
 	}
+	ks := selectedKernels(t)
+	checkTimeout(t, ks)
 	root := moduleRoot(t)
 	bins := buildSuites(t, root, t.TempDir())
-	for _, k := range selectedKernels(t) {
+	for _, k := range ks {
 		t.Run(k.Name, func(t *testing.T) {
 			t.Parallel()
 			runKernel(t, root, k, bins)
 		})
+	}
+}
+
+// checkTimeout fails at once, saying what to do, when go test's -timeout
+// (10 minutes unless given) cannot fit the kernels asked for, rather than
+// panicking at the deadline with the work half done. The estimates are
+// this project's suites on 2-core machines (6 minutes a kernel under TCG,
+// 2 with KVM), a VM per slot at a time.
+func checkTimeout(t *testing.T, ks []*kernels.Kernel) {
+	deadline, ok := t.Deadline()
+	if !ok {
+		return
+	}
+	accel, _ := vmtest.Accel()
+	per := 6 * time.Minute
+	if accel == "kvm" {
+		per = 2 * time.Minute
+	}
+	if testing.Short() {
+		per /= 2
+	}
+	vms := 0
+	need := time.Duration(0)
+	for _, k := range ks {
+		if k.IsHost() {
+			need += time.Minute
+		} else {
+			vms++
+		}
+	}
+	rounds := (vms + vmtest.Slots() - 1) / vmtest.Slots()
+	need += time.Duration(rounds) * per
+	if left := time.Until(deadline); left < need {
+		t.Fatalf("%d kernel(s) need about %s here (%s, %d VMs at a time) and -timeout leaves %s: run go test -timeout 60m ./tests, or fewer kernels (-kernels 6.1)",
+			len(ks), need.Round(time.Minute), accel, vmtest.Slots(), left.Round(time.Second))
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/xdplab/xdplab/kernels"
+	"golang.org/x/sys/unix"
 )
 
 // Progress lines (a kernel fetched, booted, each suite done, the kernel
@@ -36,14 +37,37 @@ func progressWriter() io.Writer {
 			return f
 		}
 	}
-	ppid := strconv.Itoa(os.Getppid())
-	if exe, err := os.Readlink("/proc/" + ppid + "/exe"); err == nil && filepath.Base(exe) == "go" {
-		// O_APPEND: when that stderr is a file, write at its end, not over it.
-		if f, err := os.OpenFile("/proc/"+ppid+"/fd/2", os.O_WRONLY|os.O_APPEND, 0); err == nil {
-			return f
-		}
+	if f := parentStderr(); f != nil {
+		return f
 	}
 	return os.Stderr
+}
+
+// parentStderr is the go command's stderr when it is our parent: the same
+// open file (pidfd_getfd, so a log file's offset is shared and neither
+// writer overwrites the other), or, where that is refused, the same pipe or
+// terminal reopened. A regular file is never reopened: a second offset
+// into it would overwrite what go writes, or be overwritten.
+func parentStderr() *os.File {
+	ppid := os.Getppid()
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", ppid)); err != nil || filepath.Base(exe) != "go" {
+		return nil
+	}
+	if pidfd, err := unix.PidfdOpen(ppid, 0); err == nil {
+		defer unix.Close(pidfd)
+		if fd, err := unix.PidfdGetfd(pidfd, 2, 0); err == nil {
+			return os.NewFile(uintptr(fd), "go's stderr")
+		}
+	}
+	path := fmt.Sprintf("/proc/%d/fd/2", ppid)
+	if fi, err := os.Stat(path); err != nil || fi.Mode().IsRegular() {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return nil
+	}
+	return f
 }
 
 // progressf prints one progress line, stamped with the run's elapsed time.
