@@ -2,6 +2,7 @@ package kv
 
 import (
 	"context"
+	"golang.org/x/sys/unix"
 
 	"fmt"
 	"net"
@@ -115,8 +116,22 @@ func (l *vethLab) dialRaw(t *testing.T, addr string) *net.UDPConn {
 		if c, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(ap)); err != nil {
 			return err
 		}
-		// Replies of many datagrams come in bursts.
-		return c.SetReadBuffer(4 << 20)
+		// Replies of many datagrams come in bursts (memcached answers
+		// 150 gets in one datagram with 300), and a reader slowed by
+		// emulation drains them late: SO_RCVBUFFORCE, since SO_RCVBUF
+		// stops at net.core.rmem_max (208 KiB on a stock kernel, where
+		// the burst overflowed and the sentinel's reply was dropped).
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
+		}); err != nil {
+			return err
+		}
+		return serr
 	})
 	if err != nil {
 		t.Fatal(err)
