@@ -164,17 +164,16 @@ type ciJob struct {
 	CacheDir string `json:"cache_dir"` // the kernel's directory under the kernel cache
 }
 
-// ciJobs is every pinned kernel on the direct path, and the newest one
-// again through virtme-ng, so every CI run boots the reference path too.
+// ciJobs is every pinned kernel on the direct path. (The matrix through
+// virtme-ng, go test ./tests -backend vng, is not a CI job yet: under
+// emulation its guests sometimes hang at boot, seen three times when
+// started beside another guest; vmtest's own checks boot every kernel
+// through vng in every run.)
 func ciJobs(m *kernels.Matrix) []ciJob {
 	var jobs []ciJob
-	names := m.Names()
-	for i, name := range names {
+	for _, name := range m.Names() {
 		k, _ := m.Lookup(name)
 		backends := []vmtest.Backend{vmtest.Direct}
-		if i == len(names)-1 {
-			backends = append(backends, vmtest.VNG)
-		}
 		for _, b := range backends {
 			j := ciJob{Name: k.Name, Release: k.Release, Backend: string(b), Job: k.Name, CacheKey: k.CacheKey(), CacheDir: k.CacheName()}
 			if b != vmtest.Direct {
