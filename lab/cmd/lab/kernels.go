@@ -159,7 +159,7 @@ type ciJob struct {
 	Name     string `json:"name"`
 	Release  string `json:"release"`
 	Backend  string `json:"backend"`   // how the guest boots: direct or vng
-	Job      string `json:"job"`       // the job's results directory and artifact name
+	Job      string `json:"job"`       // the job's results directory and artifact name (KERNEL-BACKEND off the direct path, as make test-kernel names it)
 	CacheKey string `json:"cache_key"` // changes exactly when a pinned package does
 	CacheDir string `json:"cache_dir"` // the kernel's directory under the kernel cache
 }
@@ -173,14 +173,7 @@ func ciJobs(m *kernels.Matrix) []ciJob {
 	var jobs []ciJob
 	for _, name := range m.Names() {
 		k, _ := m.Lookup(name)
-		backends := []vmtest.Backend{vmtest.Direct}
-		for _, b := range backends {
-			j := ciJob{Name: k.Name, Release: k.Release, Backend: string(b), Job: k.Name, CacheKey: k.CacheKey(), CacheDir: k.CacheName()}
-			if b != vmtest.Direct {
-				j.Job += "-" + string(b)
-			}
-			jobs = append(jobs, j)
-		}
+		jobs = append(jobs, ciJob{Name: k.Name, Release: k.Release, Backend: string(vmtest.Direct), Job: k.Name, CacheKey: k.CacheKey(), CacheDir: k.CacheName()})
 	}
 	return jobs
 }

@@ -162,9 +162,10 @@ func vmRun(args []string) error {
 
 // vmExec runs a program (a test binary, as go test -exec passes it) in a
 // guest: in the current directory (the package's, so testdata is there),
-// with its arguments and this process's environment as given, its stdout and stderr passed through as they
-// come and its exit code returned. A guest that panics, oopses, WARNs or
-// hangs fails the run with the guest's kernel log tail.
+// with its arguments and this process's environment as given, its stdout
+// and stderr passed through as they come and its exit code returned. A
+// guest that panics, oopses, WARNs or hangs fails the run with the guest's
+// kernel log tail.
 func vmExec(args []string) error {
 	fs := newFlags("vm exec")
 	v := addVMFlags(fs, string(vmtest.Direct))
