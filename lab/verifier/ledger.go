@@ -215,11 +215,7 @@ func (l *Ledger) Table(kernels []string) string {
 	}
 	sort.Strings(names)
 	var b strings.Builder
-	b.WriteString("| program |")
-	for _, k := range kernels {
-		fmt.Fprintf(&b, " %s |", k)
-	}
-	b.WriteString("\n|---|" + strings.Repeat("--:|", len(kernels)) + "\n")
+	b.WriteString(tableHead("program", kernels))
 	for _, n := range names {
 		tight, min := "", 2.0
 		for _, k := range kernels {
@@ -242,5 +238,16 @@ func (l *Ledger) Table(kernels []string) string {
 		}
 		b.WriteString("\n")
 	}
+	return b.String()
+}
+
+// tableHead is the head of a Markdown table with a column per kernel.
+func tableHead(first string, kernels []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| %s |", first)
+	for _, k := range kernels {
+		fmt.Fprintf(&b, " %s |", k)
+	}
+	b.WriteString("\n|---|" + strings.Repeat("--:|", len(kernels)) + "\n")
 	return b.String()
 }

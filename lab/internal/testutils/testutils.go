@@ -1,7 +1,7 @@
 // Package testutils is what the project's tests share about the kernel they
 // run on (the host's, or a pinned one in the kernel matrix): its version,
 // one way to stop a test for a missing kernel feature, and the verifier
-// statistics the matrix report collects. cilium/ebpf's internal/testutils is
+// statistics and limits the matrix report collects. cilium/ebpf's internal/testutils is
 // the model.
 //
 // A missing feature is a skip only where the kernel may lack it: on a
@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplab/xdplab/lab/bpfload"
+	"github.com/xdplab/xdplab/lab/verifier"
 )
 
 // Version is a kernel version: major, minor, patch.
@@ -104,15 +105,32 @@ func RecordVerifierStats(tb testing.TB, name string, stats []bpfload.ProgramStat
 	for _, s := range stats {
 		tb.Logf("%s", s)
 	}
+	writeResults(tb, "verifier-"+name+".json", stats)
+}
+
+// RecordLimits logs what the limit probes found and, in the kernel matrix
+// ($XDPLAB_RESULTS set), writes it to $XDPLAB_RESULTS/limits-NAME.json, which
+// the report collects.
+func RecordLimits(tb testing.TB, name string, limits []verifier.Limit) {
+	tb.Helper()
+	for _, l := range limits {
+		tb.Logf("%s", l)
+	}
+	writeResults(tb, "limits-"+name+".json", limits)
+}
+
+// writeResults writes v as JSON to file in $XDPLAB_RESULTS, if set.
+func writeResults(tb testing.TB, file string, v any) {
+	tb.Helper()
 	dir := os.Getenv("XDPLAB_RESULTS")
 	if dir == "" {
 		return
 	}
-	b, err := json.MarshalIndent(stats, "", "  ")
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "verifier-"+name+".json"), b, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, file), b, 0o644); err != nil {
 		tb.Fatal(err)
 	}
 }
