@@ -51,6 +51,8 @@ type Kernel struct {
 	Error    string          `json:"error,omitempty"` // the VM failed (crash, hang, panic): the guest log tail
 	Cases    []Case          `json:"cases"`
 	Verifier json.RawMessage `json:"verifier,omitempty"`
+	// Limits are what the verifier limit probes found (ReadLimits).
+	Limits []verifier.Limit `json:"limits,omitempty"`
 	// Throughput and ProxyThroughput are the throughput suites' results.
 	Throughput      json.RawMessage `json:"throughput,omitempty"`
 	ProxyThroughput json.RawMessage `json:"proxy_throughput,omitempty"`
@@ -230,6 +232,9 @@ func (r *Report) Markdown() string {
 	if v := r.verifierTable(); v != "" {
 		md.WriteString("\nVerifier, per program and kernel (headroom: of the 1M-instruction limit):\n\n" + v)
 	}
+	if v := r.limitsTable(); v != "" {
+		md.WriteString("\nVerifier limits, per kernel (found by search with each kernel's verifier; ≥: nothing was refused as far as the search went):\n\n" + v)
+	}
 	md.WriteString("\nFailures and skips:\n\n")
 	none := true
 	for _, k := range r.Kernels {
@@ -271,6 +276,45 @@ func (r *Report) verifierTable() string {
 		return ""
 	}
 	return l.Table(nil)
+}
+
+// limitsTable is the runs' verifier limits, a row per limit.
+func (r *Report) limitsTable() string {
+	runs := map[string][]verifier.Limit{}
+	var ids []string
+	for _, k := range r.Kernels {
+		if len(k.Limits) > 0 {
+			runs[k.ID()] = k.Limits
+			ids = append(ids, k.ID())
+		}
+	}
+	return verifier.LimitsTable(runs, ids)
+}
+
+// LimitsFilePattern matches the files the limit probes write into a
+// results directory (testutils.RecordLimits).
+const LimitsFilePattern = "limits-*.json"
+
+// ReadLimits collects every limits file in a results directory, in file
+// name order.
+func ReadLimits(dir string) ([]verifier.Limit, error) {
+	files, err := filepath.Glob(filepath.Join(dir, LimitsFilePattern))
+	if err != nil {
+		return nil, err
+	}
+	var all []verifier.Limit
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		var ls []verifier.Limit
+		if err := json.Unmarshal(b, &ls); err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		all = append(all, ls...)
+	}
+	return all, nil
 }
 
 // reason is the first line of a case's output that says something: a skip's

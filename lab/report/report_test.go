@@ -128,3 +128,38 @@ func TestJUnit(t *testing.T) {
 		t.Errorf("functional suite: %+v, failure %+v", fn, fn.Cases[1].Failure)
 	}
 }
+
+func TestLimits(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"limits-verifier.json": `[{"name":"stack","value":512,"unit":"bytes","bound":512}]`,
+		"limits-kv.json":       `[{"name":"key length","value":2048,"unit":"bytes","at_least":true}]`,
+		"verifier-kv.json":     `[{"program":"kv_xdp"}]`, // not a limits file
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ls, err := ReadLimits(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 2 || ls[0].Name != "key length" || ls[1].Name != "stack" || ls[1].Bound != 512 {
+		t.Fatalf("ReadLimits = %+v, want key length then stack", ls)
+	}
+	r := shard("5.10")
+	r.Kernels[0].Limits = ls
+	r.Kernels = append(r.Kernels, shard("7.2").Kernels[0]) // ran no probes
+	md := r.Markdown()
+	for _, want := range []string{"Verifier limits", "| limit | 5.10 |\n", "| key length | ≥ 2048 bytes |", "| stack | 512 bytes |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "limits-bad.json"), []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadLimits(dir); err == nil || !strings.Contains(err.Error(), "limits-bad.json") {
+		t.Errorf("ReadLimits of a broken file: %v, want an error naming it", err)
+	}
+}
