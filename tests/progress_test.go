@@ -126,7 +126,7 @@ func (w *suiteWatch) finish() {
 	}
 	s := suites[w.current]
 	took := time.Since(w.since).Seconds()
-	if s.bench {
+	if s.bench != "" {
 		progressf("%s: %s done (%.0fs)", w.kernel, s.name, took)
 	} else {
 		progressf("%s: %s done: %d passed, %d failed, %d skipped (%.0fs)", w.kernel, s.name, w.counts["PASS"], w.counts["FAIL"], w.counts["SKIP"], took)

@@ -292,7 +292,7 @@ func TestHelperProcess(t *testing.T) {
 		fmt.Println("prefix:", topo.Prefix)
 		t.Fatal("failing on purpose")
 	default:
-		t.Skip("helper process only")
+		t.Skip("not a test by itself: the child process TestSweepAfterCrash and friends start (" + helperEnv + " set)")
 	}
 }
 

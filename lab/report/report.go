@@ -69,7 +69,7 @@ func (k *Kernel) ID() string {
 
 // Command is the local command that reproduces the run.
 func (k *Kernel) Command() string {
-	c := "go test ./tests -kernels " + k.Kernel
+	c := "go test -timeout 30m ./tests -kernels " + k.Kernel
 	if k.Backend != "" && k.Backend != "direct" {
 		c += " -backend " + k.Backend
 	}

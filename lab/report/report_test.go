@@ -56,7 +56,7 @@ func TestWriteReadMerge(t *testing.T) {
 		t.Errorf("missing %v, want [7.2]", miss)
 	}
 	md := m.Markdown()
-	for _, want := range []string{"| 5.10 | 5.10.0-1-amd64 | tcg |", "| 6.1 |", "5.10/verifier/TestB: skip: x_test.go:9: kernel 5.10 lacks bpf_loop", "`go test ./tests -kernels 6.1`"} {
+	for _, want := range []string{"| 5.10 | 5.10.0-1-amd64 | tcg |", "| 6.1 |", "5.10/verifier/TestB: skip: x_test.go:9: kernel 5.10 lacks bpf_loop", "`go test -timeout 30m ./tests -kernels 6.1`"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
@@ -72,7 +72,7 @@ func TestWriteReadMerge(t *testing.T) {
 		t.Fatal(err)
 	}
 	md = m2.Markdown()
-	for _, want := range []string{"| 6.1 |", "| 6.1 (vng) |", "`go test ./tests -kernels 6.1 -backend vng`"} {
+	for _, want := range []string{"| 6.1 |", "| 6.1 (vng) |", "`go test -timeout 30m ./tests -kernels 6.1 -backend vng`"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
