@@ -97,7 +97,7 @@ func Refusal(err error) string {
 
 // statsLineRE matches what a refusal's log holds beside the reason: the
 // statistics, and the states an infinite loop was found between.
-var statsLineRE = regexp.MustCompile(`^(processed \d+ insns|verification time|stack depth|cur state:|old state:)`)
+var statsLineRE = regexp.MustCompile(`^(processed \d+ insns|insns processed|verification time|stack depth|cur state:|old state:)`)
 
 var processedRE = regexp.MustCompile(`(?i)processed (\d+) insn`)
 
