@@ -56,29 +56,28 @@ func KeyCompareLimit() (Probe, error) {
 }
 
 // InsnLimit finds the largest program the verifier walks to the end: a
-// Count loop whose verified instructions straddle the limit. Its value is
-// the instructions verified of the largest Count that loads.
+// Walk whose verified instructions straddle the limit. Its value is the
+// instructions verified of the largest Walk that loads.
 func InsnLimit() (Probe, error) {
-	// Two small loads give the instructions per trip, which puts the
+	// Two small loads give the instructions walked per n, which puts the
 	// search's window around the limit: every load near it walks a
 	// million instructions, slow in an emulated guest.
-	const n0, n1 = 1000, 2000
-	i0, err := Load(Count(n0))
+	const n0, n1 = 10 * walkBody, 20 * walkBody
+	i0, err := Load(Walk(n0))
 	if err != nil {
 		return Probe{}, err
 	}
-	i1, err := Load(Count(n1))
+	i1, err := Load(Walk(n1))
 	if err != nil {
 		return Probe{}, err
 	}
-	step := int(i1-i0) / (n1 - n0)
-	if step <= 0 {
-		return Probe{}, fmt.Errorf("Count(%d) and Count(%d) verified %d and %d instructions: the loop is not walked trip by trip", n0, n1, i0, i1)
+	if i1 <= i0 {
+		return Probe{}, fmt.Errorf("Walk(%d) and Walk(%d) verified %d and %d instructions: the loop is not walked trip by trip", n0, n1, i0, i1)
 	}
-	guess := n0 + (verifier.InsnLimit-int(i0))/step
+	guess := n0 + int(float64(verifier.InsnLimit-int(i0))*float64(n1-n0)/float64(i1-i0))
 	insns := map[int]uint32{}
 	try := func(n int) error {
-		i, err := Load(Count(int32(n)))
+		i, err := Load(Walk(n))
 		insns[n] = i
 		return err
 	}
@@ -87,7 +86,7 @@ func InsnLimit() (Probe, error) {
 		// The guess was off: search the whole way up from the small load.
 		f, err = Search(n1, 4*guess, try)
 	}
-	return probe("instructions verified", "insns", verifier.InsnLimit, f, int64(insns[f.Best]), sized("a loop of %d trips")), err
+	return probe("instructions verified", "insns", verifier.InsnLimit, f, int64(insns[f.Best]), sized("a walk of %d instructions")), err
 }
 
 // stackMax bounds the stack search: 8 × MAX_BPF_STACK.

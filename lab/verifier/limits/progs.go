@@ -51,16 +51,26 @@ func KeyCompare(m *ebpf.Map, half, n int32) *ebpf.ProgramSpec {
 	return xdp("key_compare", append(insns, pass...))
 }
 
-// Count runs a bounded loop of n trips doing nothing else, so the
-// instructions the verifier walks grow by a fixed step per trip.
-func Count(n int32) *ebpf.ProgramSpec {
-	return xdp("count", asm.Instructions{
-		asm.Mov.Imm(asm.R0, 0),
-		asm.Add.Imm(asm.R0, 1).WithSymbol("loop"),
-		asm.JLT.Imm(asm.R0, n, "loop"),
-		asm.Mov.Imm(asm.R0, xdpPass),
-		asm.Return(),
-	})
+// walkBody is the instructions in each trip of Walk's loop.
+const walkBody = 256
+
+// Walk is a program the verifier walks about n instructions of (n at least
+// walkBody): a bounded loop of n/walkBody trips over walkBody instructions,
+// then n%walkBody more. One more n is one more instruction walked, or three
+// where a trip replaces walkBody-1 instructions after the loop. The long
+// trip keeps the states few: a loop of one instruction a trip keeps one
+// state per trip, which made 6.12 take a minute a load under emulation.
+func Walk(n int) *ebpf.ProgramSpec {
+	insns := asm.Instructions{asm.Mov.Imm(asm.R0, 0)}
+	for i := range walkBody {
+		insns = append(insns, asm.Mov.Imm(asm.R2, int32(i)))
+	}
+	insns[1] = insns[1].WithSymbol("loop")
+	insns = append(insns, asm.Add.Imm(asm.R0, 1), asm.JLT.Imm(asm.R0, int32(n/walkBody), "loop"))
+	for i := range n % walkBody {
+		insns = append(insns, asm.Mov.Imm(asm.R2, int32(i)))
+	}
+	return xdp("walk", append(insns, asm.Mov.Imm(asm.R0, xdpPass), asm.Return()))
 }
 
 // StackUse writes the byte n bytes below the frame pointer: the program
