@@ -196,9 +196,9 @@ func directCommand(k *kernels.Kernel, args []string, o Options, tmp, accel strin
 		"-chardev", "file,id=ret,path="+qemuEscape(ret), "-device", "virtserialport,chardev=ret,name=ret",
 		"-append", strings.Join([]string{
 			"console=ttyS0", "earlyprintk=serial,ttyS0,115200", "panic=-1", "rdinit=/init",
-			"loglevel=7", "printk.time=1", "nokaslr", "tsc=reliable", "no_timer_check",
+			"loglevel=7", "printk.time=1", "nokaslr",
 			"i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd", "mitigations=off",
-			"rcupdate.rcu_expedited=1",
+			"rcupdate.rcu_expedited=1", guestKernelArgs,
 		}, " "),
 	)
 	cmd := exec.Command("qemu-system-x86_64", qargs...)
