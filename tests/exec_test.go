@@ -13,7 +13,8 @@ import (
 // TestExec holds `lab vm exec` to what go test -exec needs of it, in each
 // selected kernel: output and exit code come back unchanged, a real test
 // package runs through go test -exec in its own directory, and a guest
-// kernel panic fails the run with the kernel log's tail.
+// kernel panic fails the run with the kernel log's tail. -backend picks
+// how the guests boot, as for the matrix.
 func TestExec(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("booting guests over the host's root needs root: run as root")
@@ -28,10 +29,11 @@ func TestExec(t *testing.T) {
 	for _, k := range selectedKernels(t) {
 		t.Run(k.Name, func(t *testing.T) {
 			t.Parallel()
-			progressf("%s: checking lab vm exec", k.Name)
+			progressf("%s: checking lab vm exec (%s)", k.Name, *flagBackend)
+			vmExec := []string{"vm", "exec", "--kernel", k.Name, "--backend", *flagBackend}
 			t.Run("output", func(t *testing.T) {
 				var stdout, stderr bytes.Buffer
-				cmd := exec.Command(lab, "vm", "exec", "--kernel", k.Name, "sh", "-c", `printf 'a\nb'; printf 'to stderr' >&2; echo "$XDPLAB_EXEC_VAR"; exit 7`)
+				cmd := exec.Command(lab, append(vmExec, "sh", "-c", `printf 'a\nb'; printf 'to stderr' >&2; echo "$XDPLAB_EXEC_VAR"; exit 7`)...)
 				cmd.Env = append(os.Environ(), "XDPLAB_EXEC_VAR=passed through")
 				cmd.Stdout, cmd.Stderr = &stdout, &stderr
 				err := cmd.Run()
@@ -54,7 +56,7 @@ func TestExec(t *testing.T) {
 				if len(seeds) == 0 {
 					t.Fatal("lab/memcache has no FuzzFrame corpus to look for")
 				}
-				cmd := exec.Command("go", "test", "-count=1", "-v", "-exec", lab+" vm exec --kernel "+k.Name, "-run", "FuzzFrame", "./lab/memcache")
+				cmd := exec.Command("go", "test", "-count=1", "-v", "-exec", lab+" "+strings.Join(vmExec, " "), "-run", "FuzzFrame", "./lab/memcache")
 				cmd.Dir = root
 				cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 				out, err := cmd.CombinedOutput()
@@ -72,7 +74,7 @@ func TestExec(t *testing.T) {
 			}
 			t.Run("panic", func(t *testing.T) {
 				var stderr bytes.Buffer
-				cmd := exec.Command(lab, "vm", "exec", "--kernel", k.Name, "sh", "-c", "echo c > /proc/sysrq-trigger; sleep 60")
+				cmd := exec.Command(lab, append(vmExec, "sh", "-c", "echo c > /proc/sysrq-trigger; sleep 60")...)
 				cmd.Stderr = &stderr
 				err := cmd.Run()
 				if err == nil {

@@ -237,13 +237,15 @@ func (r *ciRepo) checkMatrix(src string, w ghWorkflow, bad func(string, ...any))
 		bad("kernels list --json: %v", err)
 		return
 	}
-	// One job per pinned kernel on the direct path (others, through
-	// virtme-ng, may come on top).
+	// One job per pinned kernel on the direct path, and at least one
+	// through virtme-ng, the reference path.
 	var got, want []string
+	vng := false
 	for _, k := range list {
 		if k["backend"] == "direct" {
 			got = append(got, fmt.Sprint(k["name"]))
 		}
+		vng = vng || k["backend"] == "vng"
 		for _, f := range []string{"cache_key", "cache_dir"} {
 			if v, ok := k[f].(string); ok && v != "" && strings.Contains(src, v) {
 				bad("%s %q is hard-coded in the workflow; take it from the matrix", f, v)
@@ -257,6 +259,9 @@ func (r *ciRepo) checkMatrix(src string, w ghWorkflow, bad func(string, ...any))
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		bad("kernels list --json runs %v on the direct path, kernels.json pins %v", got, want)
+	}
+	if !vng {
+		bad("kernels list --json runs no kernel through vng")
 	}
 	// actionlint types a fromJSON matrix as any: check the fields here.
 	for _, f := range reField.FindAllStringSubmatch(src, -1) {

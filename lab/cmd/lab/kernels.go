@@ -164,16 +164,19 @@ type ciJob struct {
 	CacheDir string `json:"cache_dir"` // the kernel's directory under the kernel cache
 }
 
-// ciJobs is every pinned kernel on the direct path. (The matrix through
-// virtme-ng, go test ./tests -backend vng, is not a CI job yet: under
-// emulation its guests sometimes hang at boot, seen three times when
-// started beside another guest; vmtest's own checks boot every kernel
-// through vng in every run.)
+// ciJobs is every pinned kernel on the direct path, and the newest one
+// again through virtme-ng, so every CI run boots the reference path too.
 func ciJobs(m *kernels.Matrix) []ciJob {
 	var jobs []ciJob
-	for _, name := range m.Names() {
+	names := m.Names()
+	for i, name := range names {
 		k, _ := m.Lookup(name)
-		jobs = append(jobs, ciJob{Name: k.Name, Release: k.Release, Backend: string(vmtest.Direct), Job: k.Name, CacheKey: k.CacheKey(), CacheDir: k.CacheName()})
+		j := ciJob{Name: k.Name, Release: k.Release, Backend: string(vmtest.Direct), Job: k.Name, CacheKey: k.CacheKey(), CacheDir: k.CacheName()}
+		jobs = append(jobs, j)
+		if i == len(names)-1 {
+			j.Backend, j.Job = string(vmtest.VNG), k.Name+"-"+string(vmtest.VNG)
+			jobs = append(jobs, j)
+		}
 	}
 	return jobs
 }
