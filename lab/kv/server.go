@@ -33,6 +33,11 @@ type Server struct {
 	tcp   net.Listener
 	conns atomic.Int64
 	wg    sync.WaitGroup
+
+	mu      sync.Mutex
+	open    map[net.Conn]bool // TCP connections, closed when Serve ends
+	closed  bool
+	flushAt *time.Timer // the pending delayed flush_all, if any
 }
 
 // NewServer wraps loaded objects. Listen binds its sockets.
@@ -72,8 +77,40 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { defer s.wg.Done(); s.tick(ctx) }()
 	<-ctx.Done()
 	err := multierror.Append(nil, s.udp.Close(), s.tcp.Close()).ErrorOrNil()
+	// Idle clients must not hold the store up: their reads end with
+	// their connections, and a delayed flush_all dies with the store.
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.open {
+		c.Close()
+	}
+	if s.flushAt != nil {
+		s.flushAt.Stop()
+	}
+	s.mu.Unlock()
 	s.wg.Wait()
 	return err
+}
+
+// track adds c to the connections Serve closes when it ends; false if it
+// already has.
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.open == nil {
+		s.open = map[net.Conn]bool{}
+	}
+	s.open[c] = true
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.open, c)
+	s.mu.Unlock()
 }
 
 // tick keeps the program's clock offset current (NTP may slew the wall
@@ -120,11 +157,16 @@ func (s *Server) serveTCP() {
 		if err != nil {
 			return
 		}
+		if !s.track(c) {
+			c.Close()
+			return
+		}
 		s.conns.Add(1)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer s.conns.Add(-1)
+			defer s.untrack(c)
 			s.serveConn(c)
 		}()
 	}
@@ -264,9 +306,7 @@ func (s *Server) exec(req *memcache.Request) []byte {
 		}
 		return []byte("OK\r\n")
 	case memcache.CmdFlushAll:
-		if req.Exptime > 0 {
-			time.AfterFunc(time.Duration(req.Exptime)*time.Second, func() { s.Flush() })
-		} else if err := s.Flush(); err != nil {
+		if err := s.flushAll(flushDelay(req.Exptime, s.g.now())); err != nil {
 			return []byte("SERVER_ERROR " + err.Error() + "\r\n")
 		}
 		if req.NoReply {
@@ -275,6 +315,43 @@ func (s *Server) exec(req *memcache.Request) []byte {
 		return []byte("OK\r\n")
 	}
 	return s.g.exec(req)
+}
+
+// flushDelay reads flush_all's argument as memcached does (realtime()):
+// up to 30 days it is seconds from now, past that a Unix time, and zero,
+// a negative number or a time already past mean now.
+func flushDelay(exptime int32, now time.Time) time.Duration {
+	switch {
+	case exptime <= 0:
+		return 0
+	case exptime > relTimeMax:
+		return max(0, time.Unix(int64(exptime), 0).Sub(now))
+	}
+	return time.Duration(exptime) * time.Second
+}
+
+// flushAll flushes after delay. memcached keeps one flush time, so each
+// flush_all replaces the one pending, even with a later time.
+func (s *Server) flushAll(delay time.Duration) error {
+	s.mu.Lock()
+	if s.flushAt != nil {
+		s.flushAt.Stop()
+		s.flushAt = nil
+	}
+	if delay > 0 {
+		s.flushAt = time.AfterFunc(delay, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if !s.closed {
+				s.Flush()
+			}
+		})
+	}
+	s.mu.Unlock()
+	if delay > 0 {
+		return nil
+	}
+	return s.Flush()
 }
 
 // Flush invalidates every item, in the kernel and in the slow path.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,14 @@ import (
 // every request takes the Go path on the same maps XDP uses.
 func startLoopback(t *testing.T, cfg Config) (*Objects, *Server, string) {
 	t.Helper()
+	o, s, addr, _ := serveLoopback(t, cfg)
+	return o, s, addr
+}
+
+// serveLoopback is startLoopback that also returns stop, which ends Serve
+// and waits for it (it also runs when the test ends).
+func serveLoopback(t *testing.T, cfg Config) (*Objects, *Server, string, func()) {
+	t.Helper()
 	if cfg.Port == 0 {
 		cfg.Port = uint16(20000 + rand.IntN(20000))
 	}
@@ -24,9 +33,9 @@ func startLoopback(t *testing.T, cfg Config) (*Objects, *Server, string) {
 	if err := s.Listen("127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
-	background.Serve(t, s.Serve)
+	stop := background.Serve(t, s.Serve)
 	_, tcp := s.Addrs()
-	return o, s, tcp.String()
+	return o, s, tcp.String(), stop
 }
 
 func do(t *testing.T, c *memcache.Client, req string) string {
@@ -105,5 +114,94 @@ func TestSlowPathSharesItemsWithXDP(t *testing.T) {
 	}
 	if st["curr_items"] != "2" || st["cmd_get"] == "0" {
 		t.Errorf("stats: curr_items %s cmd_get %s", st["curr_items"], st["cmd_get"])
+	}
+}
+
+// TestShutdownWithIdleClients stops the store with TCP clients connected,
+// one idle and one halfway through a request line: Serve must return at
+// once, as Ctrl-C on `lab serve` relies on to detach XDP and exit.
+func TestShutdownWithIdleClients(t *testing.T) {
+	_, s, addr, stop := serveLoopback(t, Config{})
+	for _, greet := range []string{"", "get half"} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(greet)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both connections are being served before the stop.
+	for s.conns.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { stop(); close(done) }()
+	select {
+	case <-done:
+		t.Logf("stopped in %s with 2 clients connected", time.Since(start).Round(time.Microsecond))
+	case <-time.After(time.Second):
+		t.Fatal("Serve did not return within a second of its context ending, with 2 idle TCP clients connected")
+	}
+}
+
+// TestFlushAllDelay holds flush_all's argument to memcached's rule: up to
+// 30 days it is a delay, past that a Unix time (one already past flushes
+// now), and the pending flush dies with the store.
+func TestFlushAllDelay(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	for _, c := range []struct {
+		arg  int32
+		want time.Duration
+	}{
+		{0, 0}, {-1, 0}, {5, 5 * time.Second}, {relTimeMax, relTimeMax * time.Second},
+		{relTimeMax + 1, 0}, {1_000_000_000, 0}, {1_800_000_007, 7 * time.Second},
+	} {
+		if got := flushDelay(c.arg, now); got != c.want {
+			t.Errorf("flush_all %d at %d: delay %s, want %s", c.arg, now.Unix(), got, c.want)
+		}
+	}
+
+	_, s, addr, stop := serveLoopback(t, Config{})
+	c, err := memcache.DialTCP(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	do(t, c, "set k 0 0 1\r\nv\r\n")
+	// An absolute time in the past (2001) flushes at once.
+	if got := do(t, c, "flush_all 1000000000\r\n"); got != "OK\r\n" {
+		t.Fatalf("flush_all: %q", got)
+	}
+	if got := do(t, c, "get k\r\n"); got != "END\r\n" {
+		t.Errorf("after flush_all with a past Unix time: %q, want the item gone", got)
+	}
+	// A delayed flush is pending, replaced by the next flush_all, and
+	// stopped with the store.
+	do(t, c, "set k 0 0 1\r\nv\r\n")
+	do(t, c, fmt.Sprintf("flush_all %d\r\n", time.Now().Unix()+3600))
+	if got := do(t, c, "get k\r\n"); got != "VALUE k 0 1\r\nv\r\nEND\r\n" {
+		t.Errorf("flush_all an hour ahead flushed now: %q", got)
+	}
+	s.mu.Lock()
+	pending := s.flushAt
+	s.mu.Unlock()
+	if pending == nil {
+		t.Fatal("no flush pending after flush_all an hour ahead")
+	}
+	do(t, c, "flush_all 0\r\n")
+	if pending.Stop() {
+		t.Error("flush_all 0 left the earlier delayed flush pending (memcached keeps one flush time)")
+	}
+	do(t, c, "flush_all 3600\r\n")
+	s.mu.Lock()
+	pending = s.flushAt
+	s.mu.Unlock()
+	c.Close()
+	stop()
+	if pending.Stop() {
+		t.Error("the delayed flush outlived the store")
 	}
 }
