@@ -596,17 +596,58 @@ func Slots() int {
 	return runtime.NumCPU()
 }
 
-// acquireSlot takes one of Slots() machine-wide slots (flock'ed files), so
+// SlotDir is where the slot files live: $XDPLAB_VM_SLOT_DIR, else
+// /run/xdplab/vm-slots for root, else $XDG_RUNTIME_DIR/xdplab-vm-slots, else
+// $TMPDIR/xdplab-vm-slots-UID. Never a shared world-writable directory:
+// there another user could plant a symlink that root then follows.
+func SlotDir() string {
+	if d := os.Getenv("XDPLAB_VM_SLOT_DIR"); d != "" {
+		return d
+	}
+	if os.Geteuid() == 0 {
+		return "/run/xdplab/vm-slots"
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "xdplab-vm-slots")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("xdplab-vm-slots-%d", os.Geteuid()))
+}
+
+// privateDir creates dir (0700) if need be and refuses one that another
+// user could have planted or can write into.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case fi.Mode()&os.ModeSymlink != 0:
+		return fmt.Errorf("refusing %s: a symlink, which another user may have planted; remove it", dir)
+	case !fi.IsDir():
+		return fmt.Errorf("refusing %s: not a directory; remove it", dir)
+	case st != nil && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("refusing %s: owned by uid %d, not by this user (%d); remove it", dir, st.Uid, os.Geteuid())
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("refusing %s: writable by others (%v); chmod go-w it or remove it", dir, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// acquireSlot takes one of Slots() slots (flock'ed files in SlotDir), so
 // test binaries of different packages and lab commands share the cores.
 func acquireSlot(ctx context.Context) (func(), error) {
-	dir := filepath.Join(os.TempDir(), "xdplab-vm-slots")
-	if err := os.MkdirAll(dir, 0o777); err != nil {
-		return nil, err
+	dir := SlotDir()
+	if err := privateDir(dir); err != nil {
+		return nil, fmt.Errorf("vmtest: VM slots: %w", err)
 	}
 	n := Slots()
 	for {
 		for i := 0; i < n; i++ {
-			f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("slot-%d", i)), os.O_CREATE|os.O_RDWR, 0o666)
+			f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("slot-%d", i)), os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
 			if err != nil {
 				return nil, err
 			}
@@ -628,6 +669,14 @@ func acquireSlot(ctx context.Context) (func(), error) {
 func sweepStale() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "xdplab-vm-*"))
 	for _, d := range dirs {
+		// Only our own real directories: the name is easy to plant.
+		fi, err := os.Lstat(d)
+		if err != nil || !fi.IsDir() {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Geteuid() {
+			continue
+		}
 		b, err := os.ReadFile(filepath.Join(d, "owner"))
 		if err != nil {
 			continue // being created, or not ours

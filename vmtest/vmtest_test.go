@@ -396,3 +396,59 @@ func BenchmarkBoot(b *testing.B) {
 		}
 	}
 }
+
+// TestSlotDirRefusesPlanted holds the VM slots to a directory of the user's
+// own: one planted as a symlink, one others can write into and one owned
+// by another user are refused with a message naming it, and a fresh one is
+// created private.
+func TestSlotDirRefusesPlanted(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	if err := os.Mkdir(real, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(base, "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]string{link: "symlink", open: "writable by others"}
+	if os.Geteuid() == 0 {
+		other := filepath.Join(base, "other")
+		if err := os.Mkdir(other, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(other, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		cases[other] = "owned by uid 65534"
+	}
+	for dir, want := range cases {
+		t.Setenv("XDPLAB_VM_SLOT_DIR", dir)
+		release, err := acquireSlot(t.Context())
+		if err == nil {
+			release()
+			t.Errorf("slots in %s: taken, want refused (%s)", dir, want)
+			continue
+		}
+		if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), dir) {
+			t.Errorf("slots in %s: %v, want an error naming it and %q", dir, err, want)
+		}
+	}
+	fresh := filepath.Join(base, "fresh", "slots")
+	t.Setenv("XDPLAB_VM_SLOT_DIR", fresh)
+	release, err := acquireSlot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("fresh slot directory: %v %v, want mode 0700", fi.Mode(), err)
+	}
+}
