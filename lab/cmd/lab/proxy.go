@@ -251,6 +251,11 @@ func proxyServe(args []string) error {
 	if err != nil {
 		return fmt.Errorf("stats socket: %w", err)
 	}
+	// Root's only, whatever the umask: the counters name the backends.
+	if err := os.Chmod(sock, 0o600); err != nil {
+		sl.Close()
+		return fmt.Errorf("stats socket: %w", err)
+	}
 	defer os.Remove(sock)
 	defer sl.Close()
 

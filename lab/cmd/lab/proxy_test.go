@@ -301,6 +301,9 @@ func TestProxyCLI(t *testing.T) {
 	get(v4, want, keys[1][1])
 	stats("--netns", px.NetNS)
 
+	if fi, err := os.Stat(statsSocket(px.NetNS)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("stats socket: %v %v, want mode 0600 (root's only)", fi.Mode(), err)
+	}
 	// Another user reading the stats is told it needs root, not that no
 	// proxy runs.
 	for d := filepath.Dir(c.bin); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
