@@ -230,8 +230,13 @@ func TestVNG(t *testing.T) {
 // checkMain returns how long the run took, to size the timeout test.
 func checkMain(t *testing.T, k *kernels.Kernel, b Backend, xdp string) time.Duration {
 	o := opts(t, b)
-	o.Env = []string{"XDPLAB_TEST_VAR=hello world"}
-	script := `uname -r; echo "var=$XDPLAB_TEST_VAR"; echo to-stderr >&2; echo written-in-guest > "$XDPLAB_RESULTS/out.txt"`
+	// A command and environment longer than x86's 2048-byte kernel
+	// command line: vng put its script there, and the kernel cut it off
+	// (and our console and init= after it): the guest idled until the
+	// timeout.
+	long := strings.Repeat("x", 4096)
+	o.Env = []string{"XDPLAB_TEST_VAR=hello world", "XDPLAB_TEST_LONG=" + long}
+	script := `uname -r; echo "var=$XDPLAB_TEST_VAR"; echo "long=${#XDPLAB_TEST_LONG}"; echo to-stderr >&2; echo written-in-guest > "$XDPLAB_RESULTS/out.txt"; : ` + long
 	if xdp != "" {
 		script += "; " + xdp + " || echo xdpattach-failed"
 	}
@@ -249,7 +254,7 @@ func checkMain(t *testing.T, k *kernels.Kernel, b Backend, xdp string) time.Dura
 	if res.ExitCode != 3 {
 		t.Errorf("exit code %d, want 3", res.ExitCode)
 	}
-	if !strings.Contains(string(res.Stdout), "var=hello world\n") {
+	if !strings.Contains(string(res.Stdout), "var=hello world\n") || !strings.Contains(string(res.Stdout), "long=4096\n") {
 		t.Errorf("environment not passed: stdout %q", res.Stdout)
 	}
 	if strings.TrimSpace(string(res.Stderr)) != "to-stderr" || strings.Contains(string(res.Stdout), "to-stderr") {

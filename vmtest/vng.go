@@ -37,6 +37,14 @@ func vngCommand(k *kernels.Kernel, args []string, o Options, tmp, accel string) 
 	// script also logs its status to the kernel log, which we capture.
 	script := fmt.Sprintf("%s%s\n(%s) </dev/null\nrc=$?\necho \"%s$rc\" > /dev/kmsg\nexit $rc\n",
 		vngCompleteGuest(k), exportEnv(guestEnv(o)), shellJoin(args), exitMarker)
+	// vng passes --exec's script on the kernel command line, which x86
+	// cuts at 2048 bytes, dropping our console and vng's init= after it
+	// (the guest then idles until the timeout). The guest sees the
+	// host's root, so a file in our run directory does instead.
+	scriptFile := filepath.Join(tmp, "script.sh")
+	if err := os.WriteFile(scriptFile, []byte(script), 0o600); err != nil {
+		return nil, err
+	}
 	a := vngArgs(k, o, accel)
 	a = append(a, "--overlay-rwdir=/boot")
 	wrapper, err := qemuWrapper(tmp)
@@ -54,7 +62,7 @@ func vngCommand(k *kernels.Kernel, args []string, o Options, tmp, accel string) 
 	a = append(a,
 		"--qemu-opts=-chardev file,id=xdplabklog,path="+qemuEscape(klog)+" -device virtconsole,chardev=xdplabklog",
 		"--append=console=hvc0 loglevel=7 "+guestKernelArgs,
-		"--exec", script)
+		"--exec", "sh "+shellQuote(scriptFile))
 	cmd := exec.Command("vng", a...)
 	// vng's temporary files (initramfs, return-code file) land in our
 	// per-run directory, removed whatever happens.
