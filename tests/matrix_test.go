@@ -62,6 +62,9 @@ var suites = []suite{
 	{name: "netlab", pkg: "lab/netlab"},
 	{name: "peer", pkg: "lab/peer"},
 	{name: "bpfload", pkg: "lab/bpfload"},
+	// The verifier's limits on this kernel, found by search, and programs
+	// every kernel must refuse.
+	{name: "limits", pkg: "lab/verifier/limits"},
 	{
 		// Numbers for the report, never a pass/fail on speed: the side-by-
 		// side comparisons (by convention Benchmark*Vs*), one short round
@@ -316,6 +319,11 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 	}
 	if len(progs) > 0 {
 		kr.Verifier, _ = json.Marshal(progs)
+	}
+	if ls, err := report.ReadLimits(results); err != nil {
+		t.Errorf("%s: limits: %v", k.Name, err)
+	} else {
+		kr.Limits = ls
 	}
 	if b, err := os.ReadFile(filepath.Join(results, "throughput-kv.json")); err == nil {
 		kr.Throughput = b
