@@ -48,14 +48,20 @@ func (v Version) Less(o Version) bool {
 
 func (v Version) String() string { return fmt.Sprintf("%d.%d.%d", v[0], v[1], v[2]) }
 
-// KernelVersion is the running kernel's version (uname -r).
-func KernelVersion(tb testing.TB) Version {
+// KernelRelease is the running kernel's release (uname -r).
+func KernelRelease(tb testing.TB) string {
 	tb.Helper()
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
 		tb.Fatal(err)
 	}
-	v, err := ParseVersion(unix.ByteSliceToString(u.Release[:]))
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// KernelVersion is the running kernel's version (uname -r).
+func KernelVersion(tb testing.TB) Version {
+	tb.Helper()
+	v, err := ParseVersion(KernelRelease(tb))
 	if err != nil {
 		tb.Fatal(err)
 	}

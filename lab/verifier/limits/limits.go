@@ -122,9 +122,17 @@ func Processed(err error) int {
 // full size, the others at the object's default slot) but with a small map,
 // and returns the instructions the verifier walked for kv_xdp.
 func LoadKV(v kvvariants.Variant) (uint32, error) {
+	st, err := LoadKVStats(v, "")
+	return st.VerifiedInsn, err
+}
+
+// LoadKVStats is LoadKV returning all of kv_xdp's verifier statistics,
+// named config as lab/kv's verifier test names its load configurations.
+func LoadKVStats(v kvvariants.Variant, config string) (bpfload.ProgramStats, error) {
+	st := bpfload.ProgramStats{Program: "kv_xdp", Config: config}
 	spec, err := v.Spec()
 	if err != nil {
-		return 0, err
+		return st, err
 	}
 	// The compiled value size is the slot's maximum; a handful of entries
 	// keeps the largest slots from allocating much.
@@ -134,7 +142,7 @@ func LoadKV(v kvvariants.Variant) (uint32, error) {
 	case err == nil:
 		coarse = 1
 	case !errors.Is(err, ebpf.ErrNotSupported):
-		return 0, err
+		return st, err
 	}
 	vars := map[string]any{"coarse_clock": coarse, "slow_token": uint16(1)}
 	if v.Macro == "KV_VAL_MAX" {
@@ -142,13 +150,13 @@ func LoadKV(v kvvariants.Variant) (uint32, error) {
 	}
 	for name, val := range vars {
 		if err := spec.Variables[name].Set(val); err != nil {
-			return 0, fmt.Errorf("set %s: %w", name, err)
+			return st, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, *bpfload.Options())
 	if err != nil {
-		return 0, err
+		return st, err
 	}
 	defer coll.Close()
-	return bpfload.VerifiedInsns(coll.Programs["kv_xdp"])
+	return bpfload.Stats(st.Program, config, coll.Programs["kv_xdp"])
 }
