@@ -325,6 +325,11 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 	} else {
 		kr.Limits = ls
 	}
+	if fs, err := report.ReadFeatures(results); err != nil {
+		t.Errorf("%s: features: %v", k.Name, err)
+	} else {
+		kr.Features = fs
+	}
 	if b, err := os.ReadFile(filepath.Join(results, "throughput-kv.json")); err == nil {
 		kr.Throughput = b
 	}

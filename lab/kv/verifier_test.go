@@ -5,17 +5,45 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/xdplab/xdplab/lab/bpfload"
 	"github.com/xdplab/xdplab/lab/internal/testutils"
+	"github.com/xdplab/xdplab/lab/verifier"
 )
 
-// TestCoarseClockProbe holds the probe to what the kernel must have:
-// bpf_ktime_get_coarse_ns came in 5.11, so from there "unsupported" is a bug.
-func TestCoarseClockProbe(t *testing.T) {
-	o := loadForTest(t, Config{})
-	if !o.coarse {
-		testutils.Missing(t, "bpf_ktime_get_coarse_ns in XDP (the store reads the clock without it)", "5.11", nil)
+// TestFeatures probes every helper the store's programs call and records
+// which clock path the store took: bpf_ktime_get_coarse_ns came in 5.11, so
+// from there "unsupported" is a bug; before it the store reads
+// bpf_ktime_get_ns. Any other helper missing fails: the store needs it.
+func TestFeatures(t *testing.T) {
+	spec, err := loadKv()
+	if err != nil {
+		t.Fatal(err)
 	}
+	fs, err := verifier.ProbeHelpers(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := loadForTest(t, Config{})
+	coarse := verifier.HelperFeature(ebpf.XDP, asm.FnKtimeGetCoarseNs)
+	found := false
+	for i, f := range fs {
+		if f.Name != coarse {
+			continue
+		}
+		found = true
+		if f.Have != o.coarse {
+			t.Errorf("%s: the probe says %v, the store's own probe %v", f.Name, f.Have, o.coarse)
+		}
+		fs[i].Since, fs[i].Path = "5.11", "bpf_ktime_get_ns"
+		if o.coarse {
+			fs[i].Path = "coarse clock"
+		}
+	}
+	if !found {
+		t.Errorf("the store no longer calls %s: update this test", coarse)
+	}
+	testutils.CheckFeatures(t, "kv", fs)
 }
 
 // TestVerifierStats loads the store at its default and largest sizes and

@@ -11,6 +11,7 @@ import (
 	"github.com/xdplab/xdplab/lab/bpfload"
 	"github.com/xdplab/xdplab/lab/internal/testutils"
 	"github.com/xdplab/xdplab/lab/netlab"
+	"github.com/xdplab/xdplab/lab/verifier"
 )
 
 // verifierBudget bounds the instructions the verifier may walk for the
@@ -37,6 +38,23 @@ func TestVerifierStats(t *testing.T) {
 		t.Errorf("verifier walked %d instructions, budget %d", st.VerifiedInsn, verifierBudget)
 	}
 	testutils.RecordVerifierStats(t, "proxy", []bpfload.ProgramStats{st})
+}
+
+// TestFeatures probes every helper the proxy's program calls: it picks no
+// path by them, so each must be there on every kernel we ship to.
+func TestFeatures(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	spec, err := loadProxy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := verifier.ProbeHelpers(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutils.CheckFeatures(t, "proxy", fs)
 }
 
 // BenchmarkXDPRoute: ns per request through BPF_PROG_TEST_RUN, as the

@@ -53,6 +53,9 @@ type Kernel struct {
 	Verifier json.RawMessage `json:"verifier,omitempty"`
 	// Limits are what the verifier limit probes found (ReadLimits).
 	Limits []verifier.Limit `json:"limits,omitempty"`
+	// Features are the kernel features the shipped programs call on or
+	// pick a code path by, as probed there (ReadFeatures).
+	Features []verifier.Feature `json:"features,omitempty"`
 	// Throughput and ProxyThroughput are the throughput suites' results.
 	Throughput      json.RawMessage `json:"throughput,omitempty"`
 	ProxyThroughput json.RawMessage `json:"proxy_throughput,omitempty"`
@@ -235,6 +238,9 @@ func (r *Report) Markdown() string {
 	if v := r.limitsTable(); v != "" {
 		md.WriteString("\nVerifier limits, per kernel (found by search with each kernel's verifier; ≥: nothing was refused as far as the search went):\n\n" + v)
 	}
+	if v := r.featuresTable(); v != "" {
+		md.WriteString("\nKernel features the programs use, probed per kernel (→ the code path taken):\n\n" + v)
+	}
 	md.WriteString("\nFailures and skips:\n\n")
 	none := true
 	for _, k := range r.Kernels {
@@ -280,35 +286,60 @@ func (r *Report) verifierTable() string {
 
 // limitsTable is the runs' verifier limits, a row per limit.
 func (r *Report) limitsTable() string {
-	runs := map[string][]verifier.Limit{}
+	return verifier.LimitsTable(perKernel(r, func(k *Kernel) []verifier.Limit { return k.Limits }))
+}
+
+// featuresTable is the runs' feature probes, a row per feature.
+func (r *Report) featuresTable() string {
+	return verifier.FeaturesTable(perKernel(r, func(k *Kernel) []verifier.Feature { return k.Features }))
+}
+
+// perKernel maps each run that has some of what get returns to it, and
+// lists those runs in order.
+func perKernel[T any](r *Report, get func(*Kernel) []T) (map[string][]T, []string) {
+	runs := map[string][]T{}
 	var ids []string
 	for _, k := range r.Kernels {
-		if len(k.Limits) > 0 {
-			runs[k.ID()] = k.Limits
+		if v := get(k); len(v) > 0 {
+			runs[k.ID()] = v
 			ids = append(ids, k.ID())
 		}
 	}
-	return verifier.LimitsTable(runs, ids)
+	return runs, ids
 }
 
-// LimitsFilePattern matches the files the limit probes write into a
-// results directory (testutils.RecordLimits).
-const LimitsFilePattern = "limits-*.json"
+// LimitsFilePattern and FeaturesFilePattern match the files the limit
+// probes and feature probes write into a results directory
+// (testutils.RecordLimits, RecordFeatures).
+const (
+	LimitsFilePattern   = "limits-*.json"
+	FeaturesFilePattern = "features-*.json"
+)
 
 // ReadLimits collects every limits file in a results directory, in file
 // name order.
 func ReadLimits(dir string) ([]verifier.Limit, error) {
-	files, err := filepath.Glob(filepath.Join(dir, LimitsFilePattern))
+	return readAll[verifier.Limit](dir, LimitsFilePattern)
+}
+
+// ReadFeatures collects every features file in a results directory.
+func ReadFeatures(dir string) ([]verifier.Feature, error) {
+	return readAll[verifier.Feature](dir, FeaturesFilePattern)
+}
+
+// readAll concatenates the JSON lists in dir's files matching pattern.
+func readAll[T any](dir, pattern string) ([]T, error) {
+	files, err := filepath.Glob(filepath.Join(dir, pattern))
 	if err != nil {
 		return nil, err
 	}
-	var all []verifier.Limit
+	var all []T
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return nil, err
 		}
-		var ls []verifier.Limit
+		var ls []T
 		if err := json.Unmarshal(b, &ls); err != nil {
 			return nil, fmt.Errorf("%s: %w", f, err)
 		}

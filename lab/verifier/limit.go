@@ -57,6 +57,20 @@ func (l Limit) cell() string {
 // a column per kernel (runs maps a kernel to its results; kernels orders the
 // columns, nil for all, sorted).
 func LimitsTable(runs map[string][]Limit, kernels []string) string {
+	return factTable("limit", runs, kernels)
+}
+
+// fact is a per-kernel finding a table shows: a row name and a cell.
+type fact interface {
+	row() string
+	cell() string
+}
+
+func (l Limit) row() string { return l.Name }
+
+// factTable renders per-kernel facts, a row per name and a column per
+// kernel (kernels orders the columns, nil for all, sorted).
+func factTable[F fact](first string, runs map[string][]F, kernels []string) string {
 	if kernels == nil {
 		for k := range runs {
 			kernels = append(kernels, k)
@@ -66,12 +80,12 @@ func LimitsTable(runs map[string][]Limit, kernels []string) string {
 	cells := map[string]map[string]string{}
 	var names []string
 	for _, k := range kernels {
-		for _, l := range runs[k] {
-			if cells[l.Name] == nil {
-				cells[l.Name] = map[string]string{}
-				names = append(names, l.Name)
+		for _, f := range runs[k] {
+			if cells[f.row()] == nil {
+				cells[f.row()] = map[string]string{}
+				names = append(names, f.row())
 			}
-			cells[l.Name][k] = l.cell()
+			cells[f.row()][k] = f.cell()
 		}
 	}
 	if len(names) == 0 {
@@ -79,7 +93,7 @@ func LimitsTable(runs map[string][]Limit, kernels []string) string {
 	}
 	sort.Strings(names)
 	var b strings.Builder
-	b.WriteString(tableHead("limit", kernels))
+	b.WriteString(tableHead(first, kernels))
 	for _, n := range names {
 		fmt.Fprintf(&b, "| %s |", n)
 		for _, k := range kernels {

@@ -125,6 +125,29 @@ func RecordLimits(tb testing.TB, name string, limits []verifier.Limit) {
 	writeResults(tb, "limits-"+name+".json", limits)
 }
 
+// CheckFeatures records what the feature probes found, for the matrix
+// report ($XDPLAB_RESULTS/features-NAME.json), and holds them to what the
+// kernel must have: a feature a program can do without (Since set) stops
+// tb as Missing does, and one a program cannot do without fails tb (its
+// program could not have loaded).
+func CheckFeatures(tb testing.TB, name string, fs []verifier.Feature) {
+	tb.Helper()
+	for _, f := range fs {
+		tb.Logf("%s", f)
+	}
+	writeResults(tb, "features-"+name+".json", fs)
+	for _, f := range fs {
+		if !f.Have && f.Since == "" {
+			tb.Errorf("%s: missing on this kernel, and a shipped program needs it", f.Name)
+		}
+	}
+	for _, f := range fs {
+		if !f.Have && f.Since != "" {
+			Missing(tb, f.Name, f.Since, fmt.Errorf("the program takes %s", f.Path))
+		}
+	}
+}
+
 // writeResults writes v as JSON to file in $XDPLAB_RESULTS, if set.
 func writeResults(tb testing.TB, file string, v any) {
 	tb.Helper()

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/xdplab/xdplab/lab/verifier"
 )
 
 func TestParseVersion(t *testing.T) {
@@ -28,12 +30,17 @@ func TestParseVersion(t *testing.T) {
 type fakeTB struct {
 	testing.TB
 	how, msg string
+	errs     []string
 }
 
 func (f *fakeTB) Helper()                           {}
 func (f *fakeTB) Skipf(format string, args ...any)  { f.stop("skip", format, args...) }
 func (f *fakeTB) Fatalf(format string, args ...any) { f.stop("fail", format, args...) }
 func (f *fakeTB) Fatal(args ...any)                 { f.stop("fail", "%s", fmt.Sprint(args...)) }
+func (f *fakeTB) Logf(string, ...any)               {}
+func (f *fakeTB) Errorf(format string, args ...any) {
+	f.errs = append(f.errs, fmt.Sprintf(format, args...))
+}
 func (f *fakeTB) stop(how, format string, args ...any) {
 	f.how, f.msg = how, fmt.Sprintf(format, args...)
 	runtime.Goexit()
@@ -69,5 +76,29 @@ func TestMissing(t *testing.T) {
 		if f.how != tc.how || !strings.Contains(f.msg, tc.want) {
 			t.Errorf("%s: %s %q, want %s containing %q", tc.name, f.how, f.msg, tc.how, tc.want)
 		}
+	}
+}
+
+func TestCheckFeatures(t *testing.T) {
+	t.Setenv("XDPLAB_RESULTS", "")
+	have := KernelVersion(t)
+	older := fmt.Sprintf("%d.%d", have[0]+1, 0)
+	f := run(func(tb testing.TB) {
+		CheckFeatures(tb, "x", []verifier.Feature{{Name: "helper A", Have: true}, {Name: "helper B"}})
+	})
+	if len(f.errs) != 1 || !strings.Contains(f.errs[0], "helper B: missing") || f.how != "" {
+		t.Errorf("a needed helper missing: errors %q, stopped %q; want one error naming it", f.errs, f.how)
+	}
+	f = run(func(tb testing.TB) {
+		CheckFeatures(tb, "x", []verifier.Feature{{Name: "clock C", Since: older, Path: "the slow clock"}})
+	})
+	if f.how != "skip" || !strings.Contains(f.msg, "the program takes the slow clock") {
+		t.Errorf("an optional feature the kernel predates: %s %q, want a skip naming the path", f.how, f.msg)
+	}
+	f = run(func(tb testing.TB) {
+		CheckFeatures(tb, "x", []verifier.Feature{{Name: "clock C", Since: "3.0", Path: "the slow clock"}})
+	})
+	if f.how != "fail" {
+		t.Errorf("an optional feature the kernel must have, missing: %s %q, want a failure", f.how, f.msg)
 	}
 }
