@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -52,6 +53,18 @@ type Ledger struct {
 	// unused on every kernel: 0.5 is half of it.
 	MinHeadroom float64 `json:"min_headroom"`
 	Rows        []Row   `json:"rows"`
+	// Kernels are what each kernel's build offered the programs: the
+	// features they use and the verifier's limits, so that re-pinning a
+	// kernel shows what its new build changes (lab verifier diff).
+	Kernels []Facts `json:"kernels,omitempty"`
+}
+
+// Facts are one kernel build's feature probes and limit probes.
+type Facts struct {
+	Kernel   string    `json:"kernel"`
+	Release  string    `json:"release"`
+	Features []Feature `json:"features,omitempty"`
+	Limits   []Limit   `json:"limits,omitempty"`
 }
 
 // Load reads a ledger file.
@@ -186,6 +199,63 @@ func (l *Ledger) Update(kernel, release string, got []bpfload.ProgramStats) []st
 	}
 	sort.Strings(diff)
 	l.Rows = keep
+	return diff
+}
+
+// UpdateFacts replaces the facts of a kernel (matched by name, and by
+// release for the host, as rows are) with a run's and returns the changes,
+// one line each ("6.1 (6.1.0-50-amd64 → 6.1.0-51-amd64): bpf_loop in XDP
+// no → yes"). A run without probes of a kind keeps the ledger's.
+func (l *Ledger) UpdateFacts(f Facts) []string {
+	i := slices.IndexFunc(l.Kernels, func(o Facts) bool {
+		return o.Kernel == f.Kernel && (f.Kernel != kernels.HostName || o.Release == f.Release)
+	})
+	if i < 0 {
+		l.Kernels = append(l.Kernels, f)
+		sort.Slice(l.Kernels, func(a, b int) bool { return l.Kernels[a].Kernel+l.Kernels[a].Release < l.Kernels[b].Kernel+l.Kernels[b].Release })
+		if len(f.Features)+len(f.Limits) == 0 {
+			return nil
+		}
+		return []string{fmt.Sprintf("%s (%s): new, %d features, %d limits", f.Kernel, f.Release, len(f.Features), len(f.Limits))}
+	}
+	old := l.Kernels[i]
+	if f.Features == nil {
+		f.Features = old.Features
+	}
+	if f.Limits == nil {
+		f.Limits = old.Limits
+	}
+	l.Kernels[i] = f
+	who := f.Kernel
+	if old.Release != f.Release {
+		who += fmt.Sprintf(" (%s → %s)", old.Release, f.Release)
+	}
+	var diff []string
+	diff = append(diff, diffFacts(who, old.Features, f.Features)...)
+	return append(diff, diffFacts(who, old.Limits, f.Limits)...)
+}
+
+// diffFacts lists the rows whose cells differ between two runs.
+func diffFacts[F fact](who string, was, now []F) []string {
+	cells := map[string]string{}
+	for _, f := range was {
+		cells[f.row()] = f.cell()
+	}
+	var diff []string
+	for _, f := range now {
+		c, ok := cells[f.row()]
+		delete(cells, f.row())
+		switch {
+		case !ok:
+			diff = append(diff, fmt.Sprintf("%s: %s: new, %s", who, f.row(), f.cell()))
+		case c != f.cell():
+			diff = append(diff, fmt.Sprintf("%s: %s: %s → %s", who, f.row(), c, f.cell()))
+		}
+	}
+	for r, c := range cells {
+		diff = append(diff, fmt.Sprintf("%s: %s: gone (was %s)", who, r, c))
+	}
+	sort.Strings(diff)
 	return diff
 }
 

@@ -71,3 +71,41 @@ func TestUpdateSaveLoad(t *testing.T) {
 		t.Errorf("table:\n%s", tab)
 	}
 }
+
+// TestUpdateFacts is what a re-pin shows: a kernel's new build compared
+// with the facts the ledger holds for its name.
+func TestUpdateFacts(t *testing.T) {
+	l := ledger()
+	old := Facts{Kernel: "6.1", Release: "6.1.0-50-amd64",
+		Features: []Feature{{Name: "bpf_fib_lookup in XDP", Have: true}, {Name: "bpf_ktime_get_coarse_ns in XDP", Have: true, Since: "5.11", Path: "coarse clock"}},
+		Limits:   []Limit{{Name: "stack", Value: 512, Unit: "bytes", Bound: 512}}}
+	if d := l.UpdateFacts(old); len(d) != 1 || !strings.Contains(d[0], "6.1 (6.1.0-50-amd64): new, 2 features, 1 limits") {
+		t.Errorf("first facts: %q", d)
+	}
+	if d := l.UpdateFacts(old); len(d) != 0 {
+		t.Errorf("the same facts again: %q, want no change", d)
+	}
+	repinned := Facts{Kernel: "6.1", Release: "6.1.0-51-amd64",
+		Features: []Feature{{Name: "bpf_fib_lookup in XDP"}, {Name: "bpf_loop in XDP", Have: true}},
+		Limits:   []Limit{{Name: "stack", Value: 256, Unit: "bytes", Bound: 512}}}
+	d := l.UpdateFacts(repinned)
+	want := []string{
+		"6.1 (6.1.0-50-amd64 → 6.1.0-51-amd64): bpf_fib_lookup in XDP: yes → no",
+		"6.1 (6.1.0-50-amd64 → 6.1.0-51-amd64): bpf_ktime_get_coarse_ns in XDP: gone (was yes → coarse clock)",
+		"6.1 (6.1.0-50-amd64 → 6.1.0-51-amd64): bpf_loop in XDP: new, yes",
+		"6.1 (6.1.0-50-amd64 → 6.1.0-51-amd64): stack: 512 bytes → 256 bytes",
+	}
+	if strings.Join(d, "\n") != strings.Join(want, "\n") {
+		t.Errorf("re-pinned build:\n%s\nwant:\n%s", strings.Join(d, "\n"), strings.Join(want, "\n"))
+	}
+	if len(l.Kernels) != 1 || l.Kernels[0].Release != "6.1.0-51-amd64" {
+		t.Errorf("kernels after the re-pin: %+v, want the new build in place of the old", l.Kernels)
+	}
+	// A run without limit probes keeps the ledger's; another host's
+	// kernel is a row of its own.
+	l.UpdateFacts(Facts{Kernel: "6.1", Release: "6.1.0-51-amd64", Features: repinned.Features})
+	l.UpdateFacts(Facts{Kernel: "host", Release: "6.8.0-1-azure", Limits: repinned.Limits})
+	if len(l.Kernels) != 2 || len(l.Kernels[0].Limits) != 1 {
+		t.Errorf("kernels: %+v", l.Kernels)
+	}
+}

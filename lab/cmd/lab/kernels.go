@@ -123,14 +123,21 @@ func kernelsPin(args []string) error {
 	if err != nil {
 		return err
 	}
+	var moved []string
 	for _, r := range res {
 		state := "unchanged"
 		if r.Old != r.New {
 			state = "was " + r.Old
+			moved = append(moved, r.Name)
 		}
 		fmt.Printf("%-10s %s (%s)\n", r.Name, r.New, state)
 	}
 	fmt.Printf("wrote %s: review with 'git diff', rebuild lab, commit\n", path)
+	// A new build can change what the verifier accepts and which features
+	// the programs find: show it before the ledger takes it.
+	for _, k := range moved {
+		fmt.Printf("%s: what its new build changes: make test-kernel KERNEL=%s && bin/lab verifier diff results/%s (then lab verifier update results/%s)\n", k, k, k, k)
+	}
 	return nil
 }
 
