@@ -212,7 +212,9 @@ func (l *Ledger) UpdateFacts(f Facts) []string {
 	})
 	if i < 0 {
 		l.Kernels = append(l.Kernels, f)
-		sort.Slice(l.Kernels, func(a, b int) bool { return l.Kernels[a].Kernel+l.Kernels[a].Release < l.Kernels[b].Kernel+l.Kernels[b].Release })
+		sort.Slice(l.Kernels, func(a, b int) bool {
+			return l.Kernels[a].Kernel+l.Kernels[a].Release < l.Kernels[b].Kernel+l.Kernels[b].Release
+		})
 		if len(f.Features)+len(f.Limits) == 0 {
 			return nil
 		}
