@@ -86,24 +86,39 @@ func HasXDPPass(dev string) (bool, error) {
 }
 
 func xdpPassOn(dev string) (netlink.Link, bool, error) {
+	l, name, err := xdpOn(dev)
+	return l, name == xdpPassName, err
+}
+
+// XDPProgram names the XDP program dev carries in the calling thread's
+// namespace: "" for none, PlaceholderName for the placeholder.
+func XDPProgram(dev string) (string, error) {
+	_, name, err := xdpOn(dev)
+	return name, err
+}
+
+// PlaceholderName is what XDPProgram calls the placeholder XDP_PASS.
+const PlaceholderName = xdpPassName
+
+func xdpOn(dev string) (netlink.Link, string, error) {
 	l, err := netlink.LinkByName(dev)
 	if err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
 	x := l.Attrs().Xdp
 	if x == nil || !x.Attached || x.ProgId == 0 {
-		return l, false, nil
+		return l, "", nil
 	}
 	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(x.ProgId))
 	if err != nil {
-		return l, false, err
+		return l, "", err
 	}
 	defer p.Close()
 	info, err := p.Info()
 	if err != nil {
-		return l, false, err
+		return l, "", err
 	}
-	return l, info.Name == xdpPassName, nil
+	return l, info.Name, nil
 }
 
 type xdpPass struct {

@@ -58,6 +58,11 @@ func kvServe(args []string) error {
 		if len(where) == 0 {
 			return errors.New("the lab has no kv hosts: lab up --backends N")
 		}
+		unregister, err := currentLabDir().serving("lab kv serve --lab")
+		if err != nil {
+			return err
+		}
+		defer unregister()
 	}
 	cfg := kv.Config{Port: uint16(*port), Entries: uint32(*entries), MaxValue: uint32(*maxValue)}
 	var stores []*kvStore

@@ -166,6 +166,11 @@ func proxyServe(args []string) error {
 			return err
 		}
 		*ns, *dev, listens, backendArgs = lp.netns, lp.dev, lp.listens, lp.backends
+		unregister, err := currentLabDir().serving("lab proxy serve --lab")
+		if err != nil {
+			return err
+		}
+		defer unregister()
 	}
 	if *dev == "" || fs.NArg() > 0 || *config == "" && (len(listens) == 0 || len(backendArgs) == 0) {
 		return usageError{"usage: lab proxy serve --dev IFACE (--listen ADDR:PORT --backend ADDR:PORT[:WEIGHT][,ADDR] ... | --config FILE) [--netns NAME], or lab proxy serve --lab"}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -161,6 +162,10 @@ func (d labDir) up(wantBackends int, progress io.Writer) (*netlab.Topology, labS
 		t, oerr := netlab.Open(old.spec())
 		if oerr == nil && (wantBackends == 0 || wantBackends == old.Backends) {
 			fmt.Fprintf(progress, "lab %s is already up with %d backends; 'lab down' removes it\n", old.Prefix, old.Backends)
+			if err := repairPlaceholders(t, progress); err != nil {
+				t.Detach()
+				return nil, labState{}, err
+			}
 			return t, old, nil
 		}
 		if oerr != nil {
@@ -197,9 +202,10 @@ func (d labDir) up(wantBackends int, progress io.Writer) (*netlab.Topology, labS
 	return t, s, nil
 }
 
-// down removes the recorded lab, if any, and returns its prefix ("" if
-// none was up).
-func (d labDir) down() (string, error) {
+// down stops the servers serving in the recorded lab, if any, removes it
+// and returns its prefix ("" if none was up); progress gets a line per
+// server stopped.
+func (d labDir) down(progress io.Writer) (string, error) {
 	unlock, err := d.lock(true)
 	if err != nil {
 		return "", err
@@ -212,10 +218,45 @@ func (d labDir) down() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// Servers first: they detach and exit cleanly while their
+	// namespaces still exist.
+	stopped, err := d.stopServers(10 * time.Second)
+	for _, l := range stopped {
+		fmt.Fprintln(progress, l)
+	}
+	if err != nil {
+		return "", err
+	}
 	if err := netlab.Sweep(s.Prefix); err != nil {
 		return "", err // the record stays, so down can be retried
 	}
 	return s.Prefix, d.forget()
+}
+
+// repairPlaceholders puts the XDP_PASS placeholder back on every veth end
+// of the lab that has no XDP program: a server killed with SIGKILL loses
+// its program with its link, and cannot put the placeholder back, so XDP_TX
+// and XDP_REDIRECT towards that end stop delivering.
+func repairPlaceholders(t *netlab.Topology, progress io.Writer) error {
+	for _, h := range t.Hosts {
+		for _, i := range h.Ifaces {
+			err := h.Do(func() error {
+				name, err := netlab.XDPProgram(i.Name)
+				if err != nil || name != "" {
+					return err
+				}
+				if err := netlab.PutXDPPass(i.Name); err != nil {
+					return err
+				}
+				fmt.Fprintf(progress, "put the XDP_PASS placeholder back on %s in %s (it had no XDP program: a server there was killed?)\n", i.Name, h.NetNS)
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("XDP on %s in %s: %w", i.Name, h.NetNS, err)
+			}
+		}
+	}
+	return nil
 }
 
 // open returns the lab that is up, checked against the kernel.
@@ -246,6 +287,9 @@ type statusHost struct {
 	Dev   string `json:"dev"`
 	IPv4  string `json:"ipv4"`
 	IPv6  string `json:"ipv6"`
+	// XDP names the program on Dev: "xdp_pass" (the placeholder), a
+	// server's, or "" when there is none, which lab up repairs.
+	XDP string `json:"xdp"`
 }
 
 type statusReport struct {
@@ -273,6 +317,7 @@ func labStatusOf(t *netlab.Topology) statusReport {
 		sh := statusHost{Name: h.Name, Role: h.Role, NetNS: h.NetNS}
 		if i := h.IfaceTo(towards); i != nil {
 			sh.Dev, sh.IPv4, sh.IPv6 = i.Name, i.IPv4.Addr().String(), i.IPv6.Addr().String()
+			h.Do(func() (err error) { sh.XDP, err = netlab.XDPProgram(i.Name); return err })
 		}
 		r.Hosts = append(r.Hosts, sh)
 	}
@@ -289,12 +334,20 @@ func printStatus(w io.Writer, r statusReport, asJSON bool) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tROLE\tNETNS\tDEV\tIPV4\tIPV6")
+	fmt.Fprintln(tw, "NAME\tROLE\tNETNS\tDEV\tIPV4\tIPV6\tXDP")
+	missing := false
 	for _, h := range r.Hosts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.Role, h.NetNS, h.Dev, h.IPv4, h.IPv6)
+		xdp := h.XDP
+		if xdp == "" {
+			xdp, missing = "none!", true
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.Role, h.NetNS, h.Dev, h.IPv4, h.IPv6, xdp)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if missing {
+		fmt.Fprintln(w, "none!: no XDP program, not even the placeholder (a server was killed?): 'lab up' puts it back")
 	}
 	_, err := fmt.Fprintf(w, "run a command on a host: nsenter --net=%s/NETNS -- CMD\n", netlab.NetnsDir)
 	return err
@@ -351,7 +404,7 @@ func downCmd(args []string) error {
 	if err := needRoot("down"); err != nil {
 		return err
 	}
-	prefix, err := currentLabDir().down()
+	prefix, err := currentLabDir().down(os.Stdout)
 	if err != nil {
 		return err
 	}

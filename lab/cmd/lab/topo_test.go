@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,10 +86,10 @@ func TestLabUpStatusDown(t *testing.T) {
 
 	s1, st, _ := mustUp(t, d, sw, 2)
 	want := []statusHost{
-		{"client", "client", s1.Prefix + "-client", "", "198.18.1.2", "fd00:0:0:1::2"},
-		{"proxy", "proxy", s1.Prefix + "-proxy", "", "198.18.1.1", "fd00:0:0:1::1"},
-		{"kv1", "kv", s1.Prefix + "-kv1", "", "198.18.2.2", "fd00:0:0:2::2"},
-		{"kv2", "kv", s1.Prefix + "-kv2", "", "198.18.3.2", "fd00:0:0:3::2"},
+		{"client", "client", s1.Prefix + "-client", "", "198.18.1.2", "fd00:0:0:1::2", netlab.PlaceholderName},
+		{"proxy", "proxy", s1.Prefix + "-proxy", "", "198.18.1.1", "fd00:0:0:1::1", netlab.PlaceholderName},
+		{"kv1", "kv", s1.Prefix + "-kv1", "", "198.18.2.2", "fd00:0:0:2::2", netlab.PlaceholderName},
+		{"kv2", "kv", s1.Prefix + "-kv2", "", "198.18.3.2", "fd00:0:0:3::2", netlab.PlaceholderName},
 	}
 	if len(st.Hosts) != len(want) {
 		t.Fatalf("status %+v, want %d hosts", st, len(want))
@@ -179,14 +180,14 @@ func TestLabUpStatusDown(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if p, err := d.down(); err != nil || p != s3.Prefix {
+	if p, err := d.down(io.Discard); err != nil || p != s3.Prefix {
 		t.Fatalf("down: %q, %v", p, err)
 	}
 	<-waited // Sweep waits for the kill; a hang here is the failure
 	if left := namespaces(t, s3.Prefix); len(left) > 0 {
 		t.Errorf("down left %v", left)
 	}
-	if p, err := d.down(); err != nil || p != "" {
+	if p, err := d.down(io.Discard); err != nil || p != "" {
 		t.Errorf("second down: %q, %v; want nothing to do", p, err)
 	}
 	if _, _, err := d.open(); !errors.Is(err, errNoLab) {
@@ -217,7 +218,7 @@ func TestLabDownAfterCrashedUp(t *testing.T) {
 	if n := len(namespaces(t, s.Prefix)); n != 3 {
 		t.Fatalf("%d namespaces built, want 3", n)
 	}
-	if p, err := d.down(); err != nil || p != s.Prefix {
+	if p, err := d.down(io.Discard); err != nil || p != s.Prefix {
 		t.Fatalf("down: %q, %v", p, err)
 	}
 	if left := namespaces(t, s.Prefix); len(left) > 0 {
@@ -350,5 +351,66 @@ func TestLabCommands(t *testing.T) {
 	stdout, _, code = c.run("down")
 	if code != 0 || !strings.Contains(stdout, "no lab was up") {
 		t.Errorf("second lab down: exit %d %q", code, stdout)
+	}
+}
+
+// TestLabServersAndPlaceholders: lab status shows which XDP program each
+// host's device carries; a store killed with SIGKILL leaves its device
+// without one, which status flags and lab up repairs; lab down stops the
+// serve --lab processes (cleanly, with SIGINT) before removing the lab.
+func TestLabServersAndPlaceholders(t *testing.T) {
+	c := newLabCLI(t)
+	var up statusReport
+	c.runJSON(&up, "up", "--backends", "1", "--json")
+	xdpOf := func(host string) string {
+		t.Helper()
+		var st statusReport
+		c.runJSON(&st, "status", "--json")
+		for _, h := range st.Hosts {
+			if h.Name == host {
+				return h.XDP
+			}
+		}
+		t.Fatalf("no host %s in %+v", host, st)
+		return ""
+	}
+	kvd := c.start("kv", "serve", "--lab")
+	if got := xdpOf("kv1"); got != "kv_xdp" {
+		t.Errorf("kv1's XDP with the store serving: %q, want kv_xdp", got)
+	}
+	kvd.cmd.Process.Kill()
+	<-kvd.exited
+	if got := xdpOf("kv1"); got != "" {
+		t.Errorf("kv1's XDP after the store was killed: %q, want none", got)
+	}
+	if out, _, _ := c.run("status"); !strings.Contains(out, "none!") || !strings.Contains(out, "'lab up' puts it back") {
+		t.Errorf("lab status does not flag the missing placeholder:\n%s", out)
+	}
+	out, errOut, code := c.run("up")
+	if code != 0 || !strings.Contains(out, "put the XDP_PASS placeholder back on") {
+		t.Errorf("lab up after a killed store: exit %d, %s%s", code, out, errOut)
+	}
+	if got := xdpOf("kv1"); got != netlab.PlaceholderName {
+		t.Errorf("kv1's XDP after lab up: %q, want the placeholder", got)
+	}
+
+	kvd = c.start("kv", "serve", "--lab")
+	pxd := c.start("proxy", "serve", "--lab")
+	out, errOut, code = c.run("down")
+	if code != 0 || !strings.Contains(out, "stopped lab kv serve --lab (pid") || !strings.Contains(out, "stopped lab proxy serve --lab (pid") {
+		t.Errorf("lab down with servers: exit %d, %s%s", code, out, errOut)
+	}
+	for _, d := range []*daemon{kvd, pxd} {
+		select {
+		case <-d.exited:
+			if code := d.cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(d.stdout.String(), "detached from") {
+				t.Errorf("%s after lab down: exit %d, %s%s", d.name, code, d.stdout, d.stderr)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s still runs after lab down", d.name)
+		}
+	}
+	if left := namespaces(t, up.Prefix); len(left) > 0 {
+		t.Errorf("lab down left %v", left)
 	}
 }
