@@ -163,13 +163,7 @@ func directCommand(k *kernels.Kernel, args []string, o Options, tmp, accel strin
 	var dirs []dirCfg
 	for i, d := range allDirs(o) {
 		tag := fmt.Sprintf("d%d", i)
-		ro := ",readonly=on"
-		if d.RW {
-			ro = ""
-		}
-		qargs = append(qargs,
-			"-fsdev", fmt.Sprintf("local,id=%s,path=%s,security_model=none,multidevs=remap%s", tag, qemuEscape(d.Host), ro),
-			"-device", fmt.Sprintf("virtio-9p-pci,fsdev=%s,mount_tag=%s", tag, tag))
+		qargs = append(qargs, fsdevArgs(tag, d)...)
 		dirs = append(dirs, dirCfg{Tag: tag, Guest: d.Guest, RW: d.RW})
 	}
 	cfg["dirs"] = dirs
@@ -232,6 +226,22 @@ func (q qemuTail) Read(p []byte) (int, error) {
 func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // allDirs is the extra directories plus the results directory.
+// fsdevArgs shares d with the guest over 9p as mount tag tag. A writable
+// share keeps the guest's owners and modes in extended attributes
+// (mapped-xattr), not on the host's files: with security_model=none QEMU,
+// as root, created whatever the guest asked for, a set-uid root binary
+// included, in a host directory. A read-only share passes modes through.
+func fsdevArgs(tag string, d Dir) []string {
+	model := "none,readonly=on"
+	if d.RW {
+		model = "mapped-xattr"
+	}
+	return []string{
+		"-fsdev", fmt.Sprintf("local,id=%s,path=%s,security_model=%s,multidevs=remap", tag, qemuEscape(d.Host), model),
+		"-device", fmt.Sprintf("virtio-9p-pci,fsdev=%s,mount_tag=%s", tag, tag),
+	}
+}
+
 func allDirs(o Options) []Dir {
 	var ds []Dir
 	if o.ResultsDir != "" {

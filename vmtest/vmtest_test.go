@@ -236,7 +236,7 @@ func checkMain(t *testing.T, k *kernels.Kernel, b Backend, xdp string) time.Dura
 	// timeout.
 	long := strings.Repeat("x", 4096)
 	o.Env = []string{"XDPLAB_TEST_VAR=hello world", "XDPLAB_TEST_LONG=" + long}
-	script := `uname -r; echo "var=$XDPLAB_TEST_VAR"; echo "long=${#XDPLAB_TEST_LONG}"; echo to-stderr >&2; echo written-in-guest > "$XDPLAB_RESULTS/out.txt"; : ` + long
+	script := `uname -r; echo "var=$XDPLAB_TEST_VAR"; echo "long=${#XDPLAB_TEST_LONG}"; echo to-stderr >&2; echo written-in-guest > "$XDPLAB_RESULTS/out.txt"; cp /bin/true "$XDPLAB_RESULTS/suid" && chmod 4755 "$XDPLAB_RESULTS/suid"; : ` + long
 	if xdp != "" {
 		script += "; " + xdp + " || echo xdpattach-failed"
 	}
@@ -262,6 +262,10 @@ func checkMain(t *testing.T, k *kernels.Kernel, b Backend, xdp string) time.Dura
 	}
 	if b, err := os.ReadFile(filepath.Join(o.ResultsDir, "out.txt")); err != nil || string(b) != "written-in-guest\n" {
 		t.Errorf("results file: %q, %v", b, err)
+	}
+	// A guest's root must not make set-uid files in a host directory.
+	if fi, err := os.Stat(filepath.Join(o.ResultsDir, "suid")); err != nil || fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 {
+		t.Errorf("a file the guest made set-uid root in the results directory: %v %v, want it there without set-uid", fi.Mode(), err)
 	}
 	if xdp != "" {
 		if n := strings.Count(string(res.Stdout), "xdp attached:"); n != 2 || strings.Contains(string(res.Stdout), "xdpattach-failed") {

@@ -11,19 +11,36 @@ import (
 )
 
 // vngArgs are the vng flags shared by runs and interactive shells.
+// Writable directories are not among them: runs share them themselves
+// (vngWritableDirs), shells through vng's --rwdir.
 func vngArgs(k *kernels.Kernel, o Options, accel string) []string {
 	a := []string{"--run", k.Vmlinuz(), "--cpus", fmt.Sprint(o.CPUs), "--memory", o.Memory, "--cwd", o.Cwd}
 	if accel != "kvm" {
 		a = append(a, "--disable-kvm")
 	}
 	for _, d := range allDirs(o) {
-		flag := "--rodir"
-		if d.RW {
-			flag = "--rwdir"
+		if !d.RW {
+			a = append(a, "--rodir="+d.Guest+"="+d.Host)
 		}
-		a = append(a, flag+"="+d.Guest+"="+d.Host)
 	}
 	return a
+}
+
+// vngWritableDirs shares the writable directories as the direct path does
+// (fsdevArgs: vng's --rwdir passes the guest's modes, set-uid included, to
+// the host's files) and returns the QEMU options and the guest lines that
+// mount them.
+func vngWritableDirs(o Options) (qemuOpts []string, mounts string) {
+	var b strings.Builder
+	for i, d := range allDirs(o) {
+		if !d.RW {
+			continue
+		}
+		tag := fmt.Sprintf("xdplabrw%d", i)
+		qemuOpts = append(qemuOpts, fsdevArgs(tag, d)...)
+		fmt.Fprintf(&b, "mkdir -p %[2]s && mount -t 9p -o trans=virtio,version=9p2000.L,access=any,msize=512000 %[1]s %[2]s || { echo 'xdplab: cannot mount %[2]s' >&2; exit 1; }\n", tag, shellQuote(d.Guest))
+	}
+	return qemuOpts, b.String()
 }
 
 // vngCommand prepares `vng --exec`. The kernel log comes out of an extra
@@ -35,8 +52,9 @@ func vngCommand(k *kernels.Kernel, args []string, o Options, tmp, accel string) 
 	klog := filepath.Join(tmp, "klog")
 	// vng reports 255 both for `exit 255` and for a guest that died, so the
 	// script also logs its status to the kernel log, which we capture.
-	script := fmt.Sprintf("%s%s\n(%s) </dev/null\nrc=$?\necho \"%s$rc\" > /dev/kmsg\nexit $rc\n",
-		vngCompleteGuest(k), exportEnv(guestEnv(o)), shellJoin(args), exitMarker)
+	rwOpts, rwMounts := vngWritableDirs(o)
+	script := fmt.Sprintf("%s%s%s\n(%s) </dev/null\nrc=$?\necho \"%s$rc\" > /dev/kmsg\nexit $rc\n",
+		vngCompleteGuest(k), rwMounts, exportEnv(guestEnv(o)), shellJoin(args), exitMarker)
 	// vng passes --exec's script on the kernel command line, which x86
 	// cuts at 2048 bytes, dropping our console and vng's init= after it
 	// (the guest then idles until the timeout). The guest sees the
@@ -60,7 +78,7 @@ func vngCommand(k *kernels.Kernel, args []string, o Options, tmp, accel string) 
 		a = append(a, lean...)
 	}
 	a = append(a,
-		"--qemu-opts=-chardev file,id=xdplabklog,path="+qemuEscape(klog)+" -device virtconsole,chardev=xdplabklog",
+		"--qemu-opts=-chardev file,id=xdplabklog,path="+qemuEscape(klog)+" -device virtconsole,chardev=xdplabklog "+strings.Join(rwOpts, " "),
 		"--append=console=hvc0 loglevel=7 "+guestKernelArgs,
 		"--exec", "sh "+shellQuote(scriptFile))
 	cmd := exec.Command("vng", a...)
@@ -117,7 +135,14 @@ func ShellCommand(k *kernels.Kernel, o Options) (*exec.Cmd, error) {
 		return nil, err
 	}
 	acc, _ := accel(o.KVM)
-	return exec.Command("vng", vngArgs(k, o, acc)...), nil
+	a := vngArgs(k, o, acc)
+	// A person's shell: vng mounts these itself, modes passed through.
+	for _, d := range allDirs(o) {
+		if d.RW {
+			a = append(a, "--rwdir="+d.Guest+"="+d.Host)
+		}
+	}
+	return exec.Command("vng", a...), nil
 }
 
 // virtioPortsRule is the one udev rule vng's script mode depends on: it
