@@ -1086,6 +1086,18 @@ int kv_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (!slot)
 		STAT_INC(rx);
+	/* No reply to a well-known port, nor to memcached's or the store's
+	 * own: one spoofed datagram must not start a loop between two
+	 * servers (lab/memcache.Unanswerable, which the slow path applies,
+	 * has the whole rule). */
+	{
+		__u16 sp = bpf_ntohs(udp->source);
+
+		if (sp < 1024 || sp == 11211 || sp == port) {
+			STAT_INC(reflect_drop); /* never the slow path's own runs: slowSrcPort */
+			return XDP_DROP;
+		}
+	}
 	if ((void *)(fr + 1) > data_end)
 		goto pass;
 	plen = bpf_ntohs(udp->len);

@@ -95,6 +95,7 @@ struct proxy_stats {
 	__u64 slow;       /* requests handed to the slow path */
 	__u64 no_backend; /* requests passed because no backend was live */
 	__u64 no_route;   /* frames passed because the FIB gave no next hop */
+	__u64 reflect_drop; /* requests dropped: from a port that could start a reply loop */
 };
 
 /* Per-CPU, per-backend counters. */
@@ -645,6 +646,18 @@ int proxy_xdp(struct xdp_md *ctx)
 
 	/* ---- a request ---- */
 	STAT_INC(requests);
+	/* Forwarded, it would make a backend answer the source: never a
+	 * well-known port, nor memcached's or the proxy's own, so one spoofed
+	 * datagram cannot set servers answering each other
+	 * (lab/memcache.Unanswerable, which the slow path applies). */
+	{
+		__u16 sp = bpf_ntohs(udp->source);
+
+		if (sp < 1024 || sp == 11211 || sp == port) {
+			STAT_INC(reflect_drop);
+			return XDP_DROP;
+		}
+	}
 	plen = bpf_ntohs(udp->len);
 	PIN(plen); /* 5.10 leaves a byte swap's result unbounded */
 	plen &= 0xffff;

@@ -39,6 +39,7 @@ struct kv_stats {
 	__u64 tx;          /* answered in XDP */
 	__u64 pass;        /* handed to the slow path */
 	__u64 drop;        /* consumed without reply (noreply) */
+	__u64 reflect_drop; /* refused: from a port that could start a reply loop */
 	__u64 cmd_get;     /* keys requested by get/gets */
 	__u64 get_hits;
 	__u64 get_misses;

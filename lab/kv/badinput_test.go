@@ -192,6 +192,14 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("%q: store replied %q, %v", raw, r, err)
 			}
 		}
+		// A datagram starting with a reply is another server's answer:
+		// memcached says ERROR to it, the store nothing, so that two
+		// servers cannot be set answering each other (memcache.Unanswerable).
+		for _, raw := range []string{"ERROR\r\n", "END\r\n", "VALUE keep 0 1\r\nx\r\nEND\r\n", "STORED\r\n", "42\r\n", "  CLIENT_ERROR bad\r\n", "VERSION 1.6.18\r\n"} {
+			if r, err := servers[1].exchange(one(raw)); err != nil || len(r) != 0 {
+				t.Errorf("%q: store replied %q, %v", raw, r, err)
+			}
+		}
 		// A storage request whose data block the datagram does not finish
 		// leaves memcached reading the next datagrams as data, headers
 		// included; the store treats each datagram on its own. So only the

@@ -157,9 +157,18 @@ func (g *engine) execLocked(req *memcache.Request, now uint64) ([]byte, error) {
 // slowSrc and slowDst address the frames the slow path runs through XDP;
 // they never reach a network.
 var (
-	slowSrc = netip.MustParseAddrPort("198.18.255.1:1")
+	slowSrc = netip.MustParseAddr("198.18.255.1")
 	slowDst = netip.MustParseAddr("198.18.255.2")
 )
+
+// slowSrcPort is the source port of those frames: one XDP does not refuse
+// as a reflection risk (below 1024, 11211, the store's own port).
+func slowSrcPort(own uint16) uint16 {
+	if own == 1024 {
+		return 1025
+	}
+	return 1024
+}
 
 // viaXDP runs a request through the XDP program with BPF_PROG_TEST_RUN,
 // marked with the slow path's token. ok is false when XDP passed it up.
@@ -175,7 +184,7 @@ func (g *engine) viaXDP(req *memcache.Request) (reply []byte, ok bool, err error
 	if len(raw) > payloadMax {
 		return nil, false, nil
 	}
-	in := Datagram{Src: slowSrc, Dst: netip.AddrPortFrom(slowDst, g.o.cfg.Port), Reserved: g.o.token, Payload: raw}.Frame()
+	in := Datagram{Src: netip.AddrPortFrom(slowSrc, slowSrcPort(g.o.cfg.Port)), Dst: netip.AddrPortFrom(slowDst, g.o.cfg.Port), Reserved: g.o.token, Payload: raw}.Frame()
 	opts := ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+payloadMax)}
 	act, err := g.o.objs.KvXdp.Run(&opts)
 	switch {

@@ -37,6 +37,7 @@ type kvKvStats struct {
 	Tx           uint64
 	Pass         uint64
 	Drop         uint64
+	ReflectDrop  uint64
 	CmdGet       uint64
 	GetHits      uint64
 	GetMisses    uint64

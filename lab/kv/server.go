@@ -141,6 +141,9 @@ func (s *Server) serveUDP() {
 		if err != nil || h.Total != 1 {
 			continue
 		}
+		if s.refuse(from, buf[memcache.HeaderLen:n]) {
+			continue
+		}
 		out := s.execStream(buf[memcache.HeaderLen:n], nil)
 		if len(out) == 0 {
 			continue
@@ -149,6 +152,19 @@ func (s *Server) serveUDP() {
 			s.udp.WriteTo(d, from)
 		}
 	}
+}
+
+// refuse says whether a datagram passed up must go unanswered, as XDP
+// would have dropped it (memcache.Unanswerable), and counts it.
+func (s *Server) refuse(from net.Addr, payload []byte) bool {
+	ua, ok := from.(*net.UDPAddr)
+	if !ok || !memcache.Unanswerable(uint16(ua.Port), s.o.cfg.Port, payload) {
+		return false
+	}
+	s.g.mu.Lock()
+	s.g.stats.ReflectDrop++
+	s.g.mu.Unlock()
+	return true
 }
 
 func (s *Server) serveTCP() {
@@ -466,6 +482,7 @@ func (s *Server) Stats() ([][2]string, error) {
 		{"xdp_tx", u(sum.Tx)},
 		{"xdp_pass", u(sum.Pass)},
 		{"xdp_drop", u(sum.Drop)},
+		{"reflect_drop", u(sum.ReflectDrop)},
 		{"xdp_map_entries", u(entries)},
 		{"xdp_max_value", u(uint64(s.o.cfg.MaxValue))},
 		{"slow_items", u(uint64(bigItems))},
@@ -488,6 +505,7 @@ func addStats(dst, src *kvKvStats) {
 	dst.Tx += src.Tx
 	dst.Pass += src.Pass
 	dst.Drop += src.Drop
+	dst.ReflectDrop += src.ReflectDrop
 	dst.CmdGet += src.CmdGet
 	dst.GetHits += src.GetHits
 	dst.GetMisses += src.GetMisses

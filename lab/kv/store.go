@@ -1,6 +1,13 @@
 // Package kv loads and runs the XDP key-value store (bpf/kv.bpf.c): it sizes
 // and loads the BPF objects, attaches them to an interface, and runs the Go
 // slow path that serves what XDP passes up, plus memcached over TCP.
+//
+// Over UDP the store answers as memcached 1.6 does, with one exception that
+// keeps it from being used in reflection loops: it never answers a request
+// from a source port below 1024, from 11211 or from its own port (XDP drops
+// it, counted as reflect_drop), nor a datagram whose first line is another
+// server's reply (ERROR, VALUE, END, STORED, a number...), to which
+// memcached would say ERROR. See memcache.Unanswerable.
 package kv
 
 import (

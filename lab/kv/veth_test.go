@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdplab/xdplab/lab/internal/background"
 	"github.com/xdplab/xdplab/lab/memcache"
 	"github.com/xdplab/xdplab/lab/netlab"
 	"github.com/xdplab/xdplab/lab/peer"
@@ -51,19 +50,11 @@ func newVethLab(t *testing.T, cfg Config, withMemcached bool) *vethLab {
 	l := &vethLab{client: topo.Host("client"), kv: topo.Host("kv"), mc: topo.Host("mc")}
 
 	cfg.Port = labPort
-	l.o = loadForTest(t, cfg)
-	l.srv = NewServer(l.o)
-	if err := l.kv.Do(func() error { return l.srv.Listen("") }); err != nil {
-		t.Fatal(err)
-	}
-	background.Serve(t, l.srv.Serve)
-	lk, err := netlab.AttachXDP(l.kv, l.kv.Dev(), l.o.Program())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lk.Close() })
+	store := startStore(t, l.kv, cfg)
+	l.o, l.srv = store.o, store.srv
 
 	if withMemcached {
+		var err error
 		l.mcd, err = peer.StartMemcached(context.Background(), l.mc, peer.MemcachedOptions{Port: labPort, Threads: 1})
 		if err != nil {
 			t.Fatal(err)

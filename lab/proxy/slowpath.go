@@ -43,6 +43,7 @@ type SlowStats struct {
 	Splits   uint64 // gets split over several backends
 	Errors   uint64 // error replies made by the proxy (malformed, no backend, timeout)
 	Versions uint64 // version requests answered by the proxy
+	Refused  uint64 // datagrams left unanswered as reflection risks (memcache.Unanswerable)
 	// Backends counts, per backend index, requests forwarded, replies
 	// received and replies that did not come in time.
 	Backends []SlowBackendStats
@@ -53,8 +54,8 @@ type SlowStats struct {
 type SlowBackendStats struct{ Requests, Replies, Errors, Timeouts uint64 }
 
 type slowCounters struct {
-	requests, splits, errors, versions atomic.Uint64
-	backends                           []backendCounters
+	requests, splits, errors, versions, refused atomic.Uint64
+	backends                                    []backendCounters
 }
 
 // SlowPath serves, on the proxy's address and port, the requests the XDP
@@ -154,7 +155,7 @@ func (s *SlowPath) Close() error {
 // Stats reads the counters.
 func (s *SlowPath) Stats() SlowStats {
 	st := SlowStats{Requests: s.st.requests.Load(), Splits: s.st.splits.Load(),
-		Errors: s.st.errors.Load(), Versions: s.st.versions.Load()}
+		Errors: s.st.errors.Load(), Versions: s.st.versions.Load(), Refused: s.st.refused.Load()}
 	for i := range s.st.backends {
 		b := &s.st.backends[i]
 		st.Backends = append(st.Backends, SlowBackendStats{b.requests.Load(), b.replies.Load(), b.errors.Load(), b.timeouts.Load()})
@@ -188,6 +189,7 @@ func (s *SlowPath) Serve(ctx context.Context) error {
 
 func (s *SlowPath) readClients(c *net.UDPConn) error {
 	buf := make([]byte, 65536)
+	own := c.LocalAddr().(*net.UDPAddr).AddrPort().Port()
 	for {
 		n, from, err := c.ReadFromUDPAddrPort(buf)
 		if errors.Is(err, net.ErrClosed) {
@@ -201,6 +203,10 @@ func (s *SlowPath) readClients(c *net.UDPConn) error {
 		// memcached drops a request spread over several datagrams (or a
 		// datagram too short for a header); so does the proxy.
 		if err != nil || h.Total != 1 {
+			continue
+		}
+		if memcache.Unanswerable(from.Port(), own, buf[memcache.HeaderLen:n]) {
+			s.st.refused.Add(1)
 			continue
 		}
 		payload := bytes.Clone(buf[memcache.HeaderLen:n])

@@ -241,6 +241,9 @@ type Stats struct {
 	Slow      uint64 // requests handed to the slow path
 	NoBackend uint64 // requests passed for want of a live backend
 	NoRoute   uint64 // frames passed because the FIB had no next hop
+	// ReflectDrop counts requests dropped because their source port could
+	// start a reply loop (memcache.Unanswerable).
+	ReflectDrop uint64
 	// Backends counts, per backend index, requests forwarded to it and
 	// replies (and error replies) brought back from it.
 	Backends []BackendStats
@@ -251,7 +254,7 @@ type Stats struct {
 
 // CPUStats are one CPU's counters.
 type CPUStats struct {
-	Requests, Forwarded, Replies, Slow, NoBackend, NoRoute uint64
+	Requests, Forwarded, Replies, Slow, NoBackend, NoRoute, ReflectDrop uint64
 }
 
 // BackendStats are one backend's counters; Errors counts the replies that
@@ -272,7 +275,8 @@ func (o *Objects) Stats() (Stats, error) {
 		st.Slow += c.Slow
 		st.NoBackend += c.NoBackend
 		st.NoRoute += c.NoRoute
-		st.PerCPU = append(st.PerCPU, CPUStats{c.Requests, c.Forwarded, c.Replies, c.Slow, c.NoBackend, c.NoRoute})
+		st.ReflectDrop += c.ReflectDrop
+		st.PerCPU = append(st.PerCPU, CPUStats{c.Requests, c.Forwarded, c.Replies, c.Slow, c.NoBackend, c.NoRoute, c.ReflectDrop})
 	}
 	o.mu.Lock()
 	n := o.nback

@@ -17,6 +17,7 @@ import (
 )
 
 const (
+	xdpDrop     = 1
 	xdpPass     = 2
 	xdpTX       = 3
 	xdpRedirect = 4

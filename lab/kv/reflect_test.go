@@ -1,0 +1,136 @@
+package kv
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/xdplab/xdplab/lab/internal/background"
+	"github.com/xdplab/xdplab/lab/memcache"
+	"github.com/xdplab/xdplab/lab/netlab"
+	"github.com/xdplab/xdplab/lab/peer"
+	"golang.org/x/sys/unix"
+)
+
+// TestXDPReflectionPorts: XDP drops, and counts, requests from the ports a
+// reply loop could run through, and answers the ports next to them; the
+// slow path's rule (memcache.Unanswerable) says the same of each.
+func TestXDPReflectionPorts(t *testing.T) {
+	const own = 11300
+	o := loadForTest(t, Config{Port: own})
+	srv := NewServer(o)
+	dst := testServerPort(o)
+	get := []byte("get foo\r\n")
+	for _, c := range []struct {
+		port    uint16
+		refused bool
+	}{{1, true}, {53, true}, {1023, true}, {11211, true}, {own, true}, {1024, false}, {11210, false}, {own + 1, false}, {40000, false}} {
+		src := netip.AddrPortFrom(testClient.Addr(), c.port)
+		before := (&vethLab{srv: srv}).stat(t, "reflect_drop")
+		act, reply := run(t, o, Datagram{Src: src, Dst: dst, Payload: get})
+		dropped := (&vethLab{srv: srv}).stat(t, "reflect_drop") - before
+		if c.refused && (act != xdpDrop || dropped != 1) {
+			t.Errorf("from port %d: action %d, reflect_drop +%d; want XDP_DROP counted", c.port, act, dropped)
+		}
+		if !c.refused && (act != xdpTX || string(reply) != "END\r\n" || dropped != 0) {
+			t.Errorf("from port %d: action %d reply %q, reflect_drop +%d; want END", c.port, act, reply, dropped)
+		}
+		if u := memcache.Unanswerable(c.port, own, get); u != c.refused {
+			t.Errorf("memcache.Unanswerable(%d, %d) = %v, XDP's rule says %v", c.port, own, u, c.refused)
+		}
+	}
+}
+
+// TestReflectionLoop: one datagram spoofed from another server's port
+// (memcached's 11211, or a second store's own) must not set the servers
+// answering each other. Store A serves on host a; on host b, linked to a,
+// serves memcached (port 11211) or a second store (port 11300, so that only
+// the reply rule, not the port rule, can stop it). A raw socket on b sends
+// A one "get" claiming to come from b's server; A's reply goes to that
+// server, which would answer it, and so on. Over a short window A must see
+// that one datagram and no more.
+func TestReflectionLoop(t *testing.T) {
+	for _, peerIs := range []string{"memcached", "store"} {
+		t.Run(peerIs, func(t *testing.T) {
+			topo := netlab.ForTest(t, netlab.Spec{
+				Hosts: []netlab.HostSpec{{Name: "a", Role: "kv"}, {Name: "b", Role: "kv", XDPPass: peerIs == "memcached"}},
+				Links: []netlab.LinkSpec{{A: "a", B: "b"}},
+			})
+			a, b := topo.Host("a"), topo.Host("b")
+			storeA := startStore(t, a, Config{Port: labPort})
+			peerPort := uint16(labPort)
+			var storeB *vethLab
+			if peerIs == "memcached" {
+				mcd, err := peer.StartMemcached(context.Background(), b, peer.MemcachedOptions{Port: labPort, Threads: 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { mcd.Stop() })
+			} else {
+				peerPort = 11300
+				storeB = startStore(t, b, Config{Port: peerPort})
+			}
+			rx0 := storeA.stat(t, "xdp_rx")
+			spoofed := Datagram{Src: netip.AddrPortFrom(b.IPv4(), peerPort), Dst: netip.AddrPortFrom(a.IPv4(), labPort),
+				ID: 7, Payload: []byte("get k\r\n")}
+			sendRawIPv4(t, b, spoofed)
+			// Long enough for thousands of round trips on a veth, even
+			// under emulation; a loop never stops by itself.
+			time.Sleep(500 * time.Millisecond)
+			if rx := storeA.stat(t, "xdp_rx") - rx0; rx != 1 {
+				t.Errorf("store A received %d datagrams after one spoofed request, want 1 (a reply loop)", rx)
+			}
+			if storeB == nil {
+				if d := storeA.stat(t, "reflect_drop"); d != 1 {
+					t.Errorf("store A reflect_drop %d, want 1 (memcached's port)", d)
+				}
+				return
+			}
+			// A answered, as the port was nobody's to refuse; B got the
+			// reply and left it unanswered.
+			if d := storeA.stat(t, "reflect_drop"); d != 0 {
+				t.Errorf("store A reflect_drop %d, want 0", d)
+			}
+			if rx, d := storeB.stat(t, "xdp_rx"), storeB.stat(t, "reflect_drop"); rx != 1 || d != 1 {
+				t.Errorf("store B xdp_rx %d reflect_drop %d, want 1 and 1 (A's reply, refused)", rx, d)
+			}
+		})
+	}
+}
+
+// startStore loads a store, serves its slow path in h and attaches its XDP
+// program to h's first interface, all undone at the test's end.
+func startStore(t *testing.T, h *netlab.Host, cfg Config) *vethLab {
+	t.Helper()
+	l := &vethLab{kv: h, o: loadForTest(t, cfg)}
+	l.srv = NewServer(l.o)
+	if err := h.Do(func() error { return l.srv.Listen("") }); err != nil {
+		t.Fatal(err)
+	}
+	background.Serve(t, l.srv.Serve)
+	lk, err := netlab.AttachXDP(h, h.Dev(), l.o.Program())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lk.Close() })
+	return l
+}
+
+// sendRawIPv4 sends d's IPv4 packet, source and all as d says, from a raw
+// socket in h: a spoofed source port, which a UDP socket cannot give when
+// the port is in use.
+func sendRawIPv4(t *testing.T, h *netlab.Host, d Datagram) {
+	t.Helper()
+	err := h.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, d.Frame()[ethLen:], 0, &unix.SockaddrInet4{Addr: d.Dst.Addr().As4()})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
