@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -45,6 +47,10 @@ type Health struct {
 	mu     sync.Mutex
 	lastOK []time.Time
 	live   []bool
+	// ids are the request ids of the last two probe rounds, random: only
+	// a reply carrying one counts, so a datagram spoofed from a backend's
+	// address cannot keep a dead backend in without seeing the probes.
+	ids [2]uint16
 }
 
 // NewHealth opens the probe socket in the calling thread's network
@@ -93,7 +99,6 @@ func (h *Health) Run(ctx context.Context, onChange func(live []bool)) error {
 
 	tick := time.NewTicker(h.cfg.Interval / 2)
 	defer tick.Stop()
-	var id uint16
 	var lastProbe time.Time
 	for {
 		select {
@@ -108,7 +113,10 @@ func (h *Health) Run(ctx context.Context, onChange func(live []bool)) error {
 		case now := <-tick.C:
 			if now.Sub(lastProbe) >= h.cfg.Interval-h.cfg.Interval/4 {
 				lastProbe = now
-				id++
+				id := probeID()
+				h.mu.Lock()
+				h.ids = [2]uint16{id, h.ids[0]}
+				h.mu.Unlock()
 				msg := memcache.AppendHeader(nil, memcache.Header{RequestID: id, Total: 1})
 				msg = append(msg, "version\r\n"...)
 				for _, d := range h.dst {
@@ -140,19 +148,29 @@ func (h *Health) read() error {
 		if err != nil {
 			return fmt.Errorf("health: read: %w", err)
 		}
-		if n < memcache.HeaderLen || !bytes.HasPrefix(buf[memcache.HeaderLen:n], []byte("VERSION ")) {
+		hdr, err := memcache.ParseHeader(buf[:n])
+		if err != nil || !bytes.HasPrefix(buf[memcache.HeaderLen:n], []byte("VERSION ")) {
 			continue
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		now := time.Now()
 		h.mu.Lock()
-		for i, d := range h.dst {
-			if d == from {
-				h.lastOK[i] = now
+		if hdr.RequestID == h.ids[0] || hdr.RequestID == h.ids[1] {
+			for i, d := range h.dst {
+				if d == from {
+					h.lastOK[i] = now
+				}
 			}
 		}
 		h.mu.Unlock()
 	}
+}
+
+// probeID is a request id an off-path sender cannot predict.
+func probeID() uint16 {
+	var b [2]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint16(b[:])
 }
 
 // decideLive: a backend is live if it answered within timeout of now.

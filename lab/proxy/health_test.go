@@ -3,11 +3,15 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/xdplab/xdplab/lab/internal/background"
+	"github.com/xdplab/xdplab/lab/memcache"
 	"github.com/xdplab/xdplab/lab/netlab"
 	"github.com/xdplab/xdplab/lab/peer"
 )
@@ -110,3 +114,54 @@ func TestHealthMemcached(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestHealthRequestID: replies count only if they carry a probe's request
+// id. A backend that answers every probe with another id (as a datagram
+// spoofed from its address would) goes out; answering with the probe's id
+// brings it back.
+func TestHealthRequestID(t *testing.T) {
+	be, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	port := uint16(be.LocalAddr().(*net.UDPAddr).Port)
+	h, err := NewHealth([]Backend{{Server: Server{Host: "127.0.0.1", Port: port, Weight: 1}, IPv4: mustAddr("127.0.0.1")}},
+		HealthConfig{Interval: 40 * time.Millisecond, Timeout: 150 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := background.Serve(t, func(ctx context.Context) error { return h.Run(ctx, nil) })
+	defer stop()
+
+	// The backend answers each probe, with an id off by delta.
+	var delta atomic.Int32
+	delta.Store(1)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := be.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			hdr, err := memcache.ParseHeader(buf[:n])
+			if err != nil {
+				continue
+			}
+			hdr.RequestID += uint16(delta.Load())
+			be.WriteToUDPAddrPort(append(memcache.AppendHeader(nil, hdr), "VERSION 1.6.18\r\n"...), from)
+		}
+	}()
+	wait := func(what string, want bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if h.Live()[0] == want {
+				return
+			}
+		}
+		t.Fatalf("%s: live %v after 5 s", what, h.Live())
+	}
+	wait("answers with the wrong request id", false)
+	delta.Store(0)
+	wait("answers with the probe's request id", true)
+}
