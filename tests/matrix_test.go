@@ -273,11 +273,14 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 	watch := newSuiteWatch(k, boot)
 	if k.IsHost() {
 		progressf("%s: running the suites on the running kernel %s", k.Name, k.Release)
-	} else {
-		accel, why := vmtest.Accel()
-		progressf("%s: booting %s (%s, %s: %s)", k.Name, k.Release, kr.Backend, accel, why)
 	}
 	res, err := vmtest.Run(ctx, k, []string{script.String()}, vmtest.Options{
+		Booting: func() {
+			boot = time.Now()
+			watch.start = boot
+			accel, why := vmtest.Accel()
+			progressf("%s: booting %s (%s, %s: %s)", k.Name, k.Release, kr.Backend, accel, why)
+		},
 		Backend:    vmtest.Backend(*flagBackend),
 		CPUs:       2,
 		Memory:     "2G",

@@ -83,6 +83,9 @@ type Options struct {
 	Stderr io.Writer
 	// AllowWarnings keeps kernel WARNING: lines from failing the run.
 	AllowWarnings bool
+	// Booting, if set, is called once the run holds a VM slot, just
+	// before the VM starts: waiting for a slot is not booting.
+	Booting func()
 	// VNGFullUdev gives a vng guest the host's whole udev rule set and
 	// tmpfiles.d (as lab vm shell has) instead of the one rule runs need.
 	VNGFullUdev bool
@@ -170,6 +173,9 @@ func Run(ctx context.Context, k *kernels.Kernel, args []string, o Options) (*Res
 		return nil, err
 	}
 	defer release()
+	if o.Booting != nil {
+		o.Booting()
+	}
 
 	sweepStale()
 	tmp, err := os.MkdirTemp("", "xdplab-vm-")
