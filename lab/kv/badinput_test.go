@@ -48,7 +48,7 @@ func (r *rawUDP) exchange(mk func(id uint16) [][]byte) ([]byte, error) {
 	buf := make([]byte, 1<<16)
 	// Generous: in a guest under emulation memcached answers a 150-command
 	// datagram 10-35 times slower than here.
-	r.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	r.c.SetReadDeadline(time.Now().Add(replyWait))
 	for {
 		n, err := r.c.Read(buf)
 		if err != nil {
@@ -363,7 +363,7 @@ func TestOtherTrafficPasses(t *testing.T) {
 			if _, err := conn.Write(msg); err != nil {
 				t.Fatal(err)
 			}
-			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			conn.SetReadDeadline(time.Now().Add(replyWait))
 			buf := make([]byte, 100)
 			n, err := conn.Read(buf)
 			if err != nil || !bytes.Equal(buf[:n], msg) {
@@ -400,7 +400,7 @@ func ping(a netip.Addr) error {
 	if _, err := c.WriteTo(b, &net.IPAddr{IP: a.AsSlice()}); err != nil {
 		return err
 	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.SetReadDeadline(time.Now().Add(replyWait))
 	buf := make([]byte, 1500)
 	for {
 		n, from, err := c.ReadFrom(buf)
@@ -447,7 +447,7 @@ func TestBadInputTCP(t *testing.T) {
 			}
 			// The sentinel's reply ends the exchange, as over UDP.
 			go c.Write([]byte(tc.in + "version\r\n"))
-			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			c.SetReadDeadline(time.Now().Add(replyWait))
 			var got []byte
 			buf := make([]byte, 1<<16)
 			for !bytes.Contains(got, []byte("VERSION ")) {

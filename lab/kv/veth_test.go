@@ -151,11 +151,14 @@ func (l *vethLab) stat(t *testing.T, name string) uint64 {
 	return 0
 }
 
+// replyWait is how long a test waits for a reply before calling it lost:
+// generous, since in a guest under emulation beside other guests a slow
+// path reply took more than 10 s (a 1000-key get over TCP on 5.10, three
+// guests on two cores). It bounds a failure; no test times a reply with it.
+const replyWait = 30 * time.Second
+
 func doCtx(c *memcache.Client, raw string) (string, error) {
-	// Generous, as rawUDP's exchange: in a guest under emulation beside
-	// other guests a slow-path reply took more than 5 s (TestDifferential
-	// on 5.10, three guests on two cores).
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), replyWait)
 	defer cancel()
 	r, err := c.Do(ctx, []byte(raw))
 	return string(r), err
