@@ -21,7 +21,9 @@
 //     PID namespaces and mount its own /proc;
 //   - /dev/shm (tmpfs), /dev/fd and /dev/std*, a writable /tmp, loopback up;
 //   - the host's tree read-only at the same paths, writes going to a
-//     throwaway overlay; Options.ResultsDir writable at its host path;
+//     throwaway overlay; the host's /var/log directories, writable (services
+//     open their logs there); Options.ResultsDir writable at its host path,
+//     the guest's owners and modes kept off the host's files;
 //   - root, a clean environment (PATH, HOME=/root, LANG, XDPLAB_RESULTS and
 //     Options.Env), the working directory Options.Cwd.
 package vmtest

@@ -281,7 +281,7 @@ func checkMain(t *testing.T, k *kernels.Kernel, b Backend, xdp string) time.Dura
 
 // contractItems are the guest contract's items (package doc) that
 // testdata/contract.sh checks, each of which must report.
-var contractItems = []string{"bpffs", "tracefs", "debugfs", "cgroup2", "devshm", "kconfig", "modules", "userns", "tmp", "loopback", "devfd", "hostfs"}
+var contractItems = []string{"bpffs", "tracefs", "debugfs", "cgroup2", "devshm", "kconfig", "modules", "userns", "tmp", "loopback", "devfd", "hostfs", "varlog"}
 
 // checkContract runs testdata/contract.sh in the guest: every item of the
 // guest contract, a subtest each.
@@ -290,7 +290,13 @@ func checkContract(t *testing.T, k *kernels.Kernel, b Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := Run(context.Background(), k, []string{"sh", script}, opts(t, b))
+	o := opts(t, b)
+	var logDirs []string
+	for _, d := range hostLogDirs() {
+		logDirs = append(logDirs, d.name)
+	}
+	o.Env = append(o.Env, "XDPLAB_HOST_LOG_DIRS="+strings.Join(logDirs, " "))
+	res, err := Run(context.Background(), k, []string{"sh", script}, o)
 	if err != nil {
 		t.Fatalf("%s: %v", k.Name, err)
 	}

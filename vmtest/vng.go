@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/xdplab/xdplab/kernels"
 )
@@ -16,7 +17,11 @@ import (
 func vngArgs(k *kernels.Kernel, o Options, accel string) []string {
 	a := []string{"--run", k.Vmlinuz(), "--cpus", fmt.Sprint(o.CPUs), "--memory", o.Memory, "--cwd", o.Cwd}
 	if accel != "kvm" {
-		a = append(a, "--disable-kvm")
+		// The direct path's CPU model: with vng's default (qemu64) a 5.10
+		// guest locked up, both vCPUs stuck for minutes, one at the XDP
+		// dispatcher's entry while the kernel re-patched it (BPF test runs
+		// beside veth XDP), where the same tests pass on -cpu max.
+		a = append(a, "--disable-kvm", "--qemu-opts=-cpu max")
 	}
 	for _, d := range allDirs(o) {
 		if !d.RW {
@@ -109,7 +114,40 @@ func vngCompleteGuest(k *kernels.Kernel) string {
 		fmt.Fprintf(&b, "[ -e /boot/config-%[1]s ] || cp %[2]s /boot/config-%[1]s\n", k.Release, shellQuote(c))
 	}
 	b.WriteString("[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd\n")
+	// vng mounts an empty tmpfs on /var/log: give it the host's
+	// directories back (owners and modes as there), since services open
+	// their logs in them (nutcracker exited: no /var/log/nutcracker).
+	for _, d := range hostLogDirs() {
+		fmt.Fprintf(&b, "[ -d /var/log/%[1]s ] || install -d -o %[2]d -g %[3]d -m %[4]o /var/log/%[1]s\n", shellQuote(d.name), d.uid, d.gid, d.mode)
+	}
 	return b.String()
+}
+
+type logDir struct {
+	name     string
+	uid, gid uint32
+	mode     uint32
+}
+
+// hostLogDirs are the directories directly under the host's /var/log.
+func hostLogDirs() []logDir {
+	ents, _ := os.ReadDir("/var/log")
+	var ds []logDir
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil || !fi.IsDir() {
+			continue
+		}
+		d := logDir{name: e.Name(), mode: uint32(fi.Mode().Perm())}
+		if fi.Mode()&os.ModeSetgid != 0 {
+			d.mode |= 0o2000 // install -m takes the octal mode
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			d.uid, d.gid = st.Uid, st.Gid
+		}
+		ds = append(ds, d)
+	}
+	return ds
 }
 
 func exportEnv(env []string) string {

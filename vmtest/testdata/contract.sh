@@ -48,4 +48,12 @@ lo() {
 check loopback "lo up" lo
 check devfd "/dev/fd" sh -c 'test -e /dev/fd/1 && test -e /dev/stdout'
 check hostfs "host tree read-only at its paths" sh -c "test -f '$0'"
+# The host's /var/log directories, writable: services open their logs there.
+varlog() {
+	for d in $XDPLAB_HOST_LOG_DIRS; do
+		[ -d "/var/log/$d" ] || { echo "no /var/log/$d"; return 1; }
+	done
+	f=/var/log/xdplab-contract.$$ && echo x > "$f" && rm "$f"
+}
+check varlog "the host's /var/log directories" varlog
 exit 0
