@@ -70,10 +70,10 @@ func (r *Report) JUnit() ([]byte, error) {
 			switch c.Action {
 			case "pass":
 			case "skip":
-				jc.Skipped = &junitMessage{Message: reason(c.Output), Text: c.Output}
+				jc.Skipped = &junitMessage{Message: c.reason(), Text: c.Output}
 				s.Skipped++
 			default:
-				jc.Failure = &junitMessage{Message: reason(c.Output), Text: c.Output}
+				jc.Failure = &junitMessage{Message: c.reason(), Text: c.Output}
 				s.Failures++
 			}
 			s.Cases = append(s.Cases, jc)

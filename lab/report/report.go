@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -251,7 +252,7 @@ func (r *Report) Markdown() string {
 		for _, c := range k.Cases {
 			if c.Action != "pass" {
 				fmt.Fprintf(&md, "- %s/%s/%s: %s", k.ID(), c.Suite, c.Case, c.Action)
-				if why := reason(c.Output); why != "" {
+				if why := c.reason(); why != "" {
 					fmt.Fprintf(&md, ": %s", why)
 				}
 				md.WriteString("\n")
@@ -348,20 +349,36 @@ func readAll[T any](dir, pattern string) ([]T, error) {
 	return all, nil
 }
 
-// reason is the first line of a case's output that says something: a skip's
-// reason, a failure's first message.
-func reason(out string) string {
-	for _, l := range strings.Split(out, "\n") {
+// reason says why a case did not pass, from its output: for a failure the
+// first message (the first thing that went wrong), for a skip the last
+// (t.Skip ends the test, so what came before it is log).
+func (c Case) reason() string {
+	lines := strings.Split(c.Output, "\n")
+	if c.Action == "skip" {
+		for i := len(lines) - 1; i >= 0; i-- {
+			if l := strings.TrimSpace(lines[i]); testMessageRE.MatchString(l) {
+				return clip(l)
+			}
+		}
+	}
+	for _, l := range lines {
 		l = strings.TrimSpace(l)
 		if l == "" || strings.HasPrefix(l, "=== ") || strings.HasPrefix(l, "--- ") {
 			continue
 		}
-		if len(l) > 160 {
-			l = l[:160] + "…"
-		}
-		return l
+		return clip(l)
 	}
 	return ""
+}
+
+// testMessageRE is the start of a message go test prints: "x_test.go:9: ".
+var testMessageRE = regexp.MustCompile(`^[\w.-]+\.go:\d+: `)
+
+func clip(l string) string {
+	if len(l) > 160 {
+		l = l[:160] + "…"
+	}
+	return l
 }
 
 func firstLine(s string) string {

@@ -163,3 +163,15 @@ func TestLimits(t *testing.T) {
 		t.Errorf("ReadLimits of a broken file: %v, want an error naming it", err)
 	}
 }
+
+// TestReason: a failure's reason is its first message, a skip's its last
+// (what the test logged before t.Skip is not why it skipped).
+func TestReason(t *testing.T) {
+	out := "=== RUN   TestFeatures\n    verifier_test.go:46: bpf_csum_diff in XDP: yes\n    testutils.go:75: kernel 5.10.0 lacks X (needs 5.11)\n        more detail\n--- SKIP: TestFeatures (0.01s)\n"
+	if got := (Case{Action: "skip", Output: out}).reason(); got != "testutils.go:75: kernel 5.10.0 lacks X (needs 5.11)" {
+		t.Errorf("skip reason %q", got)
+	}
+	if got := (Case{Action: "fail", Output: out}).reason(); got != "verifier_test.go:46: bpf_csum_diff in XDP: yes" {
+		t.Errorf("failure reason %q", got)
+	}
+}
