@@ -343,17 +343,20 @@ func supervise(ctx context.Context, cmd *exec.Cmd, l *launch, o Options, res *Re
 		// the kernel log instead, to keep the command's stderr exact.
 		pr, pw := io.Pipe()
 		go func() {
-			sc := bufio.NewScanner(l.stderr)
-			sc.Buffer(make([]byte, 64<<10), 1<<20)
-			for sc.Scan() {
-				line := sc.Text() + "\n"
+			// Line by line, each as it came: a last line without its
+			// newline stays without one.
+			r := bufio.NewReaderSize(l.stderr, 64<<10)
+			for {
+				line, err := r.ReadString('\n')
 				if strings.HasPrefix(line, "qemu-system-x86_64: ") {
 					qemuMsgs.Write([]byte(line))
-					continue
+				} else if line != "" {
+					pw.Write([]byte(line))
 				}
-				pw.Write([]byte(line))
+				if err != nil {
+					break
+				}
 			}
-			io.Copy(pw, l.stderr) // whatever the scanner left
 			pw.Close()
 		}()
 		go pump(pr, &errBuf, o.Stderr)
