@@ -143,7 +143,7 @@ func directCommand(k *kernels.Kernel, args []string, o Options, tmp, accel strin
 
 	qargs := []string{
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-machine", "q35,accel=" + accel,
+		"-machine", "q35", "-accel", qemuAccel(accel),
 		"-smp", fmt.Sprint(o.CPUs), "-m", o.Memory,
 		"-kernel", k.Vmlinuz(),
 		"-initrd", filepath.Join(tmp, "initrd"),
@@ -240,6 +240,20 @@ func fsdevArgs(tag string, d Dir) []string {
 		"-fsdev", fmt.Sprintf("local,id=%s,path=%s,security_model=%s,multidevs=remap", tag, qemuEscape(d.Host), model),
 		"-device", fmt.Sprintf("virtio-9p-pci,fsdev=%s,mount_tag=%s", tag, tag),
 	}
+}
+
+// qemuAccel is QEMU's -accel for accel. TCG runs single-threaded: with a
+// thread per vCPU, a vCPU can run code another vCPU's kernel has just
+// re-patched (x86 text_poke), and guests died of it: "Oops: int3" where
+// 7.2 flips sched_clock's static key at boot (sched_clock_cpu,
+// sched_clock_idle_wakeup_event; ~1 boot in 12 with two guests, on either
+// backend) and a 5.10 soft lockup at the XDP dispatcher while it was
+// re-patched. The matrix runs a guest per core, so little speed is lost.
+func qemuAccel(accel string) string {
+	if accel == "kvm" {
+		return "kvm"
+	}
+	return "tcg,thread=single"
 }
 
 func allDirs(o Options) []Dir {

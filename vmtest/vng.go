@@ -21,7 +21,7 @@ func vngArgs(k *kernels.Kernel, o Options, accel string) []string {
 		// guest locked up, both vCPUs stuck for minutes, one at the XDP
 		// dispatcher's entry while the kernel re-patched it (BPF test runs
 		// beside veth XDP), where the same tests pass on -cpu max.
-		a = append(a, "--disable-kvm", "--qemu-opts=-cpu max")
+		a = append(a, "--disable-kvm", "--qemu-opts=-cpu max -accel "+qemuAccel(accel))
 	}
 	for _, d := range allDirs(o) {
 		if !d.RW {
@@ -94,11 +94,6 @@ func vngCommand(k *kernels.Kernel, args []string, o Options, tmp, accel string) 
 }
 
 // guestKernelArgs go on every guest's kernel command line, both backends.
-// tsc=reliable marks sched_clock stable at boot: otherwise the kernel flips
-// that static key once the secondary CPUs run, and under multi-threaded TCG
-// a vCPU can execute the int3 of the half-patched site after the kernel
-// has finished patching (seen: "Oops: int3" in
-// sched_clock_idle_wakeup_event on 7.2 through vng, two guests at once).
 // no_timer_check skips the IO-APIC timer check that emulation fails.
 // oops=panic turns any oops into a panic, which ends the VM (panic=-1,
 // -no-reboot): an oops in a task otherwise leaves an idle guest that only
