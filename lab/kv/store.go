@@ -23,12 +23,13 @@ import (
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/xdplab/xdplab/lab/bpfload"
+	"github.com/xdplab/xdplab/lab/memcache"
 	"golang.org/x/sys/unix"
 )
 
 // Defaults of Config.
 const (
-	DefaultPort     = 11211
+	DefaultPort     = memcache.DefaultPort
 	DefaultEntries  = 65536
 	DefaultMaxValue = 1024
 	maxValueLimit   = 1024 // KV_VAL_MAX in bpf/include/kv.h

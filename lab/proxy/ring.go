@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/xdplab/xdplab/lab/memcache"
 	"math"
 	"net/netip"
 	"slices"
@@ -24,7 +25,7 @@ type Server struct {
 
 // DefaultPort is memcached's port, which ketama leaves out of the hashed
 // identity of an unnamed server (for libmemcached compatibility).
-const DefaultPort = 11211
+const DefaultPort = memcache.DefaultPort
 
 // maxIdentity bounds Server.Identity. nutcracker formats "identity-N" into a
 // fixed buffer (273 bytes in 0.5.0, 86 before) and hashes the untruncated
