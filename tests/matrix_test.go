@@ -312,13 +312,9 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 	}
 	// Each package's verifier test writes its own verifier-NAME.json
 	// (testutils.RecordVerifierStats); the report holds them as one list.
-	var progs []json.RawMessage
-	files, _ := filepath.Glob(filepath.Join(results, "verifier-*.json"))
-	for _, f := range files {
-		var ps []json.RawMessage
-		if b, err := os.ReadFile(f); err == nil && json.Unmarshal(b, &ps) == nil {
-			progs = append(progs, ps...)
-		}
+	progs, err := report.ReadVerifier(results)
+	if err != nil {
+		t.Errorf("%s: verifier: %v", k.Name, err)
 	}
 	if len(progs) > 0 {
 		kr.Verifier, _ = json.Marshal(progs)
@@ -359,20 +355,12 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 // ledger (tests/ledger.json): a case per program and configuration, which
 // fails on growth past the tolerance, headroom under the floor, or a
 // program the ledger does not know on a kernel it does.
-func checkLedger(t *testing.T, root string, kr *report.Kernel, progs []json.RawMessage) {
+func checkLedger(t *testing.T, root string, kr *report.Kernel, progs []bpfload.ProgramStats) {
 	l, err := verifier.Load(filepath.Join(root, "tests", "ledger.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st []bpfload.ProgramStats
-	for _, p := range progs {
-		var s bpfload.ProgramStats
-		if err := json.Unmarshal(p, &s); err != nil {
-			t.Fatal(err)
-		}
-		st = append(st, s)
-	}
-	for _, f := range l.Check(kr.Kernel, kr.Release, st) {
+	for _, f := range l.Check(kr.Kernel, kr.Release, progs) {
 		c := report.Case{Kernel: kr.Kernel, Suite: "ledger", Case: f.Name(), Action: "pass"}
 		if f.Fail {
 			c.Action, c.Output = "fail", f.Msg

@@ -323,6 +323,12 @@ func ReadLimits(dir string) ([]verifier.Limit, error) {
 	return readAll[verifier.Limit](dir, LimitsFilePattern)
 }
 
+// ReadVerifier collects the verifier statistics every package's verifier
+// test wrote into a results directory (testutils.RecordVerifierStats).
+func ReadVerifier(dir string) ([]bpfload.ProgramStats, error) {
+	return readAll[bpfload.ProgramStats](dir, "verifier-*.json")
+}
+
 // ReadFeatures collects every features file in a results directory.
 func ReadFeatures(dir string) ([]verifier.Feature, error) {
 	return readAll[verifier.Feature](dir, FeaturesFilePattern)
