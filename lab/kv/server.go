@@ -11,7 +11,6 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-multierror"
@@ -29,10 +28,9 @@ type Server struct {
 	parser memcache.Parser
 	start  time.Time
 
-	udp   net.PacketConn
-	tcp   net.Listener
-	conns atomic.Int64
-	wg    sync.WaitGroup
+	udp net.PacketConn
+	tcp net.Listener
+	wg  sync.WaitGroup
 
 	mu      sync.Mutex
 	open    map[net.Conn]bool // TCP connections, closed when Serve ends
@@ -113,6 +111,13 @@ func (s *Server) untrack(c net.Conn) {
 	s.mu.Unlock()
 }
 
+// conns is how many TCP connections are being served.
+func (s *Server) conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.open)
+}
+
 // tick keeps the program's clock offset current (NTP may slew the wall
 // clock) and runs delayed flush_all.
 func (s *Server) tick(ctx context.Context) {
@@ -177,11 +182,9 @@ func (s *Server) serveTCP() {
 			c.Close()
 			return
 		}
-		s.conns.Add(1)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer s.conns.Add(-1)
 			defer s.untrack(c)
 			s.serveConn(c)
 		}()
@@ -455,7 +458,7 @@ func (s *Server) Stats() ([][2]string, error) {
 		{"uptime", strconv.Itoa(int(up.Seconds()))},
 		{"time", strconv.FormatInt(time.Now().Unix(), 10)},
 		{"version", Version},
-		{"curr_connections", strconv.FormatInt(s.conns.Load()+2, 10)},
+		{"curr_connections", strconv.Itoa(s.conns() + 2)},
 		{"cmd_get", u(sum.CmdGet)},
 		{"cmd_set", u(sum.CmdSet)},
 		{"cmd_touch", u(sum.CmdTouch)},

@@ -133,7 +133,7 @@ func TestShutdownWithIdleClients(t *testing.T) {
 		}
 	}
 	// Both connections are being served before the stop.
-	for s.conns.Load() < 2 {
+	for s.conns() < 2 {
 		time.Sleep(time.Millisecond)
 	}
 	start := time.Now()
