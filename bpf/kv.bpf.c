@@ -31,6 +31,7 @@
 #define TOK_TOO_LONG 0x10000 /* longer than any token XDP handles */
 #define ARITH_GROW 16 /* an incr/decr reply is at most 22 bytes, its request at least 10 */
 #define RELTIME_MAX 2592000 /* memcached's REALTIME_MAXDELTA: 30 days */
+#define LOOPBACK_IFINDEX 1 /* the loopback device's, in every network namespace */
 
 /* Load-time configuration, fixed before the verifier sees it. */
 const volatile __u16 port = 11211;
@@ -1078,8 +1079,13 @@ int kv_xdp(struct xdp_md *ctx)
 	if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(port))
 		return XDP_PASS;
 	fr = (void *)(udp + 1);
-	/* The slow path's own runs count as commands, not as traffic. */
-	if ((void *)(fr + 1) <= data_end && slow_token && fr->reserved == bpf_htons(slow_token))
+	/* The slow path's own runs count as commands, not as traffic, and use
+	 * a scratch slot of their own. They come through BPF_PROG_TEST_RUN,
+	 * which puts frames on the namespace's loopback device: no remote frame
+	 * arrives there (and Attach refuses loopback), so a sender who guesses
+	 * the token still gets an ordinary request. */
+	if (ctx->ingress_ifindex == LOOPBACK_IFINDEX && (void *)(fr + 1) <= data_end && slow_token &&
+	    fr->reserved == bpf_htons(slow_token))
 		slot = 1;
 	s = get_scratch(slot);
 	if (!s)

@@ -23,6 +23,10 @@ func (o *Objects) Attach(dev, mode string) (link.Link, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("no network interface %q here (see `ip link`): %w", dev, err)
 	}
+	if ifc.Flags&net.FlagLoopback != 0 {
+		// XDP tells the slow path's own runs by their arrival on loopback.
+		return nil, "", fmt.Errorf("the store serves on a network device, not on loopback %s: its slow path owns that path into XDP", dev)
+	}
 	try := func(flags link.XDPAttachFlags) (link.Link, error) {
 		return link.AttachXDP(link.XDPOptions{Program: o.objs.KvXdp, Interface: ifc.Index, Flags: flags})
 	}

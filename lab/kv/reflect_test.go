@@ -134,3 +134,43 @@ func sendRawIPv4(t *testing.T, h *netlab.Host, d Datagram) {
 		t.Fatal(err)
 	}
 }
+
+// TestSlowPathTokenRemote: a frame from the network that carries the slow
+// path's token (16 bits, so a sender can try them all) is still an
+// ordinary request, counted as traffic; only the slow path's own runs
+// through BPF_PROG_TEST_RUN, on loopback, get its scratch slot.
+func TestSlowPathTokenRemote(t *testing.T) {
+	l := newVethLab(t, Config{}, false)
+	r := &rawUDP{c: l.dialRaw(t, l.storeAddr(false))}
+	// The same exchange without and with the token: the same count.
+	var rx [2]uint64
+	for i, reserved := range []uint16{0, l.o.token} {
+		rx0 := l.stat(t, "xdp_rx")
+		got, err := r.exchange(func(id uint16) [][]byte {
+			return [][]byte{append(frameHdr(id, 0, 1, reserved), "get k\r\n"...)}
+		})
+		if err != nil || string(got) != "END\r\n" {
+			t.Fatalf("get, reserved %#x: %q %v", reserved, got, err)
+		}
+		rx[i] = l.stat(t, "xdp_rx") - rx0
+	}
+	if rx[0] != rx[1] {
+		t.Errorf("xdp_rx +%d for a get with the slow path's token, +%d without: XDP took a datagram from the network for the slow path's own", rx[1], rx[0])
+	}
+	// The slow path's own runs keep their slot: a TCP set goes through XDP
+	// (viaXDP) and is not counted as XDP traffic, on every kernel the
+	// matrix runs, which proves test runs arrive on loopback there.
+	rx0 := l.stat(t, "xdp_rx")
+	tcp := l.dial(t, "tcp", l.storeAddr(false))
+	ctx, cancel := context.WithTimeout(context.Background(), replyWait)
+	defer cancel()
+	if got, err := tcp.Do(ctx, []byte("set k 0 0 1\r\nx\r\n")); err != nil || string(got) != "STORED\r\n" {
+		t.Fatalf("TCP set: %q %v", got, err)
+	}
+	if rx := l.stat(t, "xdp_rx") - rx0; rx != 0 {
+		t.Errorf("xdp_rx +%d after a TCP set: the slow path's run through XDP was counted as traffic (not on loopback?)", rx)
+	}
+	if err := l.kv.Do(func() error { _, _, err := l.o.Attach("lo", ModeGeneric); return err }); err == nil {
+		t.Error("the store attached to loopback")
+	}
+}
