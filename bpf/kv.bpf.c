@@ -39,6 +39,12 @@ const volatile __u32 val_cap = 1024;    /* bytes of data per item; multiple of 8
 const volatile __u32 reply_max = 1392;  /* largest reply payload sent from XDP */
 const volatile __u8 coarse_clock = 0; /* bpf_ktime_get_coarse_ns exists (5.11+) */
 const volatile __u16 slow_token = 0;    /* frame 'reserved' value of the slow path's own test runs (scratch slot 1) */
+/* UDP abuse limits (lab/kv.Config): no UDP at all; a get's reply at most
+ * amp_ratio times its request; reply bytes per second per source. */
+const volatile __u8 udp_off = 0;
+const volatile __u32 amp_ratio = 0;      /* 0: no ratio cap */
+const volatile __u64 rate_bytes = 0;     /* 0: no rate limit; below 2^32 */
+const volatile __u64 rate_burst = 0;
 
 /* CLOCK_MONOTONIC to unix time, kept current by the slow path. */
 volatile __s64 unix_offset_ns = 0;
@@ -49,6 +55,23 @@ struct {
 	__uint(key_size, sizeof(__u64));
 	__uint(value_size, sizeof(struct kv_val) + KV_VAL_MAX + KV_VAL_SLACK);
 } kv SEC(".maps");
+
+/* A token bucket of reply bytes per source address (IPv4 as ::ffff:a.b.c.d).
+ * Updated without a lock: two CPUs serving one source may both spend the same
+ * tokens, so the rate holds within a factor of the CPUs serving it. A spoofed
+ * flood from many sources churns the LRU, but each victim address is one
+ * bucket. */
+struct rate_bucket {
+	__u64 tokens;
+	__u64 stamp; /* ns */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__uint(key_size, 16);
+	__type(value, struct rate_bucket);
+} udp_rate SEC(".maps");
 
 struct stripe {
 	struct bpf_spin_lock lock;
@@ -1042,6 +1065,39 @@ struct frame {
 	__be16 id, seq, total, reserved;
 };
 
+/* Spends n bytes of src's budget; 0 when it had them. */
+static __always_inline int over_rate(const void *src, __u32 n, __u64 now)
+{
+	struct rate_bucket *b, nb;
+	__u64 t;
+
+	b = bpf_map_lookup_elem(&udp_rate, src);
+	if (!b) {
+		if (n > rate_burst)
+			return 1;
+		nb.tokens = rate_burst - n;
+		nb.stamp = now;
+		bpf_map_update_elem(&udp_rate, src, &nb, BPF_ANY);
+		return 0;
+	}
+	t = b->tokens;
+	if (now > b->stamp) {
+		__u64 dt = now - b->stamp;
+
+		/* dt below a second and rate below 2^32: no overflow */
+		t += dt >= NSEC ? rate_burst : dt * rate_bytes / NSEC;
+		if (t > rate_burst)
+			t = rate_burst;
+		b->stamp = now;
+	}
+	if (t < n) {
+		b->tokens = t;
+		return 1;
+	}
+	b->tokens = t - n;
+	return 0;
+}
+
 SEC("xdp")
 int kv_xdp(struct xdp_md *ctx)
 {
@@ -1092,6 +1148,8 @@ int kv_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (!slot)
 		STAT_INC(rx);
+	if (udp_off && !slot)
+		goto pass; /* no socket takes it: the kernel says port unreachable */
 	/* No reply to a well-known port, nor to memcached's or the store's
 	 * own: one spoofed datagram must not start a loop between two
 	 * servers (lab/memcache.Unanswerable, which the slow path applies,
@@ -1146,6 +1204,42 @@ int kv_xdp(struct xdp_md *ctx)
 	rlen = RD(s->resp_len);
 	if (rlen > PAYLOAD_MAX)
 		goto pass;
+	if (!slot) {
+		/* A get's reply over the ratio cap goes up, where it is
+		 * refused with a short error (a get changes nothing, so passing
+		 * it is safe; other replies are a few bytes). One over the
+		 * source's budget is lost, as on a congested link. */
+		if (amp_ratio && s->req[0] == 'g' && rlen > amp_ratio * RD(s->req_len))
+			goto pass;
+		if (rate_bytes) {
+			__u8 src[16] = {};
+
+			/* The tail probe above moved the frame's pointers. */
+			data = (void *)(long)ctx->data;
+			data_end = (void *)(long)ctx->data_end;
+			eth = data;
+			if ((void *)(eth + 1) > data_end)
+				goto pass;
+			if (!v6) {
+				struct iphdr *ip = (void *)(eth + 1);
+
+				if ((void *)(ip + 1) > data_end)
+					goto pass;
+				src[10] = src[11] = 0xff;
+				__builtin_memcpy(&src[12], &ip->saddr, 4);
+			} else {
+				struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+				if ((void *)(ip6 + 1) > data_end)
+					goto pass;
+				__builtin_memcpy(src, &ip6->saddr, 16);
+			}
+			if (over_rate(src, rlen, RD(s->now))) {
+				STAT_INC(rate_drop);
+				return XDP_DROP;
+			}
+		}
+	}
 	/* Grow at the tail where the driver leaves room; a veth leaves little,
 	 * so otherwise grow at the head, which XDP always gives 256 bytes of,
 	 * and move the headers there. */

@@ -40,6 +40,8 @@ struct kv_stats {
 	__u64 pass;        /* handed to the slow path */
 	__u64 drop;        /* consumed without reply (noreply) */
 	__u64 reflect_drop; /* refused: from a port that could start a reply loop */
+	__u64 rate_drop;   /* replies dropped: over their source's byte rate (udp_rate) */
+	__u64 udp_too_large; /* UDP replies refused as over the cap (counted by the slow path) */
 	__u64 cmd_get;     /* keys requested by get/gets */
 	__u64 get_hits;
 	__u64 get_misses;

@@ -38,6 +38,8 @@ type kvKvStats struct {
 	Pass         uint64
 	Drop         uint64
 	ReflectDrop  uint64
+	RateDrop     uint64
+	UdpTooLarge  uint64
 	CmdGet       uint64
 	GetHits      uint64
 	GetMisses    uint64
@@ -71,6 +73,12 @@ type kvKvVal struct {
 	Pad     [5]uint8
 	Key     [256]uint8
 	Data    [0]uint8
+}
+
+type kvRateBucket struct {
+	_      structs.HostLayout
+	Tokens uint64
+	Stamp  uint64
 }
 
 type kvScratch struct {
@@ -121,12 +129,17 @@ const (
 	kvMapKv           = "kv"
 	kvMapLocks        = "locks"
 	kvMapScratch      = "scratch"
+	kvMapUdpRate      = "udp_rate"
 	kvProgKvControl   = "kv_control"
 	kvProgKvXdp       = "kv_xdp"
+	kvVarAmpRatio     = "amp_ratio"
 	kvVarCoarseClock  = "coarse_clock"
 	kvVarPort         = "port"
+	kvVarRateBurst    = "rate_burst"
+	kvVarRateBytes    = "rate_bytes"
 	kvVarReplyMax     = "reply_max"
 	kvVarSlowToken    = "slow_token"
+	kvVarUdpOff       = "udp_off"
 	kvVarUnixOffsetNs = "unix_offset_ns"
 	kvVarUnusedKvCtl  = "unused_kv_ctl"
 	kvVarUnusedKvVal  = "unused_kv_val"
@@ -186,16 +199,21 @@ type kvMapSpecs struct {
 	Kv      *ebpf.MapSpec `ebpf:"kv"`
 	Locks   *ebpf.MapSpec `ebpf:"locks"`
 	Scratch *ebpf.MapSpec `ebpf:"scratch"`
+	UdpRate *ebpf.MapSpec `ebpf:"udp_rate"`
 }
 
 // kvVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kvVariableSpecs struct {
+	AmpRatio     *ebpf.VariableSpec `ebpf:"amp_ratio"`
 	CoarseClock  *ebpf.VariableSpec `ebpf:"coarse_clock"`
 	Port         *ebpf.VariableSpec `ebpf:"port"`
+	RateBurst    *ebpf.VariableSpec `ebpf:"rate_burst"`
+	RateBytes    *ebpf.VariableSpec `ebpf:"rate_bytes"`
 	ReplyMax     *ebpf.VariableSpec `ebpf:"reply_max"`
 	SlowToken    *ebpf.VariableSpec `ebpf:"slow_token"`
+	UdpOff       *ebpf.VariableSpec `ebpf:"udp_off"`
 	UnixOffsetNs *ebpf.VariableSpec `ebpf:"unix_offset_ns"`
 	UnusedKvCtl  *ebpf.VariableSpec `ebpf:"unused_kv_ctl"`
 	UnusedKvVal  *ebpf.VariableSpec `ebpf:"unused_kv_val"`
@@ -225,6 +243,7 @@ type kvMaps struct {
 	Kv      *ebpf.Map `ebpf:"kv"`
 	Locks   *ebpf.Map `ebpf:"locks"`
 	Scratch *ebpf.Map `ebpf:"scratch"`
+	UdpRate *ebpf.Map `ebpf:"udp_rate"`
 }
 
 func (m *kvMaps) Close() error {
@@ -232,6 +251,7 @@ func (m *kvMaps) Close() error {
 		m.Kv,
 		m.Locks,
 		m.Scratch,
+		m.UdpRate,
 	)
 }
 
@@ -239,10 +259,14 @@ func (m *kvMaps) Close() error {
 //
 // It can be passed to loadKvObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kvVariables struct {
+	AmpRatio     *ebpf.Variable `ebpf:"amp_ratio"`
 	CoarseClock  *ebpf.Variable `ebpf:"coarse_clock"`
 	Port         *ebpf.Variable `ebpf:"port"`
+	RateBurst    *ebpf.Variable `ebpf:"rate_burst"`
+	RateBytes    *ebpf.Variable `ebpf:"rate_bytes"`
 	ReplyMax     *ebpf.Variable `ebpf:"reply_max"`
 	SlowToken    *ebpf.Variable `ebpf:"slow_token"`
+	UdpOff       *ebpf.Variable `ebpf:"udp_off"`
 	UnixOffsetNs *ebpf.Variable `ebpf:"unix_offset_ns"`
 	UnusedKvCtl  *ebpf.Variable `ebpf:"unused_kv_ctl"`
 	UnusedKvVal  *ebpf.Variable `ebpf:"unused_kv_val"`

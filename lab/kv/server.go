@@ -47,34 +47,47 @@ func NewServer(o *Objects) *Server {
 // namespace (call it inside the namespace the store serves).
 func (s *Server) Listen(host string) error {
 	addr := net.JoinHostPort(host, strconv.Itoa(int(s.o.cfg.Port)))
-	udp, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return fmt.Errorf("slow path UDP: %w", err)
-	}
 	tcp, err := net.Listen("tcp", addr)
 	if err != nil {
-		udp.Close()
 		return fmt.Errorf("slow path TCP: %w", err)
 	}
-	s.udp, s.tcp = udp, tcp
+	s.tcp = tcp
+	if s.o.cfg.NoUDP {
+		return nil
+	}
+	if s.udp, err = net.ListenPacket("udp", addr); err != nil {
+		tcp.Close()
+		return fmt.Errorf("slow path UDP: %w", err)
+	}
 	return nil
 }
 
-// Addrs are the bound UDP and TCP addresses.
-func (s *Server) Addrs() (udp, tcp net.Addr) { return s.udp.LocalAddr(), s.tcp.Addr() }
+// Addrs are the bound UDP (nil with NoUDP) and TCP addresses.
+func (s *Server) Addrs() (udp, tcp net.Addr) {
+	if s.udp != nil {
+		udp = s.udp.LocalAddr()
+	}
+	return udp, s.tcp.Addr()
+}
 
 // Serve runs until ctx ends, then closes the sockets and waits for its
 // goroutines.
 func (s *Server) Serve(ctx context.Context) error {
-	if s.udp == nil {
+	if s.tcp == nil {
 		return errors.New("serve: Listen first")
 	}
-	s.wg.Add(3)
-	go func() { defer s.wg.Done(); s.serveUDP() }()
+	s.wg.Add(2)
+	if s.udp != nil {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.serveUDP() }()
+	}
 	go func() { defer s.wg.Done(); s.serveTCP() }()
 	go func() { defer s.wg.Done(); s.tick(ctx) }()
 	<-ctx.Done()
-	err := multierror.Append(nil, s.udp.Close(), s.tcp.Close()).ErrorOrNil()
+	err := multierror.Append(nil, s.tcp.Close())
+	if s.udp != nil {
+		err = multierror.Append(err, s.udp.Close())
+	}
 	// Idle clients must not hold the store up: their reads end with
 	// their connections, and a delayed flush_all dies with the store.
 	s.mu.Lock()
@@ -87,7 +100,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
-	return err
+	return err.ErrorOrNil()
 }
 
 // track adds c to the connections Serve closes when it ends; false if it
@@ -153,10 +166,28 @@ func (s *Server) serveUDP() {
 		if len(out) == 0 {
 			continue
 		}
+		if !s.fitsUDP(len(out), n-memcache.HeaderLen) {
+			out = replyTooLargeForUDP
+		}
 		for _, d := range memcache.AppendDatagrams(nil, h.RequestID, out) {
 			s.udp.WriteTo(d, from)
 		}
 	}
+}
+
+var replyTooLargeForUDP = []byte("SERVER_ERROR reply too large for UDP, use TCP\r\n")
+
+// fitsUDP says whether a reply of n bytes to a request of req bytes is
+// within the UDP caps (Config), and counts those that are not.
+func (s *Server) fitsUDP(n, req int) bool {
+	c := s.o.cfg
+	if (c.UDPReplyMax == Unlimited || n <= c.UDPReplyMax) && (c.UDPAmplification == 0 || n <= c.UDPAmplification*req) {
+		return true
+	}
+	s.g.mu.Lock()
+	s.g.stats.UdpTooLarge++
+	s.g.mu.Unlock()
+	return false
 }
 
 // refuse says whether a datagram passed up must go unanswered, as XDP
@@ -486,6 +517,8 @@ func (s *Server) Stats() ([][2]string, error) {
 		{"xdp_pass", u(sum.Pass)},
 		{"xdp_drop", u(sum.Drop)},
 		{"reflect_drop", u(sum.ReflectDrop)},
+		{"rate_drop", u(sum.RateDrop)},
+		{"udp_too_large", u(sum.UdpTooLarge)},
 		{"xdp_map_entries", u(entries)},
 		{"xdp_max_value", u(uint64(s.o.cfg.MaxValue))},
 		{"slow_items", u(uint64(bigItems))},
@@ -509,6 +542,8 @@ func addStats(dst, src *kvKvStats) {
 	dst.Pass += src.Pass
 	dst.Drop += src.Drop
 	dst.ReflectDrop += src.ReflectDrop
+	dst.RateDrop += src.RateDrop
+	dst.UdpTooLarge += src.UdpTooLarge
 	dst.CmdGet += src.CmdGet
 	dst.GetHits += src.GetHits
 	dst.GetMisses += src.GetMisses

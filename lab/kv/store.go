@@ -8,6 +8,17 @@
 // it, counted as reflect_drop), nor a datagram whose first line is another
 // server's reply (ERROR, VALUE, END, STORED, a number...), to which
 // memcached would say ERROR. See memcache.Unanswerable.
+//
+// Nor is it an amplifier, as memcached's UDP port was (Config):
+//   - a UDP reply is at most one datagram (UDPReplyMax, 1392 bytes of
+//     payload), and optionally at most UDPAmplification times its request;
+//     a larger one is replaced by "SERVER_ERROR reply too large for UDP,
+//     use TCP" (TCP has no such cap);
+//   - XDP sends each source address at most UDPRate reply bytes per second
+//     (64 MiB/s, bursts of 4 MiB), dropping the rest (rate_drop);
+//   - NoUDP turns UDP off: XDP passes it, and no socket takes it.
+//
+// Unlimited restores memcached's behaviour, which conformance tests use.
 package kv
 
 import (
@@ -37,11 +48,31 @@ const (
 	defaultReplyMax = 1400 - frameLen
 )
 
+// Defaults of the UDP abuse limits (see the package comment).
+const (
+	// One datagram: what XDP sends at most, so a request cannot buy a
+	// train of datagrams (memcached sends a 1 MB value as ~750).
+	DefaultUDPReplyMax = defaultReplyMax
+	// Per source address: far above one client's honest use on these
+	// machines, and a bound on what a spoofed victim receives.
+	DefaultUDPRate  = 64 << 20
+	DefaultUDPBurst = 4 << 20
+	// Unlimited turns a limit off (memcached has none).
+	Unlimited = -1
+)
+
 // Config sizes the store at load time.
 type Config struct {
 	Port     uint16 // UDP (and TCP) port; DefaultPort if zero
 	Entries  uint32 // map entries; DefaultEntries if zero
 	MaxValue uint32 // largest value kept in the kernel; larger ones live in Go
+
+	// UDP abuse limits; the zero values are the defaults.
+	NoUDP            bool  // serve TCP only: UDP to the port gets port unreachable
+	UDPReplyMax      int   // largest UDP reply payload, bytes; larger get an error naming TCP
+	UDPAmplification int   // a UDP reply at most this many times its request's payload; 0 no ratio
+	UDPRate          int64 // reply bytes per second per source address, enforced in XDP
+	UDPBurst         int64 // that budget's bucket, bytes
 }
 
 func (c *Config) normalize() error {
@@ -56,6 +87,25 @@ func (c *Config) normalize() error {
 	}
 	if c.MaxValue < 64 || c.MaxValue > maxValueLimit {
 		return fmt.Errorf("max value %d out of range: use 64..%d bytes (larger values are served by the slow path)", c.MaxValue, maxValueLimit)
+	}
+	if c.UDPReplyMax == 0 {
+		c.UDPReplyMax = DefaultUDPReplyMax
+	}
+	if c.UDPRate == 0 {
+		c.UDPRate = DefaultUDPRate
+	}
+	if c.UDPBurst == 0 {
+		c.UDPBurst = DefaultUDPBurst
+	}
+	switch {
+	case c.UDPReplyMax < Unlimited || c.UDPReplyMax > 0 && c.UDPReplyMax < 64:
+		return fmt.Errorf("UDP reply cap %d: use at least 64 bytes, or %d for none", c.UDPReplyMax, Unlimited)
+	case c.UDPAmplification < 0:
+		return fmt.Errorf("UDP amplification %d: use 1 or more, or 0 for no ratio cap", c.UDPAmplification)
+	case c.UDPRate < Unlimited || c.UDPRate >= 1<<32:
+		return fmt.Errorf("UDP rate %d bytes/s: use 1..%d, or %d for none", c.UDPRate, uint64(1<<32-1), Unlimited)
+	case c.UDPBurst < 1500 && c.UDPRate != Unlimited:
+		return fmt.Errorf("UDP burst %d bytes: use at least one datagram, 1500", c.UDPBurst)
 	}
 	if c.Entries < 16 {
 		return fmt.Errorf("entries %d too small: use at least 16", c.Entries)
@@ -110,9 +160,22 @@ func Load(cfg Config) (*Objects, error) {
 	case !errors.Is(err, ebpf.ErrNotSupported):
 		return nil, fmt.Errorf("probe bpf_ktime_get_coarse_ns: %w", err)
 	}
+	replyMax := uint32(defaultReplyMax)
+	if cfg.UDPReplyMax != Unlimited {
+		replyMax = min(replyMax, uint32(cfg.UDPReplyMax))
+	}
+	rate, burst := uint64(0), uint64(0)
+	if cfg.UDPRate != Unlimited {
+		rate, burst = uint64(cfg.UDPRate), uint64(cfg.UDPBurst)
+	}
+	udpOff := uint8(0)
+	if cfg.NoUDP {
+		udpOff = 1
+	}
 	for name, v := range map[string]any{
-		"port": cfg.Port, "val_cap": capacity, "reply_max": uint32(defaultReplyMax), "slow_token": o.token,
-		"coarse_clock": coarse,
+		"port": cfg.Port, "val_cap": capacity, "reply_max": replyMax, "slow_token": o.token,
+		"coarse_clock": coarse, "udp_off": udpOff, "amp_ratio": uint32(cfg.UDPAmplification),
+		"rate_bytes": rate, "rate_burst": burst,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)

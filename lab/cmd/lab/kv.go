@@ -28,6 +28,11 @@ func kvServe(args []string) error {
 	maxValue := fs.Uint("max-value", kv.DefaultMaxValue, "largest value kept in the kernel (64..1024); larger ones live in the slow path")
 	listen := fs.String("listen", "", "address the slow path binds (default: all)")
 	mode := fs.String("mode", kv.ModeNative, "XDP attach mode: native, generic or auto")
+	noUDP := fs.Bool("no-udp", false, "serve TCP only (memcached's -U 0): UDP to the port gets port unreachable")
+	udpMax := fs.Int("udp-reply-max", kv.DefaultUDPReplyMax, "largest UDP reply in bytes; larger ones get an error naming TCP (-1: no cap, as memcached)")
+	udpAmp := fs.Int("udp-amplification", 0, "a UDP reply at most this many times its request (0: no ratio cap)")
+	udpRate := fs.Int64("udp-rate", kv.DefaultUDPRate, "UDP reply bytes per second per source address, enforced in XDP (-1: no limit)")
+	udpBurst := fs.Int64("udp-burst", kv.DefaultUDPBurst, "bytes a source may receive at once before --udp-rate applies")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -64,7 +69,8 @@ func kvServe(args []string) error {
 		}
 		defer unregister()
 	}
-	cfg := kv.Config{Port: uint16(*port), Entries: uint32(*entries), MaxValue: uint32(*maxValue)}
+	cfg := kv.Config{Port: uint16(*port), Entries: uint32(*entries), MaxValue: uint32(*maxValue),
+		NoUDP: *noUDP, UDPReplyMax: *udpMax, UDPAmplification: *udpAmp, UDPRate: *udpRate, UDPBurst: *udpBurst}
 	var stores []*kvStore
 	defer func() {
 		for _, st := range stores {
@@ -86,8 +92,12 @@ func kvServe(args []string) error {
 	errc := make(chan error, len(stores))
 	for _, st := range stores {
 		udp, tcp := st.srv.Addrs()
-		fmt.Printf("serving memcached on %s: XDP (%s mode) answers UDP port %d; slow path on udp %s and tcp %s; %d entries, values up to %d bytes in the kernel\n",
-			st.where, st.how, *port, udp, tcp, *entries, st.o.Config().MaxValue)
+		udpSays := fmt.Sprintf("XDP (%s mode) answers UDP port %d; slow path on udp %s and", st.how, *port, udp)
+		if udp == nil {
+			udpSays = "UDP off; slow path on"
+		}
+		fmt.Printf("serving memcached on %s: %s tcp %s; %d entries, values up to %d bytes in the kernel\n",
+			st.where, udpSays, tcp, *entries, st.o.Config().MaxValue)
 		go func() { errc <- st.srv.Serve(ctx) }()
 	}
 	var err error
