@@ -73,6 +73,17 @@ struct {
 	__type(value, struct rate_bucket);
 } udp_rate SEC(".maps");
 
+/* The addresses the store serves (IPv4 as ::ffff:a.b.c.d): those of the
+ * namespace its slow path listens in, or a configured set (lab/kv.Objects.
+ * SetAddrs). Frames to any other address are transit or broadcast, and
+ * pass. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__uint(key_size, 16);
+	__type(value, __u8);
+} own_addrs SEC(".maps");
+
 struct stripe {
 	struct bpf_spin_lock lock;
 };
@@ -1110,6 +1121,8 @@ int kv_xdp(struct xdp_md *ctx)
 	__u32 hoff, slot = 0, plen, rlen;
 	int v6, act;
 
+	__u8 dst[16] = {};
+
 	if ((void *)(eth + 1) > data_end)
 		return XDP_PASS;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
@@ -1121,6 +1134,8 @@ int kv_xdp(struct xdp_md *ctx)
 			return XDP_PASS;
 		hoff = sizeof(*eth) + sizeof(*ip);
 		v6 = 0;
+		dst[10] = dst[11] = 0xff;
+		__builtin_memcpy(&dst[12], &ip->daddr, 4);
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
@@ -1128,6 +1143,7 @@ int kv_xdp(struct xdp_md *ctx)
 			return XDP_PASS;
 		hoff = sizeof(*eth) + sizeof(*ip6);
 		v6 = 1;
+		__builtin_memcpy(dst, &ip6->daddr, 16);
 	} else {
 		return XDP_PASS;
 	}
@@ -1143,6 +1159,8 @@ int kv_xdp(struct xdp_md *ctx)
 	if (ctx->ingress_ifindex == LOOPBACK_IFINDEX && (void *)(fr + 1) <= data_end && slow_token &&
 	    fr->reserved == bpf_htons(slow_token))
 		slot = 1;
+	if (!slot && !bpf_map_lookup_elem(&own_addrs, dst))
+		return XDP_PASS; /* not ours: transit, broadcast, multicast */
 	s = get_scratch(slot);
 	if (!s)
 		return XDP_PASS;

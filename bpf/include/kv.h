@@ -35,7 +35,7 @@ struct kv_val {
 
 /* Per-CPU counters, summed by the slow path for `stats`. */
 struct kv_stats {
-	__u64 rx;          /* datagrams to the store's port */
+	__u64 rx;          /* datagrams to the store's addresses and port */
 	__u64 tx;          /* answered in XDP */
 	__u64 pass;        /* handed to the slow path */
 	__u64 drop;        /* consumed without reply (noreply) */

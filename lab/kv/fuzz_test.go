@@ -52,6 +52,9 @@ func fuzzStores(t testing.TB) *fuzzPair {
 			if objs[i], fuzzErr = Load(fuzzCfg); fuzzErr != nil {
 				return
 			}
+			if fuzzErr = objs[i].SetAddrs(testServerAddrs); fuzzErr != nil {
+				return
+			}
 		}
 		// Loaded once per fuzz worker process and never closed: the process
 		// ends with the worker.

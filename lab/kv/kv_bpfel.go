@@ -128,6 +128,7 @@ type kvStripe struct {
 const (
 	kvMapKv           = "kv"
 	kvMapLocks        = "locks"
+	kvMapOwnAddrs     = "own_addrs"
 	kvMapScratch      = "scratch"
 	kvMapUdpRate      = "udp_rate"
 	kvProgKvControl   = "kv_control"
@@ -196,10 +197,11 @@ type kvProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kvMapSpecs struct {
-	Kv      *ebpf.MapSpec `ebpf:"kv"`
-	Locks   *ebpf.MapSpec `ebpf:"locks"`
-	Scratch *ebpf.MapSpec `ebpf:"scratch"`
-	UdpRate *ebpf.MapSpec `ebpf:"udp_rate"`
+	Kv       *ebpf.MapSpec `ebpf:"kv"`
+	Locks    *ebpf.MapSpec `ebpf:"locks"`
+	OwnAddrs *ebpf.MapSpec `ebpf:"own_addrs"`
+	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
+	UdpRate  *ebpf.MapSpec `ebpf:"udp_rate"`
 }
 
 // kvVariableSpecs contains global variables before they are loaded into the kernel.
@@ -240,16 +242,18 @@ func (o *kvObjects) Close() error {
 //
 // It can be passed to loadKvObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kvMaps struct {
-	Kv      *ebpf.Map `ebpf:"kv"`
-	Locks   *ebpf.Map `ebpf:"locks"`
-	Scratch *ebpf.Map `ebpf:"scratch"`
-	UdpRate *ebpf.Map `ebpf:"udp_rate"`
+	Kv       *ebpf.Map `ebpf:"kv"`
+	Locks    *ebpf.Map `ebpf:"locks"`
+	OwnAddrs *ebpf.Map `ebpf:"own_addrs"`
+	Scratch  *ebpf.Map `ebpf:"scratch"`
+	UdpRate  *ebpf.Map `ebpf:"udp_rate"`
 }
 
 func (m *kvMaps) Close() error {
 	return _KvClose(
 		m.Kv,
 		m.Locks,
+		m.OwnAddrs,
 		m.Scratch,
 		m.UdpRate,
 	)

@@ -174,3 +174,70 @@ func TestSlowPathTokenRemote(t *testing.T) {
 		t.Error("the store attached to loopback")
 	}
 }
+
+// TestXDPOnlyOwnAddresses: XDP answers frames to the addresses it serves,
+// and passes untouched those to any other (transit), broadcast or
+// multicast address, uncounted.
+func TestXDPOnlyOwnAddresses(t *testing.T) {
+	o := loadForTest(t, Config{})
+	srv := NewServer(o)
+	get := []byte("get foo\r\n")
+	for _, c := range []struct {
+		dst  string
+		ours bool
+	}{
+		{"198.18.0.2", true}, {"fd00::2", true},
+		{"198.18.0.3", false}, {"255.255.255.255", false}, {"198.18.0.255", false}, {"224.0.0.1", false},
+		{"fd00::3", false}, {"ff02::1", false},
+	} {
+		dst := netip.AddrPortFrom(netip.MustParseAddr(c.dst), o.cfg.Port)
+		src := testClient
+		if dst.Addr().Is6() {
+			src = netip.MustParseAddrPort("[fd00::1]:40000")
+		}
+		rx0 := (&vethLab{srv: srv}).stat(t, "xdp_rx")
+		act, reply := run(t, o, Datagram{Src: src, Dst: dst, Payload: get})
+		rx := (&vethLab{srv: srv}).stat(t, "xdp_rx") - rx0
+		if c.ours && (act != xdpTX || string(reply) != "END\r\n" || rx != 1) {
+			t.Errorf("to %s: action %d reply %q rx +%d, want END", c.dst, act, reply, rx)
+		}
+		if !c.ours && (act != xdpPass || rx != 0) {
+			t.Errorf("to %s: action %d rx +%d, want XDP_PASS uncounted", c.dst, act, rx)
+		}
+	}
+}
+
+// TestXDPFollowsAddresses: a store listening on every address answers in
+// XDP on one added after it started, once its slow path has seen it.
+func TestXDPFollowsAddresses(t *testing.T) {
+	l := newVethLab(t, Config{}, false)
+	added := netip.MustParseAddr("198.18.1.200")
+	ip := func(verb string) error {
+		return l.kv.Command("ip", "addr", verb, added.String()+"/32", "dev", l.kv.Dev()).Run()
+	}
+	if err := ip("add"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ip("del") })
+	if err := l.client.Command("ip", "route", "add", added.String()+"/32", "dev", l.client.Dev()).Run(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the slow path's next look at the addresses; asked before,
+	// the slow path would answer from the namespace's first address.
+	deadline := time.Now().Add(replyWait)
+	var v uint8
+	for l.o.objs.OwnAddrs.Lookup(added.Unmap().As16(), &v) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the store never took up an address added after it started")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	udp := l.dial(t, "udp", netip.AddrPortFrom(added, labPort).String())
+	tx0 := l.stat(t, "xdp_tx")
+	if r, err := doCtx(udp, "get x\r\n"); err != nil || r != "END\r\n" {
+		t.Fatalf("get to the added address: %q %v", r, err)
+	}
+	if tx := l.stat(t, "xdp_tx") - tx0; tx != 1 {
+		t.Errorf("xdp_tx +%d for a get to the added address, want XDP's answer", tx)
+	}
+}

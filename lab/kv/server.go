@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -28,9 +29,10 @@ type Server struct {
 	parser memcache.Parser
 	start  time.Time
 
-	udp net.PacketConn
-	tcp net.Listener
-	wg  sync.WaitGroup
+	udp   net.PacketConn
+	tcp   net.Listener
+	addrs *hostAddrs // the namespace's addresses XDP answers on, when not one
+	wg    sync.WaitGroup
 
 	mu      sync.Mutex
 	open    map[net.Conn]bool // TCP connections, closed when Serve ends
@@ -52,14 +54,43 @@ func (s *Server) Listen(host string) error {
 		return fmt.Errorf("slow path TCP: %w", err)
 	}
 	s.tcp = tcp
-	if s.o.cfg.NoUDP {
-		return nil
+	if !s.o.cfg.NoUDP {
+		if s.udp, err = net.ListenPacket("udp", addr); err != nil {
+			tcp.Close()
+			return fmt.Errorf("slow path UDP: %w", err)
+		}
 	}
-	if s.udp, err = net.ListenPacket("udp", addr); err != nil {
-		tcp.Close()
-		return fmt.Errorf("slow path UDP: %w", err)
+	// XDP answers where the slow path listens: the one address asked
+	// for, or every address of this namespace, followed as they change.
+	if ip, perr := netip.ParseAddr(host); perr == nil && !ip.IsUnspecified() {
+		err = s.o.SetAddrs([]netip.Addr{ip})
+	} else if s.addrs, err = currentHostAddrs(); err == nil {
+		err = s.syncAddrs()
+	}
+	if err != nil {
+		s.closeSockets()
+		return err
 	}
 	return nil
+}
+
+func (s *Server) syncAddrs() error {
+	as, err := s.addrs.list()
+	if err != nil {
+		return err
+	}
+	return s.o.SetAddrs(as)
+}
+
+func (s *Server) closeSockets() error {
+	err := multierror.Append(nil, s.tcp.Close())
+	if s.udp != nil {
+		err = multierror.Append(err, s.udp.Close())
+	}
+	if s.addrs != nil {
+		s.addrs.close()
+	}
+	return err.ErrorOrNil()
 }
 
 // Addrs are the bound UDP (nil with NoUDP) and TCP addresses.
@@ -84,10 +115,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { defer s.wg.Done(); s.serveTCP() }()
 	go func() { defer s.wg.Done(); s.tick(ctx) }()
 	<-ctx.Done()
-	err := multierror.Append(nil, s.tcp.Close())
-	if s.udp != nil {
-		err = multierror.Append(err, s.udp.Close())
-	}
+	err := s.closeSockets()
 	// Idle clients must not hold the store up: their reads end with
 	// their connections, and a delayed flush_all dies with the store.
 	s.mu.Lock()
@@ -100,7 +128,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
-	return err.ErrorOrNil()
+	return err
 }
 
 // track adds c to the connections Serve closes when it ends; false if it
@@ -142,6 +170,9 @@ func (s *Server) tick(ctx context.Context) {
 			return
 		case <-t.C:
 			s.o.SyncClock()
+			if s.addrs != nil {
+				s.syncAddrs() // a failure keeps the last set, which XDP serves
+			}
 		}
 	}
 }

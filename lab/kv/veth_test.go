@@ -50,6 +50,11 @@ func newVethLab(t *testing.T, cfg Config, withMemcached bool) *vethLab {
 	l := &vethLab{client: topo.Host("client"), kv: topo.Host("kv"), mc: topo.Host("mc")}
 
 	cfg.Port = labPort
+	if withMemcached && cfg.UDPReplyMax == 0 {
+		// Compared with memcached, the store answers as it does: UDP
+		// replies of any size (TestUDPAmplification tests the cap).
+		cfg.UDPReplyMax = Unlimited
+	}
 	store := startStore(t, l.kv, cfg)
 	l.o, l.srv = store.o, store.srv
 

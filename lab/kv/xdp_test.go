@@ -10,6 +10,8 @@ import (
 var (
 	testClient = netip.MustParseAddrPort("198.18.0.1:40000")
 	testServer = netip.MustParseAddrPort("198.18.0.2:11211")
+	// testServer and fuzzFrame's IPv6 server.
+	testServerAddrs = []netip.Addr{testServer.Addr(), netip.MustParseAddr("fd00::2")}
 )
 
 func testServerPort(o *Objects) netip.AddrPort {
@@ -23,6 +25,10 @@ func loadForTest(t testing.TB, cfg Config) *Objects {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { o.Close() })
+	// The test frames' servers; a Server's Listen puts its own in place.
+	if err := o.SetAddrs(testServerAddrs); err != nil {
+		t.Fatal(err)
+	}
 	return o
 }
 
