@@ -14,8 +14,8 @@
  * sent that backend a request through the proxy (the flows map) gets its
  * source rewritten to the proxy's address and port, and goes to the client.
  *
- * Everything else passes untouched: other traffic, and requests XDP does not
- * finish (multi-key gets spanning backends, pipelined or multi-datagram
+ * Everything else passes untouched: frames the kernel would not take as the
+ * host's (frame.h), other traffic, and requests XDP does not finish (multi-key gets spanning backends, pipelined or multi-datagram
  * requests, anything odd), which the Go slow path on the same port serves.
  *
  * Verifier shape, as in kv.bpf.c: the payload is copied into a per-CPU
@@ -31,6 +31,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "frame.h"
 #include "scan.h"
 
 #define AF_INET 2
@@ -476,14 +477,6 @@ __noinline int route(void)
 
 /* ---- packet in, packet out ---- */
 
-static __always_inline __u16 fold(__u64 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
-
 /* Copies the payload into s->req (see kv.bpf.c's copy_pkt for the shape). */
 static __always_inline int copy_in(struct scratch *s, void *data, void *data_end, __u32 off)
 {
@@ -555,7 +548,7 @@ static __always_inline void udp_csum(struct udphdr *udp, __u32 *from, __u32 *to,
 	if (!udp->check)
 		return;
 	sum = bpf_csum_diff(from, size, to, size, ~(__u32)udp->check & 0xffff);
-	udp->check = fold(sum) ?: 0xffff;
+	udp->check = frame_fold(sum) ?: 0xffff;
 }
 
 /* Forwards a frame with one IPv4 address of its header (*addr: the source
@@ -575,7 +568,7 @@ static __always_inline void rewrite4(struct iphdr *ip, struct udphdr *udp, __be3
 	udp_csum(udp, from, to, sizeof(from));
 	ip->ttl--;
 	ip->check = 0;
-	ip->check = fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
+	ip->check = frame_fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
 }
 
 /* rewrite4 for IPv6 (which has no header checksum). */
@@ -613,22 +606,24 @@ int proxy_xdp(struct xdp_md *ctx)
 	struct scratch *s;
 	__u32 hoff, plen, bi, *bip;
 	__u8 one = 1;
-	int b, v6, to_us = 0;
+	int b, v6, ilen, to_us = 0;
 
-	if ((void *)(eth + 1) > data_end)
+	if ((void *)(eth + 1) > data_end || !frame_unicast(eth))
 		return XDP_PASS;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		v6 = 0;
-		if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
+		if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP)
 			return XDP_PASS;
 		if (ip->frag_off & bpf_htons(0x3fff))
 			return XDP_PASS;
+		ilen = frame_ipv4(ip, data_end);
 		hoff = sizeof(*eth) + sizeof(*ip);
 		to_us = has_listen4 && ip->daddr == listen4;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		v6 = 1;
 		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
 			return XDP_PASS;
+		ilen = frame_ipv6(ip6, data_end);
 		hoff = sizeof(*eth) + sizeof(*ip6);
 		to_us = has_listen6 && ip6->daddr.in6_u.u6_addr32[0] == listen6[0] &&
 			ip6->daddr.in6_u.u6_addr32[1] == listen6[1] &&
@@ -638,7 +633,7 @@ int proxy_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	udp = data + hoff;
-	if ((void *)(udp + 1) > data_end)
+	if (ilen < 0 || (void *)(udp + 1) > data_end || !frame_udp_ok(udp, ilen))
 		return XDP_PASS;
 
 	if (!(to_us && udp->dest == bpf_htons(port)))

@@ -24,7 +24,10 @@
 //     that backend requests through the proxy (an LRU map of client address,
 //     port and backend) gets the proxy's address and port as its source and
 //     goes to the client. Traffic between a backend and anyone else passes.
-//   - Everything else passes to the kernel untouched: other traffic, and the
+//   - Everything else passes to the kernel untouched: frames the kernel
+//     would not take as the host's (a multicast or broadcast destination, a
+//     bad IP version or IPv4 header checksum, lengths beyond the frame or
+//     the IP payload: bpf/include/frame.h), other traffic, and the
 //     requests XDP does not finish (multi-key gets spanning backends,
 //     pipelined or multi-datagram requests, odd spellings, requests larger
 //     than the backend link's MTU), which the Go slow path ([SlowPath])

@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/xdplab/xdplab/lab/netlab"
+)
+
+// keyOn is a key the ring places on backend b.
+func (l *xdpLab) keyOn(b int) string {
+	for i := 0; ; i++ {
+		if k := fmt.Sprintf("k%d", i); l.ring.Lookup([]byte(k)) == b {
+			return k
+		}
+	}
+}
+
+// replyFrom is backend b's reply to req as it reaches the proxy, and the
+// proxy's interface towards b, which it arrives on.
+func (l *xdpLab) replyFrom(b int, req dgram) (dgram, *netlab.Iface) {
+	kv := l.topo.Host(fmt.Sprintf("kv%d", b+1))
+	toKV := l.topo.Host("proxy").IfaceTo(kv.Name)
+	a := kv.IPv4()
+	if req.Src.Addr().Is6() {
+		a = kv.IPv6()
+	}
+	return dgram{
+		SrcMAC: toKV.Peer.MAC, DstMAC: toKV.MAC,
+		Src: netip.AddrPortFrom(a, l.backends[b].Server.Port), Dst: req.Src,
+		ID: req.ID, Total: 1, Payload: []byte("END\r\n"),
+	}, toKV
+}
+
+// flow has the client ask backend b for a key from port, so that b's
+// replies to it are the proxy's to bring back, and returns the request
+// and b's reply to it.
+func (l *xdpLab) flow(v6 bool, port uint16, b int) (dgram, dgram, *netlab.Iface) {
+	l.t.Helper()
+	req := l.request(v6, port, []byte("get "+l.keyOn(b)+"\r\n"))
+	if l.checkRequest(req) != b {
+		l.t.Fatalf("request not routed to backend %d", b)
+	}
+	reply, toKV := l.replyFrom(b, req)
+	return req, reply, toKV
+}
+
+// passes fails t unless frame, arriving on dev, passes untouched.
+func (l *xdpLab) passes(t *testing.T, what string, dev *netlab.Iface, in []byte) {
+	t.Helper()
+	if act, out := l.run(dev, in); act != xdpPass || !bytes.Equal(in, out) {
+		t.Errorf("%s: action %d (frame changed: %v), want XDP_PASS untouched", what, act, !bytes.Equal(in, out))
+	}
+}
+
+// ipv4Sum rewrites the IPv4 header checksum of an Ethernet frame.
+func ipv4Sum(f []byte) {
+	ip := f[14:34]
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], fold16(sum16(ip, 0)))
+}
+
+// TestXDPFrameChecks: a frame the kernel would not take as this host's
+// (a group MAC address, a bad IP version or IPv4 header checksum, lengths
+// that do not fit) is neither forwarded nor turned into a reply: it
+// passes untouched, requests and replies alike.
+func TestXDPFrameChecks(t *testing.T) {
+	l := newXDPLab(t)
+	add16 := func(f []byte, at, d int) {
+		binary.BigEndian.PutUint16(f[at:], uint16(int(binary.BigEndian.Uint16(f[at:]))+d))
+	}
+	type mut struct {
+		name string
+		fn   func([]byte)
+	}
+	both := []mut{
+		{"multicast destination", func(f []byte) { copy(f, []byte{0x01, 0x00, 0x5e, 0x00, 0x00, 0x01}) }},
+		{"broadcast destination", func(f []byte) { copy(f, bytes.Repeat([]byte{0xff}, 6)) }},
+	}
+	v4 := append(both[:2:2],
+		mut{"IP version 6 in an IPv4 frame", func(f []byte) { f[14] = 0x65; ipv4Sum(f) }},
+		mut{"bad IPv4 header checksum", func(f []byte) { f[24] ^= 0x40 }},
+		mut{"IPv4 total length beyond the frame", func(f []byte) { add16(f, 16, 4); ipv4Sum(f) }},
+		mut{"IPv4 total length below the header", func(f []byte) { binary.BigEndian.PutUint16(f[16:], 16); ipv4Sum(f) }},
+		mut{"UDP length beyond the IPv4 payload", func(f []byte) { add16(f, 16, -4); ipv4Sum(f) }},
+		mut{"UDP length below its header", func(f []byte) { binary.BigEndian.PutUint16(f[38:], 4) }},
+	)
+	v6 := append(both[:2:2],
+		mut{"IP version 4 in an IPv6 frame", func(f []byte) { f[14] = 0x40 }},
+		mut{"IPv6 payload length beyond the frame", func(f []byte) { add16(f, 18, 4) }},
+		mut{"UDP length beyond the IPv6 payload", func(f []byte) { add16(f, 18, -4) }},
+	)
+	for _, isV6 := range []bool{false, true} {
+		muts := v4
+		if isV6 {
+			muts = v6
+		}
+		req, reply, toKV := l.flow(isV6, 42000, 1)
+		if act, _ := l.run(toKV, reply.frame()); act != xdpRedirect {
+			t.Fatalf("v6 %v: the baseline reply: action %d", isV6, act)
+		}
+		for _, m := range muts {
+			for _, c := range []struct {
+				kind string
+				d    dgram
+				dev  *netlab.Iface
+			}{{"request", req, l.fromCli}, {"reply", reply, toKV}} {
+				in := c.d.frame()
+				m.fn(in)
+				l.passes(t, fmt.Sprintf("v6 %v: %s with %s", isV6, c.kind, m.name), c.dev, in)
+			}
+		}
+	}
+}
