@@ -96,7 +96,7 @@ struct proxy_stats {
 	__u64 slow;       /* requests handed to the slow path */
 	__u64 no_backend; /* requests passed because no backend was live */
 	__u64 no_route;   /* frames passed because the FIB gave no next hop */
-	__u64 reflect_drop; /* requests dropped: from a port that could start a reply loop */
+	__u64 reflect_drop; /* requests dropped: from a port that could start a reply loop, or a backend's */
 };
 
 /* Per-CPU, per-backend counters. */
@@ -636,19 +636,28 @@ int proxy_xdp(struct xdp_md *ctx)
 	if (ilen < 0 || (void *)(udp + 1) > data_end || !frame_udp_ok(udp, ilen))
 		return XDP_PASS;
 
+	/* Is the source a backend's serving address and port? */
+	pa.port = udp->source;
+	if (!v6)
+		v4mapped(pa.addr, ip->saddr);
+	else
+		__builtin_memcpy(pa.addr, &ip6->saddr, 16);
+	bip = bpf_map_lookup_elem(&backend_addrs, &pa);
+
 	if (!(to_us && udp->dest == bpf_htons(port)))
 		goto reply;
 
 	/* ---- a request ---- */
 	STAT_INC(requests);
 	/* Forwarded, it would make a backend answer the source: never a
-	 * well-known port, nor memcached's or the proxy's own, so one spoofed
-	 * datagram cannot set servers answering each other
-	 * (lab/memcache.Unanswerable, which the slow path applies). */
+	 * well-known port, nor memcached's or the proxy's own, nor a
+	 * backend's own address and port, so one spoofed datagram cannot set
+	 * servers answering each other (lab/memcache.Unanswerable, which the
+	 * slow path applies, with the backends). */
 	{
 		__u16 sp = bpf_ntohs(udp->source);
 
-		if (sp < 1024 || sp == 11211 || sp == port) {
+		if (bip || sp < 1024 || sp == 11211 || sp == port) {
 			STAT_INC(reflect_drop);
 			return XDP_DROP;
 		}
@@ -723,13 +732,11 @@ int proxy_xdp(struct xdp_md *ctx)
 	if (next_hop(ctx, &fib) < 0)
 		goto slow;
 
-	if (!v6) {
-		v4mapped(fl.addr, ip->saddr);
+	__builtin_memcpy(fl.addr, pa.addr, 16);
+	if (!v6)
 		rewrite4(ip, udp, &ip->daddr, be->addr4, &udp->dest, be->port);
-	} else {
-		__builtin_memcpy(fl.addr, &ip6->saddr, 16);
+	else
 		rewrite6(ip6, udp, ip6->daddr.in6_u.u6_addr32, (const __u32 *)be->addr6, &udp->dest, be->port);
-	}
 	/* Remember the client, so this backend's replies to it come back
 	 * through us; look first, as most requests come from known clients. */
 	fl.port = udp->source;
@@ -742,12 +749,6 @@ int proxy_xdp(struct xdp_md *ctx)
 
 reply:
 	/* ---- perhaps a backend's reply to a client ---- */
-	pa.port = udp->source;
-	if (!v6)
-		v4mapped(pa.addr, ip->saddr);
-	else
-		__builtin_memcpy(pa.addr, &ip6->saddr, 16);
-	bip = bpf_map_lookup_elem(&backend_addrs, &pa);
 	if (!bip)
 		return XDP_PASS;
 	bi = *bip;

@@ -19,7 +19,10 @@
 //     and port, and its request id, are kept: the backend answers the client
 //     directly, through the proxy, which is its gateway. Nothing is kept per
 //     request (only per client, below), and clients whose request ids
-//     collide cannot get each other's replies.
+//     collide cannot get each other's replies. A request from a port a
+//     reply loop could run through (memcache.Unanswerable), or from a
+//     backend's own address and port, is dropped (the slow path refuses
+//     it too): forwarded, it would have a backend answer a backend.
 //   - A datagram from a backend's address and port to a client that has sent
 //     that backend requests through the proxy (an LRU map of client address,
 //     port and backend) gets the proxy's address and port as its source and

@@ -115,3 +115,38 @@ func TestXDPFrameChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestXDPBackendSource: a request from a backend's own address and
+// serving port, whatever that port is, is dropped and counted: forwarded,
+// it would have a backend answer a backend. The same host from another
+// port is an ordinary client.
+func TestXDPBackendSource(t *testing.T) {
+	l := newXDPLab(t)
+	l.backends[0].Server.Port = 12345
+	l.setBackends(nil)
+	toKV1 := l.topo.Host("proxy").IfaceTo("kv1")
+	for _, v6 := range []bool{false, true} {
+		for _, c := range []struct {
+			port    uint16
+			refused bool
+		}{{12345, true}, {12346, false}} {
+			d := l.request(v6, c.port, []byte("get "+l.keyOn(1)+"\r\n"))
+			kv1 := l.backends[0].IPv4
+			if v6 {
+				kv1 = l.backends[0].IPv6
+			}
+			d.Src = netip.AddrPortFrom(kv1, c.port)
+			d.SrcMAC, d.DstMAC = toKV1.Peer.MAC, toKV1.MAC
+			before, _ := l.o.Stats()
+			act, _ := l.run(toKV1, d.frame())
+			after, _ := l.o.Stats()
+			dropped := after.ReflectDrop - before.ReflectDrop
+			if c.refused && (act != xdpDrop || dropped != 1) {
+				t.Errorf("v6 %v: from kv1's %s: action %d, reflect drops +%d; want XDP_DROP counted", v6, d.Src, act, dropped)
+			}
+			if !c.refused && (act != xdpRedirect || dropped != 0) {
+				t.Errorf("v6 %v: from %s: action %d, reflect drops +%d; want it forwarded", v6, d.Src, act, dropped)
+			}
+		}
+	}
+}

@@ -241,8 +241,9 @@ type Stats struct {
 	Slow      uint64 // requests handed to the slow path
 	NoBackend uint64 // requests passed for want of a live backend
 	NoRoute   uint64 // frames passed because the FIB had no next hop
-	// ReflectDrop counts requests dropped because their source port could
-	// start a reply loop (memcache.Unanswerable).
+	// ReflectDrop counts requests dropped because their source could
+	// start a reply loop: a port memcache.Unanswerable refuses, or a
+	// backend's own address and port.
 	ReflectDrop uint64
 	// Backends counts, per backend index, requests forwarded to it and
 	// replies (and error replies) brought back from it.
