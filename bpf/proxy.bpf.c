@@ -11,8 +11,10 @@
  * no per-request state, and request ids stay the client's own.
  *
  * Replies: a datagram from a backend's address and port to a client that
- * sent that backend a request through the proxy (the flows map) gets its
- * source rewritten to the proxy's address and port, and goes to the client.
+ * sent that backend a request through the proxy (the flows map), arriving
+ * on the interface the FIB sent that request out of (a source address
+ * proves nothing; where it came in does), gets its source rewritten to the
+ * proxy's address and port, and goes to the client.
  *
  * Everything else passes untouched: frames the kernel would not take as the
  * host's (frame.h), other traffic, and requests XDP does not finish (multi-key gets spanning backends, pipelined or multi-datagram
@@ -97,6 +99,7 @@ struct proxy_stats {
 	__u64 no_backend; /* requests passed because no backend was live */
 	__u64 no_route;   /* frames passed because the FIB gave no next hop */
 	__u64 reflect_drop; /* requests dropped: from a port that could start a reply loop, or a backend's */
+	__u64 spoofed_reply; /* a backend's "replies" to its client passed: not from the backend's side */
 };
 
 /* Per-CPU, per-backend counters. */
@@ -141,7 +144,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct proxy_flow);
-	__type(value, __u8);
+	__type(value, __u32); /* the interface the backend is behind */
 } flows SEC(".maps");
 
 struct {
@@ -604,8 +607,7 @@ int proxy_xdp(struct xdp_md *ctx)
 	struct proxy_flow fl = {};
 	struct bpf_fib_lookup fib = {};
 	struct scratch *s;
-	__u32 hoff, plen, bi, *bip;
-	__u8 one = 1;
+	__u32 hoff, plen, bi, *bip, *dev;
 	int b, v6, ilen, to_us = 0;
 
 	if ((void *)(eth + 1) > data_end || !frame_unicast(eth))
@@ -738,11 +740,15 @@ int proxy_xdp(struct xdp_md *ctx)
 	else
 		rewrite6(ip6, udp, ip6->daddr.in6_u.u6_addr32, (const __u32 *)be->addr6, &udp->dest, be->port);
 	/* Remember the client, so this backend's replies to it come back
-	 * through us; look first, as most requests come from known clients. */
+	 * through us, and where the backend is; look first, as most
+	 * requests come from known clients. */
 	fl.port = udp->source;
 	fl.backend = bi;
-	if (!bpf_map_lookup_elem(&flows, &fl))
-		bpf_map_update_elem(&flows, &fl, &one, BPF_ANY);
+	dev = bpf_map_lookup_elem(&flows, &fl);
+	if (!dev)
+		bpf_map_update_elem(&flows, &fl, &fib.ifindex, BPF_ANY);
+	else if (*dev != fib.ifindex)
+		*dev = fib.ifindex; /* the route changed */
 	STAT_INC(forwarded);
 	backend_stat(bi, STAT_REQUEST);
 	return send(ctx, eth, &fib);
@@ -763,8 +769,13 @@ reply:
 			return XDP_PASS;
 		__builtin_memcpy(fl.addr, &ip6->daddr, 16);
 	}
-	if (!bpf_map_lookup_elem(&flows, &fl))
+	dev = bpf_map_lookup_elem(&flows, &fl);
+	if (!dev)
 		return XDP_PASS; /* not a client of ours: someone talking to the backend directly */
+	if (*dev != ctx->ingress_ifindex) {
+		STAT_INC(spoofed_reply);
+		return XDP_PASS;
+	}
 
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.sport = bpf_htons(port);

@@ -25,8 +25,12 @@
 //     it too): forwarded, it would have a backend answer a backend.
 //   - A datagram from a backend's address and port to a client that has sent
 //     that backend requests through the proxy (an LRU map of client address,
-//     port and backend) gets the proxy's address and port as its source and
-//     goes to the client. Traffic between a backend and anyone else passes.
+//     port and backend, holding the interface the FIB sent the requests
+//     out of), arriving on that interface, gets the proxy's address and port
+//     as its source and goes to the client. Traffic between a backend and
+//     anyone else passes, and so does a datagram with the backend's source
+//     that comes in on another interface (counted as a spoofed reply): a
+//     source address is anyone's to write.
 //   - Everything else passes to the kernel untouched: frames the kernel
 //     would not take as the host's (a multicast or broadcast destination, a
 //     bad IP version or IPv4 header checksum, lengths beyond the frame or

@@ -116,6 +116,29 @@ func TestXDPFrameChecks(t *testing.T) {
 	}
 }
 
+// TestXDPReplyIngress: a datagram with a backend's source to one of its
+// clients is a reply only if it comes in on the interface the proxy
+// reaches that backend through: the same datagram injected from the
+// client's side, or from another backend's link, is not sent to the
+// client as the proxy's.
+func TestXDPReplyIngress(t *testing.T) {
+	l := newXDPLab(t)
+	toKV3 := l.topo.Host("proxy").IfaceTo("kv3")
+	for _, v6 := range []bool{false, true} {
+		_, reply, toKV2 := l.flow(v6, 43000, 1)
+		in := reply.frame()
+		for _, dev := range []*netlab.Iface{l.fromCli, toKV3} {
+			l.passes(t, fmt.Sprintf("v6 %v: kv2's reply arriving on %s", v6, dev.Name), dev, in)
+		}
+		if act, _ := l.run(toKV2, in); act != xdpRedirect {
+			t.Errorf("v6 %v: kv2's reply on its own link: action %d, want XDP_REDIRECT", v6, act)
+		}
+	}
+	if st, _ := l.o.Stats(); st.SpoofedReply != 4 || st.Replies != 2 {
+		t.Errorf("stats %+v: want 4 spoofed replies passed, 2 replies", st)
+	}
+}
+
 // TestXDPBackendSource: a request from a backend's own address and
 // serving port, whatever that port is, is dropped and counted: forwarded,
 // it would have a backend answer a backend. The same host from another

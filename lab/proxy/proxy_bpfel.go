@@ -53,14 +53,15 @@ type proxyProxyRing struct {
 }
 
 type proxyProxyStats struct {
-	_           structs.HostLayout
-	Requests    uint64
-	Forwarded   uint64
-	Replies     uint64
-	Slow        uint64
-	NoBackend   uint64
-	NoRoute     uint64
-	ReflectDrop uint64
+	_            structs.HostLayout
+	Requests     uint64
+	Forwarded    uint64
+	Replies      uint64
+	Slow         uint64
+	NoBackend    uint64
+	NoRoute      uint64
+	ReflectDrop  uint64
+	SpoofedReply uint64
 }
 
 type proxyScratch struct {

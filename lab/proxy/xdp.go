@@ -245,6 +245,10 @@ type Stats struct {
 	// start a reply loop: a port memcache.Unanswerable refuses, or a
 	// backend's own address and port.
 	ReflectDrop uint64
+	// SpoofedReply counts datagrams from a backend's address and port to
+	// a client of it that came in on an interface other than the one the
+	// backend is reached through: passed, not taken for replies.
+	SpoofedReply uint64
 	// Backends counts, per backend index, requests forwarded to it and
 	// replies (and error replies) brought back from it.
 	Backends []BackendStats
@@ -255,7 +259,7 @@ type Stats struct {
 
 // CPUStats are one CPU's counters.
 type CPUStats struct {
-	Requests, Forwarded, Replies, Slow, NoBackend, NoRoute, ReflectDrop uint64
+	Requests, Forwarded, Replies, Slow, NoBackend, NoRoute, ReflectDrop, SpoofedReply uint64
 }
 
 // BackendStats are one backend's counters; Errors counts the replies that
@@ -277,7 +281,8 @@ func (o *Objects) Stats() (Stats, error) {
 		st.NoBackend += c.NoBackend
 		st.NoRoute += c.NoRoute
 		st.ReflectDrop += c.ReflectDrop
-		st.PerCPU = append(st.PerCPU, CPUStats{c.Requests, c.Forwarded, c.Replies, c.Slow, c.NoBackend, c.NoRoute, c.ReflectDrop})
+		st.SpoofedReply += c.SpoofedReply
+		st.PerCPU = append(st.PerCPU, CPUStats{c.Requests, c.Forwarded, c.Replies, c.Slow, c.NoBackend, c.NoRoute, c.ReflectDrop, c.SpoofedReply})
 	}
 	o.mu.Lock()
 	n := o.nback
