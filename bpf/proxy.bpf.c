@@ -16,6 +16,17 @@
  * proves nothing; where it came in does), gets its source rewritten to the
  * proxy's address and port, and goes to the client.
  *
+ * Flows are planted by requests, whose source anyone can write: a flood of
+ * spoofed sources would push real clients' flows out of the LRU map (their
+ * replies would stop coming back), and a backend's answers to the spoofed
+ * sources mark those flows as used as much as real ones. So each CPU plants
+ * at most new_flows flows a second (flow_admit); a request that would plant
+ * one more goes to the slow path, which forwards from its own socket and
+ * needs no flow. A flood turns the 65536 flows over no faster than in
+ * 65536 / (new_flows x CPUs) seconds (a minute per CPU at the default,
+ * 1024); a client whose flow goes plants it again with its next request,
+ * or is served by the slow path while the flood spends the budget.
+ *
  * Everything else passes untouched: frames the kernel would not take as the
  * host's (frame.h), other traffic, and requests XDP does not finish (multi-key gets spanning backends, pipelined or multi-datagram
  * requests, anything odd), which the Go slow path on the same port serves.
@@ -100,6 +111,7 @@ struct proxy_stats {
 	__u64 no_route;   /* frames passed because the FIB gave no next hop */
 	__u64 reflect_drop; /* requests dropped: from a port that could start a reply loop, or a backend's */
 	__u64 spoofed_reply; /* a backend's "replies" to its client passed: not from the backend's side */
+	__u64 flow_limit; /* of slow: this CPU had planted new_flows flows this second */
 };
 
 /* Per-CPU, per-backend counters. */
@@ -113,6 +125,7 @@ struct proxy_backend_stats {
 const volatile __u16 port = 11211;
 const volatile __u8 has_listen4 = 0;
 const volatile __be32 listen4 = 0;
+const volatile __u32 new_flows = 1024; /* flows each CPU may plant a second */
 const volatile __u8 has_listen6 = 0;
 const volatile __u32 listen6[4] = {}; /* network order */
 
@@ -146,6 +159,18 @@ struct {
 	__type(key, struct proxy_flow);
 	__type(value, __u32); /* the interface the backend is behind */
 } flows SEC(".maps");
+
+struct flow_budget {
+	__u64 second; /* of bpf_ktime_get_ns */
+	__u64 planted; /* in that second */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_budget);
+} flow_budget SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -521,6 +546,25 @@ static __always_inline void v4mapped(__u8 *out, __be32 a)
 	__builtin_memcpy(out + 12, &a, 4);
 }
 
+/* Whether this CPU may plant one more flow this second (see the top). */
+static __always_inline int flow_admit(void)
+{
+	__u32 z = 0;
+	struct flow_budget *b = bpf_map_lookup_elem(&flow_budget, &z);
+	__u64 now = bpf_ktime_get_ns() / 1000000000;
+
+	if (!b)
+		return 0;
+	if (b->second != now) {
+		b->second = now;
+		b->planted = 0;
+	}
+	if (b->planted >= new_flows)
+		return 0;
+	b->planted++;
+	return 1;
+}
+
 /* The FIB's next hop towards params' destination, from the ingress device.
  * 0 ok (ifindex and MACs filled in), -1 pass to the stack. */
 static __always_inline int next_hop(struct xdp_md *ctx, struct bpf_fib_lookup *fib)
@@ -734,21 +778,26 @@ int proxy_xdp(struct xdp_md *ctx)
 	if (next_hop(ctx, &fib) < 0)
 		goto slow;
 
+	/* Remember the client, so this backend's replies to it come back
+	 * through us, and where the backend is; look first, as most
+	 * requests come from known clients. */
 	__builtin_memcpy(fl.addr, pa.addr, 16);
+	fl.port = udp->source;
+	fl.backend = bi;
+	dev = bpf_map_lookup_elem(&flows, &fl);
+	if (!dev) {
+		if (!flow_admit()) {
+			STAT_INC(flow_limit);
+			goto slow;
+		}
+		bpf_map_update_elem(&flows, &fl, &fib.ifindex, BPF_ANY);
+	} else if (*dev != fib.ifindex) {
+		*dev = fib.ifindex; /* the route changed */
+	}
 	if (!v6)
 		rewrite4(ip, udp, &ip->daddr, be->addr4, &udp->dest, be->port);
 	else
 		rewrite6(ip6, udp, ip6->daddr.in6_u.u6_addr32, (const __u32 *)be->addr6, &udp->dest, be->port);
-	/* Remember the client, so this backend's replies to it come back
-	 * through us, and where the backend is; look first, as most
-	 * requests come from known clients. */
-	fl.port = udp->source;
-	fl.backend = bi;
-	dev = bpf_map_lookup_elem(&flows, &fl);
-	if (!dev)
-		bpf_map_update_elem(&flows, &fl, &fib.ifindex, BPF_ANY);
-	else if (*dev != fib.ifindex)
-		*dev = fib.ifindex; /* the route changed */
 	STAT_INC(forwarded);
 	backend_stat(bi, STAT_REQUEST);
 	return send(ctx, eth, &fib);

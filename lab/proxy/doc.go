@@ -31,6 +31,14 @@
 //     anyone else passes, and so does a datagram with the backend's source
 //     that comes in on another interface (counted as a spoofed reply): a
 //     source address is anyone's to write.
+//   - Requests plant those flows, and a request's source is anyone's to
+//     write too: a flood of spoofed sources, each answered by its backend as
+//     a client would be, would push real clients' flows out of the LRU map.
+//     So each CPU plants at most [Config.NewFlows] flows a second (1024 by
+//     default); a request that would plant one more goes to the slow path,
+//     which needs no flow (Stats.FlowLimit counts them). A flood turns the
+//     65536 flows over in no less than 65536 / (NewFlows × CPUs) seconds;
+//     a client whose flow went plants it again with its next request.
 //   - Everything else passes to the kernel untouched: frames the kernel
 //     would not take as the host's (a multicast or broadcast destination, a
 //     bad IP version or IPv4 header checksum, lengths beyond the frame or

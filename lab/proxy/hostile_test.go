@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/xdplab/xdplab/lab/netlab"
 )
@@ -171,5 +174,78 @@ func TestXDPBackendSource(t *testing.T) {
 				t.Errorf("v6 %v: from %s: action %d, reflect drops +%d; want it forwarded", v6, d.Src, act, dropped)
 			}
 		}
+	}
+}
+
+// TestXDPFlowFlood: requests from many spoofed sources cannot plant flows
+// faster than the budget of new flows lets them, so they cannot push an
+// established client's flow out of the map; its replies keep coming
+// back through XDP.
+func TestXDPFlowFlood(t *testing.T) {
+	l := newXDPLab(t)
+	_, reply, toKV2 := l.flow(false, 44000, 1)
+	if act, _ := l.run(toKV2, reply.frame()); act != xdpRedirect {
+		t.Fatalf("the client's reply before the flood: action %d", act)
+	}
+	// Three times the map's size, each answered by the backend as a real
+	// one would be (which marks the flow used, as the client's was).
+	const n = 3 * 65536
+	sreq := l.request(false, 45000, []byte("get "+l.keyOn(1)+"\r\n"))
+	sreq.NoCsum = true
+	sreply, _ := l.replyFrom(1, sreq)
+	sreply.NoCsum = true
+	req, rep := sreq.frame(), sreply.frame()
+	out := make([]byte, len(req)+256)
+	run := func(dev *netlab.Iface, f []byte) (uint32, error) {
+		opts := ebpf.RunOptions{Data: f, DataOut: out,
+			Context: xdpMD{DataEnd: uint32(len(f)), IngressIfindex: uint32(dev.Index)}}
+		return l.o.Program().Run(&opts)
+	}
+	planted := 0
+	start := time.Now()
+	err := l.topo.Host("proxy").Do(func() error {
+		for i := range n {
+			src := 0x64400000 + uint32(i) // 100.64.0.0/10
+			binary.BigEndian.PutUint32(req[26:], src)
+			binary.BigEndian.PutUint32(rep[30:], src)
+			ipv4Sum(req)
+			ipv4Sum(rep)
+			act, err := run(l.fromCli, req)
+			if err != nil {
+				return err
+			}
+			if act != xdpRedirect {
+				continue
+			}
+			planted++
+			if _, err := run(toKV2, rep); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	flows := 0
+	var k, next proxyProxyFlow
+	for err := l.o.objs.Flows.NextKey(nil, &next); err == nil; err = l.o.objs.Flows.NextKey(&k, &next) {
+		flows, k = flows+1, next
+	}
+	t.Logf("%d spoofed sources in %v: %d forwarded, %d flows in the map", n, took, planted, flows)
+	if act, _ := l.run(toKV2, reply.frame()); act != xdpRedirect {
+		t.Errorf("the client's reply after the flood: action %d, want XDP_REDIRECT (its flow was evicted)", act)
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bound := DefaultNewFlows * cpus * (int(took/time.Second) + 2); planted > bound {
+		t.Errorf("a flood planted %d flows, want at most %d (%d a second on each of %d CPUs)", planted, bound, DefaultNewFlows, cpus)
+	}
+	// The rest went to the slow path, counted.
+	if st, _ := l.o.Stats(); st.FlowLimit != uint64(n-planted) {
+		t.Errorf("FlowLimit %d, want the %d requests not forwarded", st.FlowLimit, n-planted)
 	}
 }
