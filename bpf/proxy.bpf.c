@@ -28,8 +28,9 @@
  * or is served by the slow path while the flood spends the budget.
  *
  * Everything else passes untouched: frames the kernel would not take as the
- * host's (frame.h), other traffic, and requests XDP does not finish (multi-key gets spanning backends, pipelined or multi-datagram
- * requests, anything odd), which the Go slow path on the same port serves.
+ * host's (frame.h), other traffic, and requests XDP does not finish
+ * (multi-key gets spanning backends, pipelined or multi-datagram requests,
+ * anything odd), which the Go slow path on the same port serves.
  *
  * Verifier shape, as in kv.bpf.c: the payload is copied into a per-CPU
  * scratch map, the loops sit in global functions verified once each, and
