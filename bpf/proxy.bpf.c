@@ -11,12 +11,26 @@
  * no per-request state, and request ids stay the client's own.
  *
  * Replies: a datagram from a backend's address and port to a client that
- * sent that backend a request through the proxy (the flows map) gets its
- * source rewritten to the proxy's address and port, and goes to the client.
+ * sent that backend a request through the proxy (the flows map), arriving
+ * on the interface the FIB sent that request out of (a source address
+ * proves nothing; where it came in does), gets its source rewritten to the
+ * proxy's address and port, and goes to the client.
  *
- * Everything else passes untouched: other traffic, and requests XDP does not
- * finish (multi-key gets spanning backends, pipelined or multi-datagram
- * requests, anything odd), which the Go slow path on the same port serves.
+ * Flows are planted by requests, whose source anyone can write: a flood of
+ * spoofed sources would push real clients' flows out of the LRU map (their
+ * replies would stop coming back), and a backend's answers to the spoofed
+ * sources mark those flows as used as much as real ones. So each CPU plants
+ * at most new_flows flows a second (flow_admit); a request that would plant
+ * one more goes to the slow path, which forwards from its own socket and
+ * needs no flow. A flood turns the 65536 flows over no faster than in
+ * 65536 / (new_flows x CPUs) seconds (a minute per CPU at the default,
+ * 1024); a client whose flow goes plants it again with its next request,
+ * or is served by the slow path while the flood spends the budget.
+ *
+ * Everything else passes untouched: frames the kernel would not take as the
+ * host's (frame.h), other traffic, and requests XDP does not finish
+ * (multi-key gets spanning backends, pipelined or multi-datagram requests,
+ * anything odd), which the Go slow path on the same port serves.
  *
  * Verifier shape, as in kv.bpf.c: the payload is copied into a per-CPU
  * scratch map, the loops sit in global functions verified once each, and
@@ -31,6 +45,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "frame.h"
 #include "scan.h"
 
 #define AF_INET 2
@@ -95,7 +110,9 @@ struct proxy_stats {
 	__u64 slow;       /* requests handed to the slow path */
 	__u64 no_backend; /* requests passed because no backend was live */
 	__u64 no_route;   /* frames passed because the FIB gave no next hop */
-	__u64 reflect_drop; /* requests dropped: from a port that could start a reply loop */
+	__u64 reflect_drop; /* requests dropped: from a port that could start a reply loop, or a backend's */
+	__u64 spoofed_reply; /* a backend's "replies" to its client passed: not from the backend's side */
+	__u64 flow_limit; /* of slow: this CPU had planted new_flows flows this second */
 };
 
 /* Per-CPU, per-backend counters. */
@@ -109,6 +126,7 @@ struct proxy_backend_stats {
 const volatile __u16 port = 11211;
 const volatile __u8 has_listen4 = 0;
 const volatile __be32 listen4 = 0;
+const volatile __u32 new_flows = 1024; /* flows each CPU may plant a second */
 const volatile __u8 has_listen6 = 0;
 const volatile __u32 listen6[4] = {}; /* network order */
 
@@ -140,8 +158,20 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct proxy_flow);
-	__type(value, __u8);
+	__type(value, __u32); /* the interface the backend is behind */
 } flows SEC(".maps");
+
+struct flow_budget {
+	__u64 second; /* of bpf_ktime_get_ns */
+	__u64 planted; /* in that second */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_budget);
+} flow_budget SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -476,14 +506,6 @@ __noinline int route(void)
 
 /* ---- packet in, packet out ---- */
 
-static __always_inline __u16 fold(__u64 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
-
 /* Copies the payload into s->req (see kv.bpf.c's copy_pkt for the shape). */
 static __always_inline int copy_in(struct scratch *s, void *data, void *data_end, __u32 off)
 {
@@ -525,6 +547,25 @@ static __always_inline void v4mapped(__u8 *out, __be32 a)
 	__builtin_memcpy(out + 12, &a, 4);
 }
 
+/* Whether this CPU may plant one more flow this second (see the top). */
+static __always_inline int flow_admit(void)
+{
+	__u32 z = 0;
+	struct flow_budget *b = bpf_map_lookup_elem(&flow_budget, &z);
+	__u64 now = bpf_ktime_get_ns() / 1000000000;
+
+	if (!b)
+		return 0;
+	if (b->second != now) {
+		b->second = now;
+		b->planted = 0;
+	}
+	if (b->planted >= new_flows)
+		return 0;
+	b->planted++;
+	return 1;
+}
+
 /* The FIB's next hop towards params' destination, from the ingress device.
  * 0 ok (ifindex and MACs filled in), -1 pass to the stack. */
 static __always_inline int next_hop(struct xdp_md *ctx, struct bpf_fib_lookup *fib)
@@ -555,7 +596,7 @@ static __always_inline void udp_csum(struct udphdr *udp, __u32 *from, __u32 *to,
 	if (!udp->check)
 		return;
 	sum = bpf_csum_diff(from, size, to, size, ~(__u32)udp->check & 0xffff);
-	udp->check = fold(sum) ?: 0xffff;
+	udp->check = frame_fold(sum) ?: 0xffff;
 }
 
 /* Forwards a frame with one IPv4 address of its header (*addr: the source
@@ -575,7 +616,7 @@ static __always_inline void rewrite4(struct iphdr *ip, struct udphdr *udp, __be3
 	udp_csum(udp, from, to, sizeof(from));
 	ip->ttl--;
 	ip->check = 0;
-	ip->check = fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
+	ip->check = frame_fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
 }
 
 /* rewrite4 for IPv6 (which has no header checksum). */
@@ -611,24 +652,25 @@ int proxy_xdp(struct xdp_md *ctx)
 	struct proxy_flow fl = {};
 	struct bpf_fib_lookup fib = {};
 	struct scratch *s;
-	__u32 hoff, plen, bi, *bip;
-	__u8 one = 1;
-	int b, v6, to_us = 0;
+	__u32 hoff, plen, bi, *bip, *dev;
+	int b, v6, ilen, to_us = 0;
 
-	if ((void *)(eth + 1) > data_end)
+	if ((void *)(eth + 1) > data_end || !frame_unicast(eth))
 		return XDP_PASS;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		v6 = 0;
-		if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
+		if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP)
 			return XDP_PASS;
 		if (ip->frag_off & bpf_htons(0x3fff))
 			return XDP_PASS;
+		ilen = frame_ipv4(ip, data_end);
 		hoff = sizeof(*eth) + sizeof(*ip);
 		to_us = has_listen4 && ip->daddr == listen4;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		v6 = 1;
 		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
 			return XDP_PASS;
+		ilen = frame_ipv6(ip6, data_end);
 		hoff = sizeof(*eth) + sizeof(*ip6);
 		to_us = has_listen6 && ip6->daddr.in6_u.u6_addr32[0] == listen6[0] &&
 			ip6->daddr.in6_u.u6_addr32[1] == listen6[1] &&
@@ -638,8 +680,16 @@ int proxy_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	udp = data + hoff;
-	if ((void *)(udp + 1) > data_end)
+	if (ilen < 0 || (void *)(udp + 1) > data_end || !frame_udp_ok(udp, ilen))
 		return XDP_PASS;
+
+	/* Is the source a backend's serving address and port? */
+	pa.port = udp->source;
+	if (!v6)
+		v4mapped(pa.addr, ip->saddr);
+	else
+		__builtin_memcpy(pa.addr, &ip6->saddr, 16);
+	bip = bpf_map_lookup_elem(&backend_addrs, &pa);
 
 	if (!(to_us && udp->dest == bpf_htons(port)))
 		goto reply;
@@ -647,13 +697,14 @@ int proxy_xdp(struct xdp_md *ctx)
 	/* ---- a request ---- */
 	STAT_INC(requests);
 	/* Forwarded, it would make a backend answer the source: never a
-	 * well-known port, nor memcached's or the proxy's own, so one spoofed
-	 * datagram cannot set servers answering each other
-	 * (lab/memcache.Unanswerable, which the slow path applies). */
+	 * well-known port, nor memcached's or the proxy's own, nor a
+	 * backend's own address and port, so one spoofed datagram cannot set
+	 * servers answering each other (lab/memcache.Unanswerable, which the
+	 * slow path applies, with the backends). */
 	{
 		__u16 sp = bpf_ntohs(udp->source);
 
-		if (sp < 1024 || sp == 11211 || sp == port) {
+		if (bip || sp < 1024 || sp == 11211 || sp == port) {
 			STAT_INC(reflect_drop);
 			return XDP_DROP;
 		}
@@ -728,31 +779,32 @@ int proxy_xdp(struct xdp_md *ctx)
 	if (next_hop(ctx, &fib) < 0)
 		goto slow;
 
-	if (!v6) {
-		v4mapped(fl.addr, ip->saddr);
-		rewrite4(ip, udp, &ip->daddr, be->addr4, &udp->dest, be->port);
-	} else {
-		__builtin_memcpy(fl.addr, &ip6->saddr, 16);
-		rewrite6(ip6, udp, ip6->daddr.in6_u.u6_addr32, (const __u32 *)be->addr6, &udp->dest, be->port);
-	}
 	/* Remember the client, so this backend's replies to it come back
-	 * through us; look first, as most requests come from known clients. */
+	 * through us, and where the backend is; look first, as most
+	 * requests come from known clients. */
+	__builtin_memcpy(fl.addr, pa.addr, 16);
 	fl.port = udp->source;
 	fl.backend = bi;
-	if (!bpf_map_lookup_elem(&flows, &fl))
-		bpf_map_update_elem(&flows, &fl, &one, BPF_ANY);
+	dev = bpf_map_lookup_elem(&flows, &fl);
+	if (!dev) {
+		if (!flow_admit()) {
+			STAT_INC(flow_limit);
+			goto slow;
+		}
+		bpf_map_update_elem(&flows, &fl, &fib.ifindex, BPF_ANY);
+	} else if (*dev != fib.ifindex) {
+		*dev = fib.ifindex; /* the route changed */
+	}
+	if (!v6)
+		rewrite4(ip, udp, &ip->daddr, be->addr4, &udp->dest, be->port);
+	else
+		rewrite6(ip6, udp, ip6->daddr.in6_u.u6_addr32, (const __u32 *)be->addr6, &udp->dest, be->port);
 	STAT_INC(forwarded);
 	backend_stat(bi, STAT_REQUEST);
 	return send(ctx, eth, &fib);
 
 reply:
 	/* ---- perhaps a backend's reply to a client ---- */
-	pa.port = udp->source;
-	if (!v6)
-		v4mapped(pa.addr, ip->saddr);
-	else
-		__builtin_memcpy(pa.addr, &ip6->saddr, 16);
-	bip = bpf_map_lookup_elem(&backend_addrs, &pa);
 	if (!bip)
 		return XDP_PASS;
 	bi = *bip;
@@ -767,8 +819,13 @@ reply:
 			return XDP_PASS;
 		__builtin_memcpy(fl.addr, &ip6->daddr, 16);
 	}
-	if (!bpf_map_lookup_elem(&flows, &fl))
+	dev = bpf_map_lookup_elem(&flows, &fl);
+	if (!dev)
 		return XDP_PASS; /* not a client of ours: someone talking to the backend directly */
+	if (*dev != ctx->ingress_ifindex) {
+		STAT_INC(spoofed_reply);
+		return XDP_PASS;
+	}
 
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.sport = bpf_htons(port);

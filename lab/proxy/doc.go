@@ -19,12 +19,30 @@
 //     and port, and its request id, are kept: the backend answers the client
 //     directly, through the proxy, which is its gateway. Nothing is kept per
 //     request (only per client, below), and clients whose request ids
-//     collide cannot get each other's replies.
+//     collide cannot get each other's replies. A request from a port a
+//     reply loop could run through (memcache.Unanswerable), or from a
+//     backend's own address and port, is dropped (the slow path refuses
+//     it too): forwarded, it would have a backend answer a backend.
 //   - A datagram from a backend's address and port to a client that has sent
 //     that backend requests through the proxy (an LRU map of client address,
-//     port and backend) gets the proxy's address and port as its source and
-//     goes to the client. Traffic between a backend and anyone else passes.
-//   - Everything else passes to the kernel untouched: other traffic, and the
+//     port and backend, holding the interface the FIB sent the requests
+//     out of), arriving on that interface, gets the proxy's address and port
+//     as its source and goes to the client. Traffic between a backend and
+//     anyone else passes, and so does a datagram with the backend's source
+//     that comes in on another interface (counted as a spoofed reply): a
+//     source address is anyone's to write.
+//   - Requests plant those flows, and a request's source is anyone's to
+//     write too: a flood of spoofed sources, each answered by its backend as
+//     a client would be, would push real clients' flows out of the LRU map.
+//     So each CPU plants at most [Config.NewFlows] flows a second (1024 by
+//     default); a request that would plant one more goes to the slow path,
+//     which needs no flow (Stats.FlowLimit counts them). A flood turns the
+//     65536 flows over in no less than 65536 / (NewFlows × CPUs) seconds;
+//     a client whose flow went plants it again with its next request.
+//   - Everything else passes to the kernel untouched: frames the kernel
+//     would not take as the host's (a multicast or broadcast destination, a
+//     bad IP version or IPv4 header checksum, lengths beyond the frame or
+//     the IP payload: bpf/include/frame.h), other traffic, and the
 //     requests XDP does not finish (multi-key gets spanning backends,
 //     pipelined or multi-datagram requests, odd spellings, requests larger
 //     than the backend link's MTU), which the Go slow path ([SlowPath])

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type proxyFlowBudget struct {
+	_       structs.HostLayout
+	Second  uint64
+	Planted uint64
+}
+
 type proxyProxyAddr struct {
 	_    structs.HostLayout
 	Addr [16]uint8
@@ -53,14 +59,16 @@ type proxyProxyRing struct {
 }
 
 type proxyProxyStats struct {
-	_           structs.HostLayout
-	Requests    uint64
-	Forwarded   uint64
-	Replies     uint64
-	Slow        uint64
-	NoBackend   uint64
-	NoRoute     uint64
-	ReflectDrop uint64
+	_            structs.HostLayout
+	Requests     uint64
+	Forwarded    uint64
+	Replies      uint64
+	Slow         uint64
+	NoBackend    uint64
+	NoRoute      uint64
+	ReflectDrop  uint64
+	SpoofedReply uint64
+	FlowLimit    uint64
 }
 
 type proxyScratch struct {
@@ -87,6 +95,7 @@ const (
 	proxyMapBackendAddrs = "backend_addrs"
 	proxyMapBackendStats = "backend_stats"
 	proxyMapBackends     = "backends"
+	proxyMapFlowBudget   = "flow_budget"
 	proxyMapFlows        = "flows"
 	proxyMapRings        = "rings"
 	proxyMapScratch      = "scratch"
@@ -96,6 +105,7 @@ const (
 	proxyVarHasListen6   = "has_listen6"
 	proxyVarListen4      = "listen4"
 	proxyVarListen6      = "listen6"
+	proxyVarNewFlows     = "new_flows"
 	proxyVarPort         = "port"
 	proxyVarRingSlot     = "ring_slot"
 )
@@ -152,6 +162,7 @@ type proxyMapSpecs struct {
 	BackendAddrs *ebpf.MapSpec `ebpf:"backend_addrs"`
 	BackendStats *ebpf.MapSpec `ebpf:"backend_stats"`
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
+	FlowBudget   *ebpf.MapSpec `ebpf:"flow_budget"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
 	Rings        *ebpf.MapSpec `ebpf:"rings"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
@@ -166,6 +177,7 @@ type proxyVariableSpecs struct {
 	HasListen6 *ebpf.VariableSpec `ebpf:"has_listen6"`
 	Listen4    *ebpf.VariableSpec `ebpf:"listen4"`
 	Listen6    *ebpf.VariableSpec `ebpf:"listen6"`
+	NewFlows   *ebpf.VariableSpec `ebpf:"new_flows"`
 	Port       *ebpf.VariableSpec `ebpf:"port"`
 	RingSlot   *ebpf.VariableSpec `ebpf:"ring_slot"`
 }
@@ -193,6 +205,7 @@ type proxyMaps struct {
 	BackendAddrs *ebpf.Map `ebpf:"backend_addrs"`
 	BackendStats *ebpf.Map `ebpf:"backend_stats"`
 	Backends     *ebpf.Map `ebpf:"backends"`
+	FlowBudget   *ebpf.Map `ebpf:"flow_budget"`
 	Flows        *ebpf.Map `ebpf:"flows"`
 	Rings        *ebpf.Map `ebpf:"rings"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
@@ -204,6 +217,7 @@ func (m *proxyMaps) Close() error {
 		m.BackendAddrs,
 		m.BackendStats,
 		m.Backends,
+		m.FlowBudget,
 		m.Flows,
 		m.Rings,
 		m.Scratch,
@@ -219,6 +233,7 @@ type proxyVariables struct {
 	HasListen6 *ebpf.Variable `ebpf:"has_listen6"`
 	Listen4    *ebpf.Variable `ebpf:"listen4"`
 	Listen6    *ebpf.Variable `ebpf:"listen6"`
+	NewFlows   *ebpf.Variable `ebpf:"new_flows"`
 	Port       *ebpf.Variable `ebpf:"port"`
 	RingSlot   *ebpf.Variable `ebpf:"ring_slot"`
 }

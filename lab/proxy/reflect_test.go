@@ -42,14 +42,19 @@ func TestXDPReflectionPorts(t *testing.T) {
 }
 
 // TestSlowPathRefuses: the slow path answers neither a datagram from a
-// port a loop could run through nor one holding another server's reply
-// (memcache.Unanswerable), and still answers the same client's requests.
+// port a loop could run through, nor one from a backend's own address and
+// port, nor one holding another server's reply (memcache.Unanswerable),
+// and still answers the same clients' requests.
 func TestSlowPathRefuses(t *testing.T) {
-	ring, err := NewRing([]Server{{Host: "127.0.0.1", Port: 1, Weight: 1}}, []bool{false})
+	// 127.0.0.3 is local too: the backend's address, which the test
+	// sends from.
+	kv := netip.MustParseAddrPort("127.0.0.3:12345")
+	b := Backend{Server: Server{Host: kv.Addr().String(), Port: kv.Port(), Weight: 1}, IPv4: kv.Addr()}
+	ring, err := NewRing([]Server{b.Server}, []bool{false})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewSlowPath([]netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, nil, ring, SlowConfig{})
+	s, err := NewSlowPath([]netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, []Backend{b}, ring, SlowConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +80,7 @@ func TestSlowPathRefuses(t *testing.T) {
 	}
 	lo := netip.MustParseAddr("127.0.0.1")
 	// 127.0.0.2 is local too: the only way to send from the proxy's own port.
-	for _, from := range []netip.AddrPort{netip.AddrPortFrom(lo, 1023), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), own.Port())} {
+	for _, from := range []netip.AddrPort{netip.AddrPortFrom(lo, 1023), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), own.Port()), kv} {
 		if r := send(from, "version\r\n"); r != "" {
 			t.Errorf("version from %s: %q, want no reply", from, r)
 		}
@@ -85,10 +90,12 @@ func TestSlowPathRefuses(t *testing.T) {
 			t.Errorf("%q: %q, want no reply", p, r)
 		}
 	}
-	if r := send(netip.AddrPortFrom(lo, 0), "version\r\n"); r != string(VersionReply) {
-		t.Errorf("version from an ordinary port: %q", r)
+	for _, from := range []netip.AddrPort{netip.AddrPortFrom(lo, 0), netip.AddrPortFrom(kv.Addr(), kv.Port()+1)} {
+		if r := send(from, "version\r\n"); r != string(VersionReply) {
+			t.Errorf("version from %s, an ordinary client: %q", from, r)
+		}
 	}
-	if st := s.Stats(); st.Refused != 6 {
-		t.Errorf("refused %d, want 6", st.Refused)
+	if st := s.Stats(); st.Refused != 7 {
+		t.Errorf("refused %d, want 7", st.Refused)
 	}
 }

@@ -43,7 +43,9 @@ type SlowStats struct {
 	Splits   uint64 // gets split over several backends
 	Errors   uint64 // error replies made by the proxy (malformed, no backend, timeout)
 	Versions uint64 // version requests answered by the proxy
-	Refused  uint64 // datagrams left unanswered as reflection risks (memcache.Unanswerable)
+	// Refused counts datagrams left unanswered as reflection risks:
+	// memcache.Unanswerable, or from a backend's own address and port.
+	Refused uint64
 	// Backends counts, per backend index, requests forwarded, replies
 	// received and replies that did not come in time.
 	Backends []SlowBackendStats
@@ -69,10 +71,13 @@ type SlowPath struct {
 	cfg      SlowConfig
 	backends []Backend
 	dst      []netip.AddrPort
-	lis      []*net.UDPConn
-	up       *net.UDPConn
-	sem      chan struct{}
-	st       slowCounters
+	// serving holds every backend's addresses with its port: a request
+	// from one would have a backend answer a backend.
+	serving map[netip.AddrPort]bool
+	lis     []*net.UDPConn
+	up      *net.UDPConn
+	sem     chan struct{}
+	st      slowCounters
 
 	ring atomic.Pointer[Ring]
 
@@ -99,7 +104,7 @@ func NewSlowPath(listen []netip.AddrPort, backends []Backend, ring *Ring, cfg Sl
 		cfg.MaxInFlight = 4096
 	}
 	s := &SlowPath{cfg: cfg, backends: slices.Clone(backends), pending: map[uint16]*upCall{},
-		sem: make(chan struct{}, cfg.MaxInFlight)}
+		serving: map[netip.AddrPort]bool{}, sem: make(chan struct{}, cfg.MaxInFlight)}
 	s.st.backends = make([]backendCounters, len(backends))
 	for _, b := range backends {
 		d, err := b.Dst()
@@ -107,6 +112,11 @@ func NewSlowPath(listen []netip.AddrPort, backends []Backend, ring *Ring, cfg Sl
 			return nil, fmt.Errorf("slow path: %w", err)
 		}
 		s.dst = append(s.dst, d)
+		for _, a := range []netip.Addr{b.IPv4, b.IPv6} {
+			if a.IsValid() {
+				s.serving[netip.AddrPortFrom(a, b.Server.Port)] = true
+			}
+		}
 	}
 	s.ring.Store(ring)
 	for _, ap := range listen {
@@ -205,7 +215,8 @@ func (s *SlowPath) readClients(c *net.UDPConn) error {
 		if err != nil || h.Total != 1 {
 			continue
 		}
-		if memcache.Unanswerable(from.Port(), own, buf[memcache.HeaderLen:n]) {
+		if memcache.Unanswerable(from.Port(), own, buf[memcache.HeaderLen:n]) ||
+			s.serving[netip.AddrPortFrom(from.Addr().Unmap(), from.Port())] {
 			s.st.refused.Add(1)
 			continue
 		}

@@ -21,7 +21,16 @@ type Config struct {
 	// Listen4 and Listen6 are the proxy's addresses clients send requests
 	// to, and replies come from; at least one must be valid.
 	Listen4, Listen6 netip.Addr
+	// NewFlows bounds the client flows (by which replies come back; see
+	// the package doc) each CPU plants a second, so that requests from
+	// spoofed sources cannot push real clients' flows out of the map
+	// faster; a request over it goes to the slow path. DefaultNewFlows if
+	// zero.
+	NewFlows uint32
 }
+
+// DefaultNewFlows is Config.NewFlows's default.
+const DefaultNewFlows = 1024
 
 // Backend is one memcached server behind the proxy.
 type Backend struct {
@@ -62,6 +71,9 @@ func Load(cfg Config) (*Objects, error) {
 	if cfg.Port == 0 {
 		cfg.Port = DefaultPort
 	}
+	if cfg.NewFlows == 0 {
+		cfg.NewFlows = DefaultNewFlows
+	}
 	if !cfg.Listen4.Is4() && !cfg.Listen6.Is6() {
 		return nil, errors.New("proxy: needs an IPv4 or IPv6 listen address")
 	}
@@ -75,7 +87,7 @@ func Load(cfg Config) (*Objects, error) {
 	if err != nil {
 		return nil, err
 	}
-	vars := map[string]any{"port": cfg.Port}
+	vars := map[string]any{"port": cfg.Port, "new_flows": cfg.NewFlows}
 	if cfg.Listen4.IsValid() {
 		vars["has_listen4"] = uint8(1)
 		vars["listen4"] = cfg.Listen4.As4()
@@ -241,9 +253,17 @@ type Stats struct {
 	Slow      uint64 // requests handed to the slow path
 	NoBackend uint64 // requests passed for want of a live backend
 	NoRoute   uint64 // frames passed because the FIB had no next hop
-	// ReflectDrop counts requests dropped because their source port could
-	// start a reply loop (memcache.Unanswerable).
+	// ReflectDrop counts requests dropped because their source could
+	// start a reply loop: a port memcache.Unanswerable refuses, or a
+	// backend's own address and port.
 	ReflectDrop uint64
+	// SpoofedReply counts datagrams from a backend's address and port to
+	// a client of it that came in on an interface other than the one the
+	// backend is reached through: passed, not taken for replies.
+	SpoofedReply uint64
+	// FlowLimit counts the requests of Slow that went there because
+	// their CPU had planted Config.NewFlows flows that second.
+	FlowLimit uint64
 	// Backends counts, per backend index, requests forwarded to it and
 	// replies (and error replies) brought back from it.
 	Backends []BackendStats
@@ -254,7 +274,7 @@ type Stats struct {
 
 // CPUStats are one CPU's counters.
 type CPUStats struct {
-	Requests, Forwarded, Replies, Slow, NoBackend, NoRoute, ReflectDrop uint64
+	Requests, Forwarded, Replies, Slow, NoBackend, NoRoute, ReflectDrop, SpoofedReply, FlowLimit uint64
 }
 
 // BackendStats are one backend's counters; Errors counts the replies that
@@ -276,7 +296,9 @@ func (o *Objects) Stats() (Stats, error) {
 		st.NoBackend += c.NoBackend
 		st.NoRoute += c.NoRoute
 		st.ReflectDrop += c.ReflectDrop
-		st.PerCPU = append(st.PerCPU, CPUStats{c.Requests, c.Forwarded, c.Replies, c.Slow, c.NoBackend, c.NoRoute, c.ReflectDrop})
+		st.SpoofedReply += c.SpoofedReply
+		st.FlowLimit += c.FlowLimit
+		st.PerCPU = append(st.PerCPU, CPUStats{c.Requests, c.Forwarded, c.Replies, c.Slow, c.NoBackend, c.NoRoute, c.ReflectDrop, c.SpoofedReply, c.FlowLimit})
 	}
 	o.mu.Lock()
 	n := o.nback

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -443,12 +444,12 @@ func proxyStats(args []string) error {
 	if *asJSON {
 		return json.NewEncoder(os.Stdout).Encode(st)
 	}
-	printProxyStats(st)
+	printProxyStats(os.Stdout, st)
 	return nil
 }
 
-func printProxyStats(st statsReply) {
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+func printProxyStats(out io.Writer, st statsReply) {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "backend\tlive\txdp requests\txdp replies\txdp errors\tslow requests\tslow replies\tslow errors\tslow timeouts\t")
 	for i, name := range st.Backends {
 		var x proxy.BackendStats
@@ -463,16 +464,21 @@ func printProxyStats(st statsReply) {
 		fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", name, live, x.Requests, x.Replies, x.Errors, s.Requests, s.Replies, s.Errors, s.Timeouts)
 	}
 	w.Flush()
-	fmt.Println()
-	w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "cpu\trequests\tforwarded\treplies\tto slow path\tno backend\tno route\t")
+	fmt.Fprintln(out)
+	w = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "cpu\trequests\tforwarded\treplies\tto slow path\tno backend\tno route\treflect drops\tspoofed replies\tover flow budget\t")
+	row := func(name string, c proxy.CPUStats) {
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", name, c.Requests, c.Forwarded, c.Replies, c.Slow,
+			c.NoBackend, c.NoRoute, c.ReflectDrop, c.SpoofedReply, c.FlowLimit)
+	}
 	for i, c := range st.XDP.PerCPU {
-		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", i, c.Requests, c.Forwarded, c.Replies, c.Slow, c.NoBackend, c.NoRoute)
+		row(strconv.Itoa(i), c)
 	}
 	x := st.XDP
-	fmt.Fprintf(w, "all\t%d\t%d\t%d\t%d\t%d\t%d\t\n", x.Requests, x.Forwarded, x.Replies, x.Slow, x.NoBackend, x.NoRoute)
+	row("all", proxy.CPUStats{Requests: x.Requests, Forwarded: x.Forwarded, Replies: x.Replies, Slow: x.Slow,
+		NoBackend: x.NoBackend, NoRoute: x.NoRoute, ReflectDrop: x.ReflectDrop, SpoofedReply: x.SpoofedReply, FlowLimit: x.FlowLimit})
 	w.Flush()
 	s := st.Slow
-	fmt.Printf("\nslow path: %d datagrams, %d gets split over backends, %d versions answered, %d error replies\n",
-		s.Requests, s.Splits, s.Versions, s.Errors)
+	fmt.Fprintf(out, "\nslow path: %d datagrams, %d gets split over backends, %d versions answered, %d error replies, %d refused (reflection risks)\n",
+		s.Requests, s.Splits, s.Versions, s.Errors, s.Refused)
 }

@@ -373,3 +373,35 @@ func TestProxyCLI(t *testing.T) {
 		t.Errorf("lab down left %v", left)
 	}
 }
+
+// TestPrintProxyStats: `lab proxy stats` prints every counter, the drops
+// and refusals that tell of an attack included.
+func TestPrintProxyStats(t *testing.T) {
+	c := proxy.CPUStats{Requests: 11, Forwarded: 12, Replies: 13, Slow: 14, NoBackend: 15, NoRoute: 16,
+		ReflectDrop: 17, SpoofedReply: 18, FlowLimit: 19}
+	st := statsReply{Backends: []string{"198.18.2.2:11211"}, AllStats: proxy.AllStats{
+		XDP: proxy.Stats{Requests: 21, Forwarded: 22, Replies: 23, Slow: 24, NoBackend: 25, NoRoute: 26,
+			ReflectDrop: 27, SpoofedReply: 28, FlowLimit: 29, PerCPU: []proxy.CPUStats{c}},
+		Slow: proxy.SlowStats{Requests: 31, Splits: 32, Versions: 33, Errors: 34, Refused: 35},
+	}}
+	var b bytes.Buffer
+	printProxyStats(&b, st)
+	out := b.String()
+	rows := map[string]bool{}
+	for _, l := range strings.Split(out, "\n") {
+		rows[strings.Join(strings.Fields(l), " ")] = true
+	}
+	for _, want := range []string{
+		"0 11 12 13 14 15 16 17 18 19",
+		"all 21 22 23 24 25 26 27 28 29",
+	} {
+		if !rows[want] {
+			t.Errorf("lab proxy stats prints no row %q:\n%s", want, out)
+		}
+	}
+	for _, want := range []string{"reflect drops", "spoofed replies", "over flow budget", "35 refused"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("lab proxy stats prints no %q:\n%s", want, out)
+		}
+	}
+}
