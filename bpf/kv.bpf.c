@@ -18,6 +18,7 @@
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+#include "frame.h"
 #include "kv.h"
 #include "scan.h"
 
@@ -985,23 +986,7 @@ static __always_inline __u32 fold32(__u64 sum)
 
 /* Ones' complement sum of n (constant, even) bytes as raw 16-bit words:
  * cheaper inline than a bpf_csum_diff call for headers. */
-static __always_inline __u64 sum16(const void *p, const __u32 n)
-{
-	__u64 sum = 0;
 
-#pragma unroll
-	for (__u32 i = 0; i < n / 2; i++)
-		sum += ((const __u16 *)p)[i];
-	return sum;
-}
-
-static __always_inline __u16 fold(__u64 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
 
 /* The copy loops read their lengths from the scratch map (not a register), so
  * the many ways a loop can end do not multiply the verifier's states. The
@@ -1121,13 +1106,15 @@ int kv_xdp(struct xdp_md *ctx)
 	__u32 hoff, slot = 0, plen, rlen;
 	int v6, act;
 
+	/* Both point after the Ethernet header; v6 says which is valid. */
+	struct iphdr *ip = (void *)(eth + 1);
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
 	__u8 dst[16] = {};
+	int ipl;
 
 	if ((void *)(eth + 1) > data_end)
 		return XDP_PASS;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-
 		if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
 			return XDP_PASS;
 		if (ip->frag_off & bpf_htons(0x3fff)) /* fragments: the stack reassembles */
@@ -1137,8 +1124,6 @@ int kv_xdp(struct xdp_md *ctx)
 		dst[10] = dst[11] = 0xff;
 		__builtin_memcpy(&dst[12], &ip->daddr, 4);
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-
 		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
 			return XDP_PASS;
 		hoff = sizeof(*eth) + sizeof(*ip6);
@@ -1149,6 +1134,14 @@ int kv_xdp(struct xdp_md *ctx)
 	}
 	udp = data + hoff;
 	if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(port))
+		return XDP_PASS;
+	/* What the kernel would drop, or take as nobody's in particular, is
+	 * not a request: it passes untouched (frame.h). Checked only for the
+	 * store's port, so other traffic pays nothing. */
+	if (!frame_unicast(eth))
+		return XDP_PASS;
+	ipl = v6 ? frame_ipv6(ip6, data_end) : frame_ipv4(ip, data_end);
+	if (ipl < 0 || !frame_udp_ok(udp, ipl))
 		return XDP_PASS;
 	fr = (void *)(udp + 1);
 	/* The slow path's own runs count as commands, not as traffic, and use
@@ -1328,13 +1321,13 @@ int kv_xdp(struct xdp_md *ctx)
 		ip->tot_len = bpf_htons(sizeof(*ip) + ulen);
 		ip->ttl = 64;
 		ip->check = 0;
-		ip->check = fold(sum16(ip, sizeof(*ip)));
+		ip->check = frame_fold(frame_sum16(ip, sizeof(*ip)));
 		ph.saddr = ip->saddr;
 		ph.daddr = ip->daddr;
 		ph.zero = 0;
 		ph.proto = IPPROTO_UDP;
 		ph.len = bpf_htons(ulen);
-		sum = sum16(&ph, sizeof(ph));
+		sum = frame_sum16(&ph, sizeof(ph));
 		udp = (void *)(ip + 1);
 	} else {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
@@ -1356,7 +1349,7 @@ int kv_xdp(struct xdp_md *ctx)
 		ph.daddr = ip6->daddr;
 		ph.len = bpf_htonl(ulen);
 		ph.nh = IPPROTO_UDP;
-		sum = sum16(&ph, sizeof(ph));
+		sum = frame_sum16(&ph, sizeof(ph));
 		udp = (void *)(ip6 + 1);
 	}
 	fr = (void *)(udp + 1);
@@ -1375,9 +1368,9 @@ int kv_xdp(struct xdp_md *ctx)
 	fr->reserved = 0;
 	if (copy_pkt(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr), 1) < 0)
 		return XDP_DROP;
-	sum += sum16(udp, sizeof(*udp) + sizeof(*fr));
+	sum += frame_sum16(udp, sizeof(*udp) + sizeof(*fr));
 	sum = sum_resp(s, fold32(sum));
-	udp->check = fold(sum) ?: 0xffff;
+	udp->check = frame_fold(sum) ?: 0xffff;
 	if (!slot)
 		STAT_INC(tx);
 	return XDP_TX;

@@ -1,12 +1,14 @@
 package kv
 
 import (
+	"bytes"
 	"context"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/xdplab/xdplab/lab/internal/background"
+	"github.com/xdplab/xdplab/lab/internal/frametest"
 	"github.com/xdplab/xdplab/lab/memcache"
 	"github.com/xdplab/xdplab/lab/netlab"
 	"github.com/xdplab/xdplab/lab/peer"
@@ -239,5 +241,33 @@ func TestXDPFollowsAddresses(t *testing.T) {
 	}
 	if tx := l.stat(t, "xdp_tx") - tx0; tx != 1 {
 		t.Errorf("xdp_tx +%d for a get to the added address, want XDP's answer", tx)
+	}
+}
+
+// TestXDPFrameChecks: a request in a frame the kernel would not take as
+// this host's (a group MAC address, a bad IP version or IPv4 header
+// checksum, lengths that do not fit) is not answered: it passes untouched,
+// uncounted.
+func TestXDPFrameChecks(t *testing.T) {
+	o := loadForTest(t, Config{})
+	srv := NewServer(o)
+	for _, v6 := range []bool{false, true} {
+		src, dst := testClient, testServerPort(o)
+		if v6 {
+			src, dst = netip.MustParseAddrPort("[fd00::1]:40000"), netip.AddrPortFrom(netip.MustParseAddr("fd00::2"), o.cfg.Port)
+		}
+		good := Datagram{Src: src, Dst: dst, Payload: []byte("get foo\r\n")}.Frame()
+		if act, _ := runFrame(t, o, good); act != xdpTX {
+			t.Fatalf("v6 %v: the good frame: action %d", v6, act)
+		}
+		for _, m := range frametest.Malformed(v6) {
+			in := bytes.Clone(good)
+			m.Apply(in)
+			rx0 := (&vethLab{srv: srv}).stat(t, "xdp_rx")
+			act, out := runFrame(t, o, in)
+			if rx := (&vethLab{srv: srv}).stat(t, "xdp_rx") - rx0; act != xdpPass || !bytes.Equal(in, out) || rx != 0 {
+				t.Errorf("v6 %v, %s: action %d (frame changed: %v), rx +%d; want XDP_PASS untouched, uncounted", v6, m.Name, act, !bytes.Equal(in, out), rx)
+			}
+		}
 	}
 }

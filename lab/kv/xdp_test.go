@@ -36,17 +36,11 @@ func loadForTest(t testing.TB, cfg Config) *Objects {
 // the reply payload (when XDP_TX).
 func run(t testing.TB, o *Objects, d Datagram) (uint32, []byte) {
 	t.Helper()
-	in := d.Frame()
-	out := make([]byte, len(in)+4096)
-	opts := ebpf.RunOptions{Data: in, DataOut: out}
-	ret, err := o.objs.KvXdp.Run(&opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ret, out := runFrame(t, o, d.Frame())
 	if ret != 3 { // XDP_TX
 		return ret, nil
 	}
-	r, err := ParseFrame(opts.DataOut)
+	r, err := ParseFrame(out)
 	if err != nil {
 		t.Fatalf("reply frame: %v", err)
 	}
@@ -54,6 +48,18 @@ func run(t testing.TB, o *Objects, d Datagram) (uint32, []byte) {
 		t.Fatalf("reply header: %+v for request %+v", r, d)
 	}
 	return ret, r.Payload
+}
+
+// runFrame runs one frame through the XDP program and returns the action
+// and the frame as the program left it.
+func runFrame(t testing.TB, o *Objects, in []byte) (uint32, []byte) {
+	t.Helper()
+	opts := ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+4096)}
+	ret, err := o.objs.KvXdp.Run(&opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ret, opts.DataOut
 }
 
 func TestXDPBasic(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/xdplab/xdplab/lab/internal/frametest"
 	"github.com/xdplab/xdplab/lab/netlab"
 )
 
@@ -59,48 +60,14 @@ func (l *xdpLab) passes(t *testing.T, what string, dev *netlab.Iface, in []byte)
 	}
 }
 
-// ipv4Sum rewrites the IPv4 header checksum of an Ethernet frame.
-func ipv4Sum(f []byte) {
-	ip := f[14:34]
-	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:], fold16(sum16(ip, 0)))
-}
-
 // TestXDPFrameChecks: a frame the kernel would not take as this host's
 // (a group MAC address, a bad IP version or IPv4 header checksum, lengths
 // that do not fit) is neither forwarded nor turned into a reply: it
 // passes untouched, requests and replies alike.
 func TestXDPFrameChecks(t *testing.T) {
 	l := newXDPLab(t)
-	add16 := func(f []byte, at, d int) {
-		binary.BigEndian.PutUint16(f[at:], uint16(int(binary.BigEndian.Uint16(f[at:]))+d))
-	}
-	type mut struct {
-		name string
-		fn   func([]byte)
-	}
-	both := []mut{
-		{"multicast destination", func(f []byte) { copy(f, []byte{0x01, 0x00, 0x5e, 0x00, 0x00, 0x01}) }},
-		{"broadcast destination", func(f []byte) { copy(f, bytes.Repeat([]byte{0xff}, 6)) }},
-	}
-	v4 := append(both[:2:2],
-		mut{"IP version 6 in an IPv4 frame", func(f []byte) { f[14] = 0x65; ipv4Sum(f) }},
-		mut{"bad IPv4 header checksum", func(f []byte) { f[24] ^= 0x40 }},
-		mut{"IPv4 total length beyond the frame", func(f []byte) { add16(f, 16, 4); ipv4Sum(f) }},
-		mut{"IPv4 total length below the header", func(f []byte) { binary.BigEndian.PutUint16(f[16:], 16); ipv4Sum(f) }},
-		mut{"UDP length beyond the IPv4 payload", func(f []byte) { add16(f, 16, -4); ipv4Sum(f) }},
-		mut{"UDP length below its header", func(f []byte) { binary.BigEndian.PutUint16(f[38:], 4) }},
-	)
-	v6 := append(both[:2:2],
-		mut{"IP version 4 in an IPv6 frame", func(f []byte) { f[14] = 0x40 }},
-		mut{"IPv6 payload length beyond the frame", func(f []byte) { add16(f, 18, 4) }},
-		mut{"UDP length beyond the IPv6 payload", func(f []byte) { add16(f, 18, -4) }},
-	)
 	for _, isV6 := range []bool{false, true} {
-		muts := v4
-		if isV6 {
-			muts = v6
-		}
+		muts := frametest.Malformed(isV6)
 		req, reply, toKV := l.flow(isV6, 42000, 1)
 		if act, _ := l.run(toKV, reply.frame()); act != xdpRedirect {
 			t.Fatalf("v6 %v: the baseline reply: action %d", isV6, act)
@@ -112,8 +79,8 @@ func TestXDPFrameChecks(t *testing.T) {
 				dev  *netlab.Iface
 			}{{"request", req, l.fromCli}, {"reply", reply, toKV}} {
 				in := c.d.frame()
-				m.fn(in)
-				l.passes(t, fmt.Sprintf("v6 %v: %s with %s", isV6, c.kind, m.name), c.dev, in)
+				m.Apply(in)
+				l.passes(t, fmt.Sprintf("v6 %v: %s with %s", isV6, c.kind, m.Name), c.dev, in)
 			}
 		}
 	}
@@ -208,8 +175,8 @@ func TestXDPFlowFlood(t *testing.T) {
 			src := 0x64400000 + uint32(i) // 100.64.0.0/10
 			binary.BigEndian.PutUint32(req[26:], src)
 			binary.BigEndian.PutUint32(rep[30:], src)
-			ipv4Sum(req)
-			ipv4Sum(rep)
+			frametest.FixIPv4Sum(req)
+			frametest.FixIPv4Sum(rep)
 			act, err := run(l.fromCli, req)
 			if err != nil {
 				return err
