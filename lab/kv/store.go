@@ -75,27 +75,23 @@ type Config struct {
 	UDPBurst         int64 // that budget's bucket, bytes
 }
 
+// byDefault sets *v to d if it is zero: a zero Config field means the default.
+func byDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
+}
+
 func (c *Config) normalize() error {
-	if c.Port == 0 {
-		c.Port = DefaultPort
-	}
-	if c.Entries == 0 {
-		c.Entries = DefaultEntries
-	}
-	if c.MaxValue == 0 {
-		c.MaxValue = DefaultMaxValue
-	}
+	byDefault(&c.Port, DefaultPort)
+	byDefault(&c.Entries, DefaultEntries)
+	byDefault(&c.MaxValue, DefaultMaxValue)
+	byDefault(&c.UDPReplyMax, DefaultUDPReplyMax)
+	byDefault(&c.UDPRate, DefaultUDPRate)
+	byDefault(&c.UDPBurst, DefaultUDPBurst)
 	if c.MaxValue < 64 || c.MaxValue > maxValueLimit {
 		return fmt.Errorf("max value %d out of range: use 64..%d bytes (larger values are served by the slow path)", c.MaxValue, maxValueLimit)
-	}
-	if c.UDPReplyMax == 0 {
-		c.UDPReplyMax = DefaultUDPReplyMax
-	}
-	if c.UDPRate == 0 {
-		c.UDPRate = DefaultUDPRate
-	}
-	if c.UDPBurst == 0 {
-		c.UDPBurst = DefaultUDPBurst
 	}
 	switch {
 	case c.UDPReplyMax < Unlimited || c.UDPReplyMax > 0 && c.UDPReplyMax < 64:
