@@ -3,6 +3,7 @@ package kv
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +56,18 @@ func TestUDPAmplification(t *testing.T) {
 			if l.o.cfg.UDPReplyMax != Unlimited {
 				if n := l.stat(t, "udp_too_large"); n < 2 {
 					t.Errorf("udp_too_large %d, want 2 or more (get huge, the multi-get)", n)
+				}
+				// A datagram of gets of the 1 MB item is refused without
+				// building its gigabyte first.
+				var m0, m1 runtime.MemStats
+				runtime.ReadMemStats(&m0)
+				many := "get" + strings.Repeat(" huge", 1000) + "\r\n"
+				if got, err := raw.exchange(one(many)); err != nil || string(got) != string(replyTooLargeForUDP) {
+					t.Errorf("1000 gets of a 1 MB item in a datagram: %.60q %v", got, err)
+				}
+				runtime.ReadMemStats(&m1)
+				if grew := m1.TotalAlloc - m0.TotalAlloc; grew > 64<<20 {
+					t.Errorf("the slow path allocated %d MiB for a refused reply", grew>>20)
 				}
 				// Refused over UDP, served over TCP.
 				if r, err := doCtx(tcp, "get huge\r\n"); err != nil || len(r) < len(huge) {

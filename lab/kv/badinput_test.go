@@ -435,6 +435,10 @@ func TestBadInputTCP(t *testing.T) {
 		{"rejected line, data read as a command", "set " + strings.Repeat("k", 251) + " 0 0 3\r\nget\r\n"},
 		{"pipelined", "set p 0 0 1\r\n1\r\nincr p 5\r\nget p\r\ndelete p\r\nget p\r\n"},
 		{"get with long key drops queued replies", "get a\r\nset q 0 0 1\r\n1\r\nget " + strings.Repeat("k", 251) + "\r\nget q\r\n"},
+		// memcached sends its queue after 21 requests of a read, then every 20.
+		{"long key after 20 sets", strings.Repeat("set q 0 0 1\r\n1\r\n", 20) + "get " + strings.Repeat("k", 251) + "\r\n"},
+		{"long key after 45 sets", strings.Repeat("set q 0 0 1\r\n1\r\n", 45) + "get " + strings.Repeat("k", 251) + "\r\n"},
+		{"long key after get and 30 sets", "get q\r\n" + strings.Repeat("set q 0 0 1\r\n1\r\n", 30) + "get " + strings.Repeat("k", 251) + "\r\n"},
 		{"2048 bytes without newline", strings.Repeat("x", 2048) + "\r\n"},
 		{"long get line", "get " + strings.Repeat("k1 ", 1000) + "\r\n"},
 	} {

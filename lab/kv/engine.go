@@ -2,8 +2,10 @@ package kv
 
 import (
 	"bytes"
+	"container/list"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -38,15 +40,98 @@ type item struct {
 type engine struct {
 	o *Objects
 
-	mu     sync.Mutex
-	big    map[string]item
-	casSeq uint64
-	stats  kvKvStats // requests served here; XDP's own are per-CPU in the map
-	now    func() time.Time
+	mu       sync.Mutex
+	big      map[string]*list.Element // of lru
+	lru      list.List                // *bigItem, most recently used first
+	bigBytes int                      // keys and values in big, held to o.cfg.SlowMemory
+	sweepQ   []string                 // keys of big the sweep has yet to check
+	casSeq   uint64
+	stats    kvKvStats // requests served here; XDP's own are per-CPU in the map
+	evicted  uint64    // values evicted from big for its budget
+	orphans  uint64    // values dropped from big because their marker was gone or expired
+	now      func() time.Time
+}
+
+type bigItem struct {
+	key string
+	it  item
 }
 
 func newEngine(o *Objects) *engine {
-	return &engine{o: o, big: map[string]item{}, now: time.Now}
+	return &engine{o: o, big: map[string]*list.Element{}, now: time.Now}
+}
+
+func bigSize(key string, it item) int { return len(key) + len(it.data) }
+
+// hold keeps it as key's value in big, most recently used, and evicts the
+// least recently used values (and their markers) past the budget.
+func (g *engine) hold(key string, it item, now uint64) {
+	g.drop(key)
+	g.big[key] = g.lru.PushFront(&bigItem{key: key, it: it})
+	g.bigBytes += bigSize(key, it)
+	for g.bigBytes > g.o.cfg.SlowMemory && g.lru.Len() > 1 {
+		old := g.lru.Back().Value.(*bigItem)
+		// A marker left behind (the removal failed) is dropped by the
+		// next request for it, as a marker without its value.
+		g.o.remove([]byte(old.key), condCAS, old.it.cas, now)
+		g.drop(old.key)
+		g.evicted++
+	}
+}
+
+// drop forgets key's value in big, if any.
+func (g *engine) drop(key string) {
+	if e, ok := g.big[key]; ok {
+		g.bigBytes -= bigSize(key, e.Value.(*bigItem).it)
+		g.lru.Remove(e)
+		delete(g.big, key)
+	}
+}
+
+func (g *engine) dropAll() {
+	clear(g.big)
+	g.lru.Init()
+	g.bigBytes = 0
+}
+
+// sweepBatch is how many values of big each sweep checks: about a
+// millisecond of control program runs under the lock.
+const sweepBatch = 256
+
+// sweep drops values of big that no request will reach: their marker was
+// evicted by the kernel's LRU (and maybe replaced by XDP), or they expired
+// unread. It checks sweepBatch of them per call, going round all of them.
+func (g *engine) sweep() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.sweepQ) == 0 {
+		for k := range g.big {
+			g.sweepQ = append(g.sweepQ, k)
+		}
+	}
+	now := uint64(g.now().Unix())
+	n := min(sweepBatch, len(g.sweepQ))
+	for _, k := range g.sweepQ[:n] {
+		e, ok := g.big[k]
+		if !ok {
+			continue
+		}
+		b := e.Value.(*bigItem).it
+		m, live, err := g.o.load([]byte(k), now)
+		if err != nil {
+			continue
+		}
+		mine := live && m.slow && m.cas == b.cas
+		if mine && !expired(b.exptime, now) {
+			continue
+		}
+		if mine {
+			g.o.remove([]byte(k), condCAS, m.cas, now)
+		}
+		g.drop(k)
+		g.orphans++
+	}
+	g.sweepQ = g.sweepQ[n:]
 }
 
 var errContended = errors.New("SERVER_ERROR key contended")
@@ -71,22 +156,34 @@ func expired(exptime, now uint64) bool { return exptime != 0 && exptime <= now }
 // get returns the key's live item.
 func (g *engine) get(key []byte, now uint64) (item, bool, error) {
 	e, ok, err := g.o.load(key, now)
-	if err != nil || !ok {
+	if err != nil {
 		return item{}, false, err
 	}
-	if !e.slow {
+	if !ok || !e.slow {
+		if _, held := g.big[string(key)]; held {
+			g.drop(string(key)) // its marker is gone
+			g.orphans++
+		}
+		if !ok {
+			return item{}, false, nil
+		}
 		return item{cas: e.cas, exptime: e.exptime, flags: e.flags, data: e.data}, true, nil
 	}
-	b, ok := g.big[string(key)]
+	el, ok := g.big[string(key)]
+	var b item
+	if ok {
+		b = el.Value.(*bigItem).it
+	}
 	if !ok || b.cas != e.cas || expired(b.exptime, now) {
 		// A marker without its value (or an expired one): drop both.
 		if ok && expired(b.exptime, now) {
 			g.stats.GetExpired++
 		}
-		delete(g.big, string(key))
+		g.drop(string(key))
 		_, err := g.o.remove(key, condCAS, e.cas, now)
 		return item{}, false, err
 	}
+	g.lru.MoveToFront(el)
 	return b, true, nil
 }
 
@@ -96,7 +193,7 @@ func (g *engine) put(key []byte, it item, cond uint32, cas uint64, now uint64) (
 	if len(it.data) <= int(g.o.cfg.MaxValue) {
 		ok, _, err := g.o.write(key, entry{cas: it.cas, exptime: it.exptime, flags: it.flags, data: it.data}, cond, cas, now)
 		if ok {
-			delete(g.big, string(key))
+			g.drop(string(key))
 		}
 		return ok, err
 	}
@@ -107,7 +204,7 @@ func (g *engine) put(key []byte, it item, cond uint32, cas uint64, now uint64) (
 	ok, _, err := g.o.write(key, entry{cas: it.cas, slow: true}, cond, cas, now)
 	if ok {
 		it.data = bytes.Clone(it.data)
-		g.big[string(key)] = it
+		g.hold(string(key), it, now)
 	}
 	return ok, err
 }
@@ -120,15 +217,37 @@ func (g *engine) exec(req *memcache.Request) []byte {
 	now := uint64(g.now().Unix())
 	reply, err := g.execLocked(req, now)
 	if err != nil {
-		if errors.Is(err, errContended) {
-			return []byte(err.Error() + "\r\n")
-		}
-		return []byte("SERVER_ERROR " + err.Error() + "\r\n")
+		return errReply(err)
 	}
 	if req.NoReply {
 		return nil
 	}
 	return reply
+}
+
+func errReply(err error) []byte {
+	if errors.Is(err, errContended) {
+		return []byte(err.Error() + "\r\n")
+	}
+	return []byte("SERVER_ERROR " + err.Error() + "\r\n")
+}
+
+// getViaXDP answers a get or gets as XDP would, if XDP answers it: all its
+// keys are in the kernel and the reply fits a datagram.
+func (g *engine) getViaXDP(req *memcache.Request) ([]byte, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	reply, ok, err := g.viaXDP(req)
+	return reply, ok && err == nil
+}
+
+// appendValues appends the VALUE blocks of keys to out until out holds max
+// bytes, and says how many keys it answered: a multi-get is built a slice
+// at a time, to be sent as it goes.
+func (g *engine) appendValues(out []byte, keys [][]byte, withCAS bool, max int) ([]byte, int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.appendValuesLocked(out, keys, withCAS, uint64(g.now().Unix()), max)
 }
 
 func (g *engine) execLocked(req *memcache.Request, now uint64) ([]byte, error) {
@@ -196,7 +315,7 @@ func (g *engine) viaXDP(req *memcache.Request) (reply []byte, ok bool, err error
 	if req.Command.IsStorage() {
 		// XDP passes every request for a key whose value is held here, so
 		// any value held here for this key was stale.
-		delete(g.big, string(req.Key))
+		g.drop(string(req.Key))
 	}
 	if act == xdpDrop {
 		return nil, true, nil
@@ -209,21 +328,31 @@ func (g *engine) viaXDP(req *memcache.Request) (reply []byte, ok bool, err error
 }
 
 func (g *engine) getMulti(req *memcache.Request, now uint64) ([]byte, error) {
-	var out []byte
-	for _, k := range req.Keys {
+	out, _, err := g.appendValuesLocked(nil, req.Keys, req.Command == memcache.CmdGets, now, math.MaxInt)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, "END\r\n"...), nil
+}
+
+func (g *engine) appendValuesLocked(out []byte, keys [][]byte, withCAS bool, now uint64, max int) ([]byte, int, error) {
+	for i, k := range keys {
+		if len(out) >= max {
+			return out, i, nil
+		}
 		g.stats.CmdGet++
 		it, ok, err := g.get(k, now)
 		if err != nil {
-			return nil, err
+			return out, i, err
 		}
 		if !ok {
 			g.stats.GetMisses++
 			continue
 		}
 		g.stats.GetHits++
-		out = appendValue(out, k, it, req.Command == memcache.CmdGets)
+		out = appendValue(out, k, it, withCAS)
 	}
-	return append(out, "END\r\n"...), nil
+	return out, len(keys), nil
 }
 
 func appendValue(out, key []byte, it item, withCAS bool) []byte {
@@ -325,7 +454,7 @@ func (g *engine) delete(key []byte, now uint64) ([]byte, error) {
 			return nil, err
 		}
 		if ok {
-			delete(g.big, string(key))
+			g.drop(string(key))
 			g.stats.DeleteHits++
 			return replyDeleted, nil
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -73,7 +74,7 @@ func (p *fuzzPair) reset(t testing.TB) {
 			t.Fatal(err)
 		}
 		for _, r := range fuzzSeed {
-			if got := s.execStream([]byte(r), nil); string(got) != "STORED\r\n" {
+			if got, _ := s.execStream([]byte(r), math.MaxInt); string(got) != "STORED\r\n" {
 				t.Fatalf("seed %q: %q", r, got)
 			}
 		}

@@ -1,12 +1,12 @@
 package kv
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -34,15 +34,17 @@ type Server struct {
 	addrs *hostAddrs // the namespace's addresses XDP answers on, when not one
 	wg    sync.WaitGroup
 
-	mu      sync.Mutex
-	open    map[net.Conn]bool // TCP connections, closed when Serve ends
-	closed  bool
-	flushAt *time.Timer // the pending delayed flush_all, if any
+	mu       sync.Mutex
+	open     map[net.Conn]bool // TCP connections, closed when Serve ends
+	closed   bool
+	flushAt  *time.Timer // the pending delayed flush_all, if any
+	rejected uint64      // connections refused past cfg.MaxConns
+	idleKick uint64      // connections closed after cfg.IdleTimeout
 }
 
 // NewServer wraps loaded objects. Listen binds its sockets.
 func NewServer(o *Objects) *Server {
-	return &Server{o: o, g: newEngine(o), parser: memcache.Parser{MaxItemSize: maxItemSize}, start: time.Now()}
+	return &Server{o: o, g: newEngine(o), parser: memcache.Parser{MaxItemSize: maxItemSize, MaxLine: maxLine}, start: time.Now()}
 }
 
 // Listen binds UDP and TCP on host:port in the calling thread's network
@@ -131,19 +133,24 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-// track adds c to the connections Serve closes when it ends; false if it
-// already has.
-func (s *Server) track(c net.Conn) bool {
+// track adds c to the connections Serve closes when it ends. It refuses
+// c, as memcached does, when cfg.MaxConns are open, and says so; false
+// also when Serve has ended.
+func (s *Server) track(c net.Conn) (ok, full bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return false, false
+	}
+	if len(s.open) >= s.o.cfg.MaxConns {
+		s.rejected++
+		return false, true
 	}
 	if s.open == nil {
 		s.open = map[net.Conn]bool{}
 	}
 	s.open[c] = true
-	return true
+	return true, false
 }
 
 func (s *Server) untrack(c net.Conn) {
@@ -160,7 +167,8 @@ func (s *Server) conns() int {
 }
 
 // tick keeps the program's clock offset current (NTP may slew the wall
-// clock) and runs delayed flush_all.
+// clock), follows the namespace's addresses and sweeps the slow path's
+// values for orphans.
 func (s *Server) tick(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -173,6 +181,7 @@ func (s *Server) tick(ctx context.Context) {
 			if s.addrs != nil {
 				s.syncAddrs() // a failure keeps the last set, which XDP serves
 			}
+			s.g.sweep()
 		}
 	}
 }
@@ -193,12 +202,15 @@ func (s *Server) serveUDP() {
 		if s.refuse(from, buf[memcache.HeaderLen:n]) {
 			continue
 		}
-		out := s.execStream(buf[memcache.HeaderLen:n], nil)
+		out, over := s.execStream(buf[memcache.HeaderLen:n], s.udpLimit(n-memcache.HeaderLen))
+		if over {
+			s.g.mu.Lock()
+			s.g.stats.UdpTooLarge++
+			s.g.mu.Unlock()
+			out = replyTooLargeForUDP
+		}
 		if len(out) == 0 {
 			continue
-		}
-		if !s.fitsUDP(len(out), n-memcache.HeaderLen) {
-			out = replyTooLargeForUDP
 		}
 		for _, d := range memcache.AppendDatagrams(nil, h.RequestID, out) {
 			s.udp.WriteTo(d, from)
@@ -208,17 +220,17 @@ func (s *Server) serveUDP() {
 
 var replyTooLargeForUDP = []byte("SERVER_ERROR reply too large for UDP, use TCP\r\n")
 
-// fitsUDP says whether a reply of n bytes to a request of req bytes is
-// within the UDP caps (Config), and counts those that are not.
-func (s *Server) fitsUDP(n, req int) bool {
+// udpLimit is the largest reply to a UDP request of req bytes (Config).
+func (s *Server) udpLimit(req int) int {
 	c := s.o.cfg
-	if (c.UDPReplyMax == Unlimited || n <= c.UDPReplyMax) && (c.UDPAmplification == 0 || n <= c.UDPAmplification*req) {
-		return true
+	limit := math.MaxInt
+	if c.UDPReplyMax != Unlimited {
+		limit = c.UDPReplyMax
 	}
-	s.g.mu.Lock()
-	s.g.stats.UdpTooLarge++
-	s.g.mu.Unlock()
-	return false
+	if c.UDPAmplification > 0 {
+		limit = min(limit, c.UDPAmplification*req)
+	}
+	return limit
 }
 
 // refuse says whether a datagram passed up must go unanswered, as XDP
@@ -240,7 +252,15 @@ func (s *Server) serveTCP() {
 		if err != nil {
 			return
 		}
-		if !s.track(c) {
+		ok, full := s.track(c)
+		if full {
+			// memcached's answer; a new socket's buffer takes it at once.
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			c.Write([]byte("ERROR Too many open connections\r\n"))
+			c.Close()
+			continue
+		}
+		if !ok {
 			c.Close()
 			return
 		}
@@ -253,91 +273,188 @@ func (s *Server) serveTCP() {
 	}
 }
 
-// serveConn reads requests as they stream in and answers in order.
+// A TCP connection's flow, after memcached's.
+const (
+	// readSize is memcached's READ_BUFFER_SIZE: it reads up to this much
+	// past the start of a partial request, so a line it closes on (2048
+	// bytes without '\n') is one seen so within such a read.
+	readSize = 16 << 10
+	// reqsPerEvent is memcached's -R: it sends its queued replies after
+	// that many requests of one read (after one more in the first batch).
+	reqsPerEvent = 20
+	// queueMax is how many reply bytes may queue before those memcached
+	// has sent are written: a flood of gets queues about this plus a value.
+	queueMax = 256 << 10
+	// maxLine bounds get lines, which memcached buffers whatever their
+	// length: at the largest data block, input stays within about an item.
+	maxLine = maxItemSize
+)
+
+// replies queues a connection's replies. Those before sent are ones
+// memcached has sent; the rest can still be thrown away (a get with an
+// over-long key drops them).
+type replies struct {
+	c    net.Conn
+	out  []byte
+	sent int
+	err  error
+}
+
+func (q *replies) add(b []byte) { q.out = append(q.out, b...) }
+
+// commit counts the queue as sent, as memcached sends it here, and writes
+// it once it is large.
+func (q *replies) commit() {
+	q.sent = len(q.out)
+	if q.sent >= queueMax {
+		q.flush()
+	}
+}
+
+// drop throws away the replies memcached would not have sent yet.
+func (q *replies) drop() { q.out = q.out[:q.sent] }
+
+func (q *replies) flush() error {
+	if q.err == nil && len(q.out) > 0 {
+		_, q.err = q.c.Write(q.out)
+	}
+	q.out, q.sent = q.out[:0], 0
+	if cap(q.out) > 2*queueMax {
+		q.out = nil // the queue of a large reply
+	}
+	return q.err
+}
+
+// input is what a connection has read and not worked through: buf, at the
+// start of mem.
+type input struct{ buf, mem []byte }
+
+// fill reads as memcached does: up to readSize bytes from the start of a
+// partial request, more only for one longer than that.
+func (in *input) fill(c net.Conn) error {
+	n := len(in.buf)
+	need := readSize
+	if n >= readSize {
+		need = n + readSize
+	}
+	switch {
+	case cap(in.mem) < need:
+		in.mem = make([]byte, max(need, 2*cap(in.mem)))
+	case cap(in.mem) > 4*readSize && need == readSize:
+		in.mem = make([]byte, readSize) // done with a large request
+	}
+	in.mem = in.mem[:cap(in.mem)]
+	copy(in.mem, in.buf)
+	k, err := c.Read(in.mem[n:need])
+	in.buf = in.mem[:n+k]
+	return err
+}
+
+// serveConn reads requests as they stream in and answers in order, sending
+// replies when memcached sends them (so that a request that throws away
+// replies not yet sent throws away the same ones): after each get or gets,
+// every reqsPerEvent requests, when it needs more input and when it quits.
 func (s *Server) serveConn(c net.Conn) {
 	defer c.Close()
-	r := bufio.NewReaderSize(c, 64<<10)
-	// Replies queue in out until the input read so far is worked through.
-	// Those before sent count as sent: memcached sends its queue after each
-	// get or gets, and a get with an over-long key throws away the rest.
-	var out []byte
-	sent := 0
-	flush := func() error {
-		if len(out) == 0 {
-			return nil
-		}
-		_, err := c.Write(out)
-		out, sent = out[:0], 0
-		return err
-	}
-	var buf []byte
-	chunk := make([]byte, 64<<10)
-	for {
-		if len(buf) > 0 {
-			req, n, err := s.parser.Parse(buf)
-			if err == nil || !errors.Is(err, memcache.ErrIncomplete) {
-				var me *memcache.Error
-				switch {
-				case err == nil && req.Command == memcache.CmdQuit:
-					flush()
-					return
-				case err == nil:
-					out = append(out, s.exec(&req)...)
-					if req.Command == memcache.CmdGet || req.Command == memcache.CmdGets {
-						sent = len(out)
-					}
-				case errors.As(err, &me) && me.Close:
-					flush()
-					return
-				case errors.As(err, &me):
-					if me.Swallow > 0 {
-						// Discard the too-large data block as it arrives.
-						rest := me.Swallow - min(me.Swallow, len(buf)-n)
-						n += me.Swallow - rest
-						if _, err := io.CopyN(io.Discard, r, int64(rest)); err != nil {
-							return
-						}
-					}
-					if me.DropPending {
-						out = out[:sent]
-					}
-					out = append(out, me.Reply()...)
-				}
-				buf = buf[n:]
-				if r.Buffered() == 0 && len(buf) == 0 {
-					if flush() != nil {
-						return
-					}
-				}
-				continue
+	q := replies{c: c}
+	var in input
+	left := reqsPerEvent
+	for q.err == nil {
+		req, n, err := s.parser.Parse(in.buf)
+		var me *memcache.Error
+		switch {
+		case errors.Is(err, memcache.ErrIncomplete):
+			if q.flush() != nil {
+				return
 			}
-		}
-		if flush() != nil {
+			if idle := s.o.cfg.IdleTimeout; idle > 0 {
+				// memcached times from the last complete request line.
+				c.SetReadDeadline(time.Now().Add(idle))
+			}
+			if err := in.fill(c); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					s.mu.Lock()
+					s.idleKick++
+					s.mu.Unlock()
+				}
+				return
+			}
+			left = reqsPerEvent
+			continue
+		case err == nil && req.Command == memcache.CmdQuit:
+			q.flush()
 			return
-		}
-		n, err := r.Read(chunk)
-		if n > 0 {
-			buf = append(buf, chunk[:n]...)
-		}
-		if err != nil {
+		case err == nil && (req.Command == memcache.CmdGet || req.Command == memcache.CmdGets):
+			// Its keys are valid, so it succeeds and everything before
+			// it goes with its reply.
+			q.commit()
+			s.streamGet(&q, &req)
+			q.commit()
+		case err == nil:
+			q.add(s.exec(&req))
+		case errors.As(err, &me) && me.Close:
+			q.drop()
+			q.flush()
 			return
+		case errors.As(err, &me):
+			if me.Swallow > 0 {
+				// Discard the too-large data block as it arrives.
+				rest := me.Swallow - min(me.Swallow, len(in.buf)-n)
+				n += me.Swallow - rest
+				if _, err := io.CopyN(io.Discard, c, int64(rest)); err != nil {
+					return
+				}
+			}
+			if me.DropPending {
+				q.drop()
+			}
+			q.add(me.Reply())
+		}
+		in.buf = in.buf[n:]
+		if left--; left < 0 {
+			q.commit()
+			left = reqsPerEvent - 1
 		}
 	}
 }
 
+// streamGet answers a get or gets a slice at a time, writing each as it
+// goes, as memcached sends a multi-get from its items' memory.
+func (s *Server) streamGet(q *replies, req *memcache.Request) {
+	if reply, ok := s.g.getViaXDP(req); ok {
+		q.add(reply)
+		return
+	}
+	for keys := req.Keys; len(keys) > 0 && q.err == nil; {
+		var n int
+		var err error
+		q.out, n, err = s.g.appendValues(q.out, keys, req.Command == memcache.CmdGets, queueMax)
+		if err != nil {
+			q.add(errReply(err))
+			return
+		}
+		keys = keys[n:]
+		q.commit()
+	}
+	q.add([]byte("END\r\n"))
+}
+
 // execStream runs every request in a datagram's payload and concatenates
-// the replies, as memcached does for several commands in one datagram.
-func (s *Server) execStream(b []byte, out []byte) []byte {
-	sent := len(out) // as in serveConn
+// the replies, as memcached does for several commands in one datagram. Past
+// limit bytes it keeps no more replies (the commands still run) and says
+// so: a datagram of gets of a large item cannot build a reply of gigabytes
+// that the UDP cap would refuse anyway.
+func (s *Server) execStream(b []byte, limit int) (out []byte, over bool) {
+	sent := 0 // as in serveConn
 	for len(b) > 0 {
 		req, n, err := s.parser.Parse(b)
 		var me *memcache.Error
 		switch {
 		case errors.Is(err, memcache.ErrIncomplete):
-			return out // the datagram ended inside a request: memcached waits in vain
+			return out, over // the datagram ended inside a request: memcached waits in vain
 		case errors.As(err, &me):
 			if me.Close {
-				return out
+				return out, over
 			}
 			if me.DropPending {
 				out = out[:sent]
@@ -345,21 +462,53 @@ func (s *Server) execStream(b []byte, out []byte) []byte {
 			out = append(out, me.Reply()...)
 			n += me.Swallow
 		case err != nil:
-			return out
+			return out, over
 		case req.Command == memcache.CmdQuit:
-			return out
+			return out, over
+		case req.Command == memcache.CmdGet || req.Command == memcache.CmdGets:
+			if !over {
+				out, over = s.getBounded(out, &req, limit)
+			}
+			sent = len(out)
 		default:
 			out = append(out, s.exec(&req)...)
-			if req.Command == memcache.CmdGet || req.Command == memcache.CmdGets {
-				sent = len(out)
-			}
+		}
+		if len(out) > limit {
+			out, over = out[:sent], true
 		}
 		if n <= 0 || n > len(b) {
-			return out
+			return out, over
 		}
 		b = b[n:]
 	}
-	return out
+	return out, over
+}
+
+// getBounded appends a get's reply to out, or, if that would take out past
+// limit bytes, leaves out as it was and says so.
+func (s *Server) getBounded(out []byte, req *memcache.Request, limit int) ([]byte, bool) {
+	start := len(out)
+	if reply, ok := s.g.getViaXDP(req); ok {
+		out = append(out, reply...)
+	} else {
+		var n int
+		var err error
+		// appendValues stops once out holds its max: one byte more than
+		// fits is over.
+		out, n, err = s.g.appendValues(out, req.Keys, req.Command == memcache.CmdGets, max(limit, limit+1))
+		switch {
+		case err != nil:
+			out = append(out[:start], errReply(err)...)
+		case n < len(req.Keys):
+			return out[:start], true
+		default:
+			out = append(out, "END\r\n"...)
+		}
+	}
+	if len(out) > limit {
+		return out[:start], true
+	}
+	return out, false
 }
 
 // exec answers one request: commands on keys go to the engine, the rest
@@ -459,7 +608,7 @@ func (s *Server) Flush() error {
 			errs = multierror.Append(errs, err)
 		}
 	}
-	clear(s.g.big)
+	s.g.dropAll()
 	return errs.ErrorOrNil()
 }
 
@@ -485,11 +634,11 @@ func (s *Server) Stats() ([][2]string, error) {
 	}
 	s.g.mu.Lock()
 	addStats(&sum, &s.g.stats)
-	bigItems, bigBytes := len(s.g.big), 0
-	for _, b := range s.g.big {
-		bigBytes += len(b.data)
-	}
+	bigItems, bigBytes, evicted, orphans := len(s.g.big), s.g.bigBytes, s.g.evicted, s.g.orphans
 	s.g.mu.Unlock()
+	s.mu.Lock()
+	rejected, idleKicks := s.rejected, s.idleKick
+	s.mu.Unlock()
 
 	// Items and bytes come from a walk of the map: evictions and expiry
 	// happen without the program seeing them.
@@ -515,12 +664,14 @@ func (s *Server) Stats() ([][2]string, error) {
 	}
 	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 	up := time.Since(s.start)
-	return [][2]string{
+	st := [][2]string{
 		{"pid", strconv.Itoa(os.Getpid())},
 		{"uptime", strconv.Itoa(int(up.Seconds()))},
 		{"time", strconv.FormatInt(time.Now().Unix(), 10)},
 		{"version", Version},
+		{"max_connections", strconv.Itoa(s.o.cfg.MaxConns)},
 		{"curr_connections", strconv.Itoa(s.conns() + 2)},
+		{"rejected_connections", u(rejected)},
 		{"cmd_get", u(sum.CmdGet)},
 		{"cmd_set", u(sum.CmdSet)},
 		{"cmd_touch", u(sum.CmdTouch)},
@@ -538,11 +689,16 @@ func (s *Server) Stats() ([][2]string, error) {
 		{"cas_badval", u(sum.CasBadval)},
 		{"touch_hits", u(sum.TouchHits)},
 		{"touch_misses", u(sum.TouchMisses)},
+	}
+	if s.o.cfg.IdleTimeout > 0 {
+		st = append(st, [2]string{"idle_kicks", u(idleKicks)}) // as memcached, only with a timeout
+	}
+	return append(st, [][2]string{
 		{"limit_maxbytes", u(uint64(s.o.cfg.Entries) * uint64(s.o.vsize))},
 		{"bytes", u(bytes + uint64(bigBytes))},
 		{"curr_items", u(live + uint64(bigItems))},
 		{"total_items", u(sum.TotalItems)},
-		{"evictions", u(evictions)},
+		{"evictions", u(evictions + evicted)},
 		{"xdp_rx", u(sum.Rx)},
 		{"xdp_tx", u(sum.Tx)},
 		{"xdp_pass", u(sum.Pass)},
@@ -553,7 +709,10 @@ func (s *Server) Stats() ([][2]string, error) {
 		{"xdp_map_entries", u(entries)},
 		{"xdp_max_value", u(uint64(s.o.cfg.MaxValue))},
 		{"slow_items", u(uint64(bigItems))},
-	}, nil
+		{"slow_bytes", u(uint64(bigBytes))},
+		{"slow_limit_bytes", u(uint64(s.o.cfg.SlowMemory))},
+		{"slow_reclaimed", u(orphans)},
+	}...), nil
 }
 
 func decodeVal(b []byte) kvKvVal {

@@ -26,7 +26,9 @@ func startLoopback(t *testing.T, cfg Config) (*Objects, *Server, string) {
 func serveLoopback(t *testing.T, cfg Config) (*Objects, *Server, string, func()) {
 	t.Helper()
 	if cfg.Port == 0 {
-		cfg.Port = uint16(20000 + rand.IntN(20000))
+		// Below the ephemeral range (32768..60999 by default), where a
+		// client's local port could hold the address.
+		cfg.Port = uint16(20000 + rand.IntN(12000))
 	}
 	o := loadForTest(t, cfg)
 	s := NewServer(o)

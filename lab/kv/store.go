@@ -46,6 +46,10 @@ const (
 	maxValueLimit   = 1024 // KV_VAL_MAX in bpf/include/kv.h
 	// memcached caps UDP reply datagrams at 1400 bytes including the frame.
 	defaultReplyMax = 1400 - frameLen
+	// DefaultSlowMemory is memcached's default -m.
+	DefaultSlowMemory = 64 << 20
+	// DefaultMaxConns is memcached's default -c.
+	DefaultMaxConns = 1024
 )
 
 // Defaults of the UDP abuse limits (see the package comment).
@@ -66,6 +70,20 @@ type Config struct {
 	Port     uint16 // UDP (and TCP) port; DefaultPort if zero
 	Entries  uint32 // map entries; DefaultEntries if zero
 	MaxValue uint32 // largest value kept in the kernel; larger ones live in Go
+
+	// SlowMemory bounds the bytes (keys and values) of the values the slow
+	// path keeps, those larger than MaxValue; past it the least recently
+	// used go, counted as evictions. DefaultSlowMemory if zero.
+	SlowMemory int
+	// MaxConns is how many TCP clients are served at once; memcached's
+	// refusal answers the next. DefaultMaxConns if zero.
+	MaxConns int
+	// IdleTimeout closes a TCP connection that has sent no complete
+	// request line for that long (memcached's -o idle_timeout). Zero, the
+	// default as in memcached, never does: pooled clients and proxies keep
+	// idle connections and would see errors, and MaxConns with the bounded
+	// buffers of each connection already bounds what idle clients hold.
+	IdleTimeout time.Duration
 
 	// UDP abuse limits; the zero values are the defaults.
 	NoUDP            bool  // serve TCP only: UDP to the port gets port unreachable
@@ -90,10 +108,16 @@ func (c *Config) normalize() error {
 	byDefault(&c.UDPReplyMax, DefaultUDPReplyMax)
 	byDefault(&c.UDPRate, DefaultUDPRate)
 	byDefault(&c.UDPBurst, DefaultUDPBurst)
+	byDefault(&c.SlowMemory, DefaultSlowMemory)
+	byDefault(&c.MaxConns, DefaultMaxConns)
 	if c.MaxValue < 64 || c.MaxValue > maxValueLimit {
 		return fmt.Errorf("max value %d out of range: use 64..%d bytes (larger values are served by the slow path)", c.MaxValue, maxValueLimit)
 	}
 	switch {
+	case c.SlowMemory < maxItemSize:
+		return fmt.Errorf("slow path memory %d too small: use at least %d bytes (the largest item)", c.SlowMemory, maxItemSize)
+	case c.MaxConns < 0 || c.IdleTimeout < 0:
+		return errors.New("connection limit and idle timeout must not be negative")
 	case c.UDPReplyMax < Unlimited || c.UDPReplyMax > 0 && c.UDPReplyMax < 64:
 		return fmt.Errorf("UDP reply cap %d: use at least 64 bytes, or %d for none", c.UDPReplyMax, Unlimited)
 	case c.UDPAmplification < 0:

@@ -114,15 +114,17 @@ type Error struct {
 	Swallow int
 
 	// Close means memcached closes the connection without a reply: a line
-	// longer than 2048 bytes without '\n' that is not a get or gets.
+	// longer than 2048 bytes without '\n' that is not a get or gets (or
+	// one longer than Parser.MaxLine). Replies queued since the last get
+	// or gets are not sent either.
 	Close bool
 
 	// DropPending means memcached also throws away the replies to earlier
 	// requests that it has queued but not yet sent: it does so for a get or
 	// gets with an over-long key. memcached sends its queued replies after
-	// every get or gets that succeeds and once it has worked through what
-	// it read, so what is lost is the replies to the requests since then
-	// that arrived in the same read.
+	// every get or gets that succeeds, every 20 requests (its -R) and once
+	// it has worked through what it read, so what is lost is the replies
+	// to the requests since then that arrived in the same read.
 	DropPending bool
 
 	// Unsupported marks a command memcached implements but this codec does
@@ -181,6 +183,12 @@ type Parser struct {
 	// item when the command is set (not for add, replace, append, prepend
 	// or cas).
 	MaxItemSize int
+
+	// MaxLine, if positive, bounds request lines. memcached closes the
+	// connection on a line of more than 2048 bytes without '\n' unless it
+	// is a get or gets, which it buffers without a bound; a line longer
+	// than MaxLine, with or without its '\n', gets the same Error (Close).
+	MaxLine int
 }
 
 // ItemSize is the memory memcached 1.6 (64-bit, cas enabled) charges an
@@ -209,6 +217,9 @@ func ParseRequest(buf []byte) (req Request, n int, err error) {
 // Parse is ParseRequest with p's limits.
 func (p Parser) Parse(buf []byte) (req Request, n int, err error) {
 	nl := bytes.IndexByte(buf, '\n')
+	if p.MaxLine > 0 && (nl > p.MaxLine || nl < 0 && len(buf) > p.MaxLine) {
+		return Request{}, len(buf), &Error{Close: true}
+	}
 	if nl < 0 {
 		if len(buf) > maxLineNoNewline && !multiGetPrefix(buf) {
 			return Request{}, len(buf), &Error{Close: true}

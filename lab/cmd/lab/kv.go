@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/vishvananda/netns"
@@ -26,6 +27,9 @@ func kvServe(args []string) error {
 	port := fs.Uint("port", kv.DefaultPort, "UDP and TCP port")
 	entries := fs.Uint("entries", kv.DefaultEntries, "items the kernel map holds before LRU eviction")
 	maxValue := fs.Uint("max-value", kv.DefaultMaxValue, "largest value kept in the kernel (64..1024); larger ones live in the slow path")
+	slowMB := fs.Uint("slow-memory", kv.DefaultSlowMemory>>20, "megabytes of values the slow path keeps (at least 1), least recently used evicted first, as memcached's -m")
+	maxConns := fs.Uint("max-conns", kv.DefaultMaxConns, "TCP clients served at once, as memcached's -c")
+	idle := fs.Duration("idle-timeout", 0, "close TCP connections idle this long (0: never, as memcached's idle_timeout)")
 	listen := fs.String("listen", "", "address the slow path binds (default: all)")
 	mode := fs.String("mode", kv.ModeNative, "XDP attach mode: native, generic or auto")
 	noUDP := fs.Bool("no-udp", false, "serve TCP only (memcached's -U 0): UDP to the port gets port unreachable")
@@ -44,6 +48,9 @@ func kvServe(args []string) error {
 	}
 	if *port == 0 || *port > 65535 || *entries > 1<<31 || *maxValue > 1<<20 {
 		return usageError{"--port must be 1..65535, --entries at most 2^31, --max-value at most 1024"}
+	}
+	if *slowMB == 0 || *slowMB > 1<<30 || *maxConns == 0 || *maxConns > 1<<20 || *idle < 0 {
+		return usageError{"--slow-memory must be 1..2^30 MB, --max-conns 1..2^20, --idle-timeout not negative"}
 	}
 	if os.Geteuid() != 0 {
 		return usageError{"lab kv serve needs root (BPF and XDP): run it with sudo"}
@@ -70,7 +77,13 @@ func kvServe(args []string) error {
 		defer unregister()
 	}
 	cfg := kv.Config{Port: uint16(*port), Entries: uint32(*entries), MaxValue: uint32(*maxValue),
-		NoUDP: *noUDP, UDPReplyMax: *udpMax, UDPAmplification: *udpAmp, UDPRate: *udpRate, UDPBurst: *udpBurst}
+		NoUDP: *noUDP, UDPReplyMax: *udpMax, UDPAmplification: *udpAmp, UDPRate: *udpRate, UDPBurst: *udpBurst,
+		SlowMemory: int(*slowMB) << 20, MaxConns: int(*maxConns), IdleTimeout: *idle}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// The GC would otherwise let the heap grow to twice the values
+		// kept; a soft limit above them keeps RSS near memcached's -m.
+		debug.SetMemoryLimit(int64(cfg.SlowMemory)*int64(len(where)) + 64<<20)
+	}
 	var stores []*kvStore
 	defer func() {
 		for _, st := range stores {
