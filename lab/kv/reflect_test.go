@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -224,8 +225,13 @@ func TestXDPFollowsAddresses(t *testing.T) {
 	if err := l.client.Command("ip", "route", "add", added.String()+"/32", "dev", l.client.Dev()).Run(); err != nil {
 		t.Fatal(err)
 	}
-	// Wait for the slow path's next look at the addresses; asked before,
-	// the slow path would answer from the namespace's first address.
+	udp := l.dial(t, "udp", netip.AddrPortFrom(added, labPort).String())
+	// The slow path answers from the address asked, not the one the route
+	// prefers (the connected client would drop that reply).
+	if r, err := doCtx(udp, "version\r\n"); err != nil || !strings.HasPrefix(r, "VERSION ") {
+		t.Fatalf("version to the added address: %q %v", r, err)
+	}
+	// Wait for the slow path's next look at the addresses.
 	deadline := time.Now().Add(replyWait)
 	var v uint8
 	for l.o.objs.OwnAddrs.Lookup(added.Unmap().As16(), &v) != nil {
@@ -234,7 +240,6 @@ func TestXDPFollowsAddresses(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	udp := l.dial(t, "udp", netip.AddrPortFrom(added, labPort).String())
 	tx0 := l.stat(t, "xdp_tx")
 	if r, err := doCtx(udp, "get x\r\n"); err != nil || r != "END\r\n" {
 		t.Fatalf("get to the added address: %q %v", r, err)

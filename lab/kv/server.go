@@ -188,8 +188,9 @@ func (s *Server) tick(ctx context.Context) {
 
 func (s *Server) serveUDP() {
 	buf := make([]byte, 65536)
+	sock := newReplySocket(s.udp)
 	for {
-		n, from, err := s.udp.ReadFrom(buf)
+		n, from, to, err := sock.read(buf)
 		if err != nil {
 			return
 		}
@@ -213,7 +214,7 @@ func (s *Server) serveUDP() {
 			continue
 		}
 		for _, d := range memcache.AppendDatagrams(nil, h.RequestID, out) {
-			s.udp.WriteTo(d, from)
+			sock.write(d, from, to)
 		}
 	}
 }
