@@ -358,6 +358,25 @@ enum { R_STORED, R_NOT_STORED, R_EXISTS, R_NOT_FOUND, R_DELETED, R_TOUCHED };
 
 /* ---- item access; callers hold the key's stripe lock ---- */
 
+/* The stripe lock does not keep the element ours: when the map is full, an
+ * insert on another CPU may evict it and the kernel hands it straight to the
+ * new key (no grace period), copying the new item in without our lock. The
+ * kernel unlinks an element before it reuses it, so finding it still under
+ * h after the locked section means nothing was copied into it meanwhile.
+ * Otherwise what was read may be torn, and what was written may have landed
+ * in another key's item: the caller voids that item (a writer) and lets the
+ * slow path do the request again. */
+static __always_inline int still_mapped(__u64 h, struct kv_val *v)
+{
+	return bpf_map_lookup_elem(&kv, &h) == (void *)v;
+}
+
+static __always_inline void void_item(struct kv_val *v)
+{
+	v->cas = 0;
+	v->slow = 0;
+}
+
 static __always_inline struct stripe *stripe_of(__u64 h)
 {
 	__u32 k = (__u32)(h ^ (h >> 32)) & (KV_NLOCKS - 1);
@@ -477,7 +496,7 @@ __noinline int get_one(__u32 slot, __u32 with_cas)
 		expired = 1;
 	}
 	bpf_spin_unlock(&lk->lock);
-	if (slow)
+	if (slow || (hit && !still_mapped(h, v)))
 		return -1;
 	if (hit) {
 		STAT_INC(get_hits);
@@ -680,6 +699,11 @@ __noinline int do_store(__u32 slot, __u32 cmd)
 			bpf_spin_unlock(&lk->lock);
 			if (pass)
 				return ACT_PASS;
+			if (!still_mapped(h, v)) {
+				if (res == R_STORED)
+					void_item(v);
+				return ACT_PASS;
+			}
 			if (cmd == CMD_CAS && res == R_STORED)
 				STAT_INC(cas_hits);
 			else if (cmd == CMD_CAS && res == R_EXISTS)
@@ -749,6 +773,11 @@ __noinline int do_delete(__u32 slot)
 			res = R_DELETED;
 		}
 		bpf_spin_unlock(&lk->lock);
+		if (!pass && !still_mapped(h, v)) {
+			if (res == R_DELETED)
+				void_item(v);
+			return ACT_PASS;
+		}
 	}
 	if (pass)
 		return ACT_PASS;
@@ -790,6 +819,11 @@ __noinline int do_touch(__u32 slot)
 			res = R_TOUCHED;
 		}
 		bpf_spin_unlock(&lk->lock);
+		if (!pass && !still_mapped(h, v)) {
+			if (res == R_TOUCHED)
+				void_item(v);
+			return ACT_PASS;
+		}
 	}
 	if (pass)
 		return ACT_PASS;
@@ -885,6 +919,11 @@ __noinline int do_arith(__u32 slot, __u32 incr)
 			}
 		}
 		bpf_spin_unlock(&lk->lock);
+		if (!pass && !still_mapped(h, v)) {
+			if (found)
+				void_item(v);
+			return ACT_PASS;
+		}
 	}
 	if (pass)
 		return ACT_PASS;
@@ -1394,7 +1433,7 @@ int kv_control(struct xdp_md *ctx)
 	struct stripe *lk;
 	__u64 h, now, cas, ncas;
 	__u32 op, cond, len, res = KV_CTL_OK;
-	int live, ours, present;
+	int live, ours, present, wrote = 0;
 
 	if (!s || (void *)(c + 1) > data_end)
 		return XDP_PASS;
@@ -1485,8 +1524,10 @@ int kv_control(struct xdp_md *ctx)
 			v->cas = 0;
 			v->slow = 0;
 			v->len = 0;
+			wrote = 1;
 		}
 	} else {
+		wrote = 1;
 		if (!key_eq(s, v))
 			set_key(s, v);
 		v->cas = ncas;
@@ -1505,6 +1546,11 @@ int kv_control(struct xdp_md *ctx)
 		c->new_cas = ncas;
 	}
 	bpf_spin_unlock(&lk->lock);
+	if (!still_mapped(h, v)) {
+		if (wrote)
+			void_item(v);
+		res = KV_CTL_RETRY;
+	}
 	c->result = res;
 	return XDP_PASS;
 }

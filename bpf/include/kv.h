@@ -85,6 +85,7 @@ enum kv_ctl_result {
 	KV_CTL_FAILED = 1, /* cond did not hold */
 	KV_CTL_ABSENT = 2, /* LOAD: no live entry */
 	KV_CTL_ERROR = 3,  /* malformed request or map full */
+	KV_CTL_RETRY = 4,  /* the element was evicted under us: run it again */
 };
 
 struct kv_ctl {

@@ -24,7 +24,12 @@ const (
 	resFailed = 1
 	resAbsent = 2
 	resError  = 3
+	resRetry  = 4 // the element was evicted and reused under the program
 )
+
+// ctlTries bounds the reruns of a request whose element was reused under it:
+// that takes an eviction racing with it, so a second run all but always does.
+const ctlTries = 8
 
 // entry is what the control program reports for a key: an item held in
 // the kernel, or a marker saying the slow path holds the value.
@@ -47,14 +52,22 @@ func (o *Objects) control(c *kvKvCtl) error {
 		return err
 	}
 	out := make([]byte, ctlSize)
-	opts := ebpf.RunOptions{Data: in, DataOut: out}
-	if _, err := o.objs.KvControl.Run(&opts); err != nil {
-		return fmt.Errorf("control program: %w", err)
+	for range ctlTries {
+		opts := ebpf.RunOptions{Data: in, DataOut: out}
+		if _, err := o.objs.KvControl.Run(&opts); err != nil {
+			return fmt.Errorf("control program: %w", err)
+		}
+		if _, err := binary.Decode(opts.DataOut, binary.LittleEndian, c); err != nil {
+			return err
+		}
+		if c.Result != resRetry {
+			break
+		}
 	}
-	if _, err := binary.Decode(opts.DataOut, binary.LittleEndian, c); err != nil {
-		return err
-	}
-	if c.Result == resError {
+	switch c.Result {
+	case resRetry:
+		return fmt.Errorf("control program: key %q evicted under it %d times in a row", c.Key[:c.Klen], ctlTries)
+	case resError:
 		return fmt.Errorf("control program rejected op %d on key %q", c.Op, c.Key[:c.Klen])
 	}
 	return nil

@@ -53,6 +53,14 @@ var (
 	diffExptimes = []string{"0", "0", "0", "0", "-1", "-1000", "-0", "86400", "2592000", "2592001",
 		"1000000000", "2000000000", "4294967296", "4295053696", "+100000"}
 	diffFlags = []string{"0", "0", "0", "1", "65535", "4294967295", "4294967296", "007"}
+
+	// Tokens memcached refuses in a storage command, or reads other than
+	// the store's XDP tokenizer does ("+3" and "-0" are numbers to it).
+	badFlags   = []string{"-1", "x", "1x", "18446744073709551616", "0x1", "+1", "-0"}
+	badExptime = []string{"x", "1.5", "-", "2147483648", "-2147483649", "9223372036854775808", "0x10", "1e3"}
+	badLength  = []string{"-1", "-0", "+3", "x", "1x", "0x3", "2147483646", "2147483647", "4294967296",
+		"4294967299", "99999999999999999999", "-2147483648", "003"}
+	badUnique = []string{"x", "-1", "+1", "18446744073709551616", "1.0", "0"}
 )
 
 // diffOp is one generated request. A cas request's unique is filled in per
@@ -64,6 +72,7 @@ type diffOp struct {
 	arithKey  string // incr and decr
 	cas       bool
 	udp       bool // may go over UDP
+	malformed bool // from diffGen.malformed
 	v6        bool
 }
 
@@ -133,6 +142,9 @@ func (g *diffGen) noreply() string {
 }
 
 func (g *diffGen) op() *diffOp {
+	if g.r.IntN(100) < 8 {
+		return g.malformed()
+	}
 	op := &diffOp{}
 	var b []byte
 	switch r := g.r.IntN(1000); {
@@ -210,6 +222,99 @@ func (g *diffGen) op() *diffOp {
 	op.udp = len(op.pre)+len(op.post)+20 <= udpMaxRequest && g.r.IntN(10) < 7
 	op.v6 = g.r.IntN(2) == 0
 	return op
+}
+
+// malformed is a storage command memcached refuses (a bad number, a key
+// too long, too few or too many tokens) or whose data block is not what
+// its line declares, often with more commands behind it in the same
+// request: memcached answers what follows the point where it gave up as
+// new commands, and so must the store, in XDP and in the slow path. Only
+// requests memcached finishes are kept: one that leaves it reading a data
+// block or a line would take the next request as its continuation (over
+// UDP, the next datagram; see TestBadInput's "dangling").
+func (g *diffGen) malformed() *diffOp {
+	for {
+		b := g.badStorage()
+		if g.r.IntN(2) == 0 {
+			if next := g.op(); !next.cas && next.arithKey == "" {
+				b = append(b, next.pre...)
+			}
+		}
+		if finishes(b) {
+			op := &diffOp{pre: b, malformed: true, v6: g.r.IntN(2) == 0}
+			op.udp = len(b)+20 <= udpMaxRequest && g.r.IntN(10) < 7
+			return op
+		}
+	}
+}
+
+// badStorage is one storage command with one or two faults.
+func (g *diffGen) badStorage() []byte {
+	cmd := g.pick([]string{"set", "set", "add", "replace", "append", "prepend", "cas"})
+	val := g.value()
+	if len(val) > 600 {
+		val = val[:g.r.IntN(600)]
+	}
+	tok := []string{cmd, g.key(), g.pick(diffFlags), g.pick(diffExptimes), strconv.Itoa(len(val))}
+	if cmd == "cas" {
+		tok = append(tok, "1")
+	}
+	end := "\r\n"
+	for range 1 + g.r.IntN(2) {
+		switch g.r.IntN(7) {
+		case 0:
+			tok[2] = g.pick(badFlags)
+		case 1:
+			tok[3] = g.pick(badExptime)
+		case 2:
+			tok[4] = g.pick(badLength)
+		case 3: // a data block longer or shorter than declared
+			tok[4] = strconv.Itoa(max(0, len(val)+g.r.IntN(9)-4))
+		case 4: // rarely: nothing else matters with it, so it always finishes
+			if g.r.IntN(4) == 0 {
+				tok[1] = strings.Repeat("k", 251)
+			}
+		case 5:
+			if cmd == "cas" {
+				tok[5] = g.pick(badUnique)
+			}
+		default:
+			end = g.pick([]string{"\n", "", "\r", "xy", "\n\r\n", "\r\r\n", " \r\n"})
+		}
+	}
+	switch g.r.IntN(6) {
+	case 0:
+		tok = tok[:1+g.r.IntN(len(tok)-1)]
+	case 1:
+		tok = append(tok, g.pick([]string{"x", "0", "noreply", "noreply x"}))
+	}
+	line := strings.Join(tok, " ")
+	if g.r.IntN(3) == 0 {
+		line += " noreply"
+	}
+	b := []byte(line + "\r\n" + val + end)
+	if g.r.IntN(10) == 0 {
+		b = g.respell(b)
+	}
+	return b
+}
+
+// finishes reports whether memcached gets to the end of raw without
+// waiting for more bytes (a data block, or the rest of a line) and without
+// closing the connection, and whether all of raw is in the store's
+// repertoire: a line of junk may spell a meta command ("mn"), which
+// memcached answers and the store does not (see TestBadInput).
+func finishes(raw []byte) bool {
+	for len(raw) > 0 {
+		_, n, err := memcache.ParseRequest(raw)
+		if e, ok := err.(*memcache.Error); ok && (e.Close || e.Unsupported || n+e.Swallow > len(raw)) || err == memcache.ErrIncomplete {
+			return false
+		} else if ok {
+			n += e.Swallow
+		}
+		raw = raw[n:]
+	}
+	return true
 }
 
 // respell writes a request's command line the other ways memcached reads
@@ -389,7 +494,7 @@ func TestDifferential(t *testing.T) {
 	g := &diffGen{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), keys: diffKeys()}
 	m := &casMatcher{ab: map[uint64]uint64{}, ba: map[uint64]uint64{}}
 	tx0, pass0 := l.stat(t, "xdp_tx"), l.stat(t, "xdp_pass")
-	var nudp, ntcp, nquirk, nunpadded int
+	var nudp, ntcp, nmalformed, nquirk, nunpadded int
 
 	// The last requests and memcached's replies, for the failure report.
 	var history []string
@@ -400,6 +505,9 @@ func TestDifferential(t *testing.T) {
 	}
 	for i := range ops {
 		op := g.op()
+		if op.malformed {
+			nmalformed++
+		}
 		if op.udp {
 			nudp++
 		} else {
@@ -496,8 +604,8 @@ func TestDifferential(t *testing.T) {
 		t.Fatalf("seed %d: final contents differ (%v)\nmemcached: %.2000q\nstore:     %.2000q", seed, err, final[0], final[1])
 	}
 	tx, pass := l.stat(t, "xdp_tx")-tx0, l.stat(t, "xdp_pass")-pass0
-	t.Logf("%d operations (%d UDP, %d TCP): XDP answered %d datagrams, passed %d up; resynced %d incr/decr on numbers of 2^63 or more or blanks, %d unpadded by memcached",
-		ops, nudp, ntcp, tx, pass, nquirk, nunpadded)
+	t.Logf("%d operations (%d UDP, %d TCP, %d malformed storage commands): XDP answered %d datagrams, passed %d up; resynced %d incr/decr on numbers of 2^63 or more or blanks, %d unpadded by memcached",
+		ops, nudp, ntcp, nmalformed, tx, pass, nquirk, nunpadded)
 	if tx == 0 || pass == 0 {
 		t.Errorf("XDP answered %d and passed %d: the run did not exercise both paths", tx, pass)
 	}
