@@ -211,6 +211,14 @@ var functionalScript = []string{
 	"GET K\r\n",
 	"get " + strings.Repeat("k", 251) + "\r\n",
 	"set K 0 0 1\r\nab\r\n", // bad data chunk
+	// A malformed storage command with more behind it in the datagram:
+	// memcached reads on after its error (its own trailing ERROR
+	// included), and so must the proxy.
+	"set K 0 0 1\r\nab\r\nget K\r\n",
+	"set K 0 0 x\r\nget K\r\n",
+	"get K\r\nset K 0 0 2\r\nabcd\r\nget K\r\n",
+	"set K 0 0 3\r\nab\nget K\r\n",
+	"set " + strings.Repeat("k", 251) + " 0 0 1\r\nx\r\nget K\r\n",
 }
 
 func TestProxyFunctional(t *testing.T) {
