@@ -152,8 +152,12 @@ func proxyServe(args []string) error {
 	fs.Var(&backendArgs, "backend", "backend "+backendForms+"; repeat for each. The ADDR after the comma is the backend's address of the other family, so that clients of both families stay in XDP; the first address alone places it on the ring, as in nutcracker")
 	config := fs.String("config", "", "nutcracker YAML config with one pool (listen, servers, timeout); instead of --listen and --backend")
 	useLab := fs.Bool("lab", false, "serve in the lab that 'lab up' built: on its proxy host, port 11211 of the addresses towards the client, with every kv host (port 11211, both addresses) as a backend")
+	newFlows := fs.Uint("new-flows", proxy.DefaultNewFlows, "client flows each CPU may start a second in XDP (a spoofed flood cannot turn the 65536 over faster); requests over it go to the slow path")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *newFlows == 0 || *newFlows > 1<<31 {
+		return usageError{"--new-flows must be 1..2^31"}
 	}
 	if *useLab {
 		if *dev != "" || *ns != "" || *config != "" || len(listens) > 0 || len(backendArgs) > 0 {
@@ -216,6 +220,7 @@ func proxyServe(args []string) error {
 			return usageError{"--listen: at most one IPv4 and one IPv6 address"}
 		}
 	}
+	cfg.NewFlows = uint32(*newFlows)
 	for _, s := range backendArgs {
 		b, err := parseBackend(s)
 		if err != nil {
