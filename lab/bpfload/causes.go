@@ -54,12 +54,23 @@ func Causes(log []string) []string {
 	return out
 }
 
-// lastLines is the tail of a verifier log people read: where the reason is.
+// statsLine matches the statistics a stats-level log ends with, which
+// would push the reason out of the lines people read.
+var statsLine = regexp.MustCompile(`^(verification time \d+|stack depth [0-9+]+|processed \d+ insns)`)
+
+// lastLines is the tail of a verifier log people read, where the reason
+// is: its last n lines other than statistics.
 func lastLines(log []string, n int) []string {
-	if len(log) > n {
-		log = log[len(log)-n:]
+	var keep []string
+	for _, l := range log {
+		if !statsLine.MatchString(l) {
+			keep = append(keep, l)
+		}
 	}
-	return log
+	if len(keep) > n {
+		keep = keep[len(keep)-n:]
+	}
+	return keep
 }
 
 // formatCauses renders Causes for a message, indented, or "".

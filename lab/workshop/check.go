@@ -1,0 +1,235 @@
+package workshop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xdplab/xdplab/lab/bpfload"
+	"github.com/xdplab/xdplab/lab/netlab"
+)
+
+// The two checks every lesson starts with.
+const (
+	CheckBuilds = "builds with " + Compiler
+	CheckLoads  = "passes the verifier"
+)
+
+// Options say what to check and where to say how it goes.
+type Options struct {
+	// Source is the student's C; Object, if set instead, an object built
+	// from it already (the host builds, a guest checks).
+	Source, Object string
+	// Out gets a line per check as it finishes; nil: quiet.
+	Out io.Writer
+	// Short trims traffic (go test -short; guests under emulation).
+	Short bool
+}
+
+// Result is one check's outcome: passed (Err nil, Skip ""), failed or
+// skipped.
+type Result struct {
+	Name string
+	Err  error
+	Skip string
+	Took time.Duration
+	Hint string
+}
+
+// Report is a lesson check's outcome.
+type Report struct {
+	Lesson  *Lesson
+	Results []Result
+	// NotRun are the checks after the first failure: they build on it.
+	NotRun []string
+	Took   time.Duration
+}
+
+// Passed says every check ran and none failed.
+func (r *Report) Passed() bool { return r.FirstFailure() == nil && len(r.NotRun) == 0 }
+
+// FirstFailure is the first failed check, or nil.
+func (r *Report) FirstFailure() *Result {
+	for i := range r.Results {
+		if r.Results[i].Err != nil {
+			return &r.Results[i]
+		}
+	}
+	return nil
+}
+
+// String is the report as Check prints it.
+func (r *Report) String() string {
+	var b strings.Builder
+	for _, res := range r.Results {
+		b.WriteString(res.String())
+	}
+	for _, n := range r.NotRun {
+		fmt.Fprintf(&b, "  · %s (not run: fix the failure above first)\n", n)
+	}
+	return b.String()
+}
+
+func (res Result) String() string {
+	switch {
+	case res.Skip != "":
+		return fmt.Sprintf("  - %s: skipped, %s\n", res.Name, res.Skip)
+	case res.Err == nil:
+		return fmt.Sprintf("  ✓ %s (%.1fs)\n", res.Name, res.Took.Seconds())
+	}
+	s := fmt.Sprintf("  ✗ %s: %s\n", res.Name, indent(res.Err.Error()))
+	if res.Hint != "" {
+		s += "      hint: " + indent(res.Hint) + "\n"
+	}
+	return s
+}
+
+// indent puts a multi-line message's later lines under its first.
+func indent(s string) string { return strings.ReplaceAll(s, "\n", "\n      ") }
+
+// skipError makes a check a skip, with its reason.
+type skipError struct{ why string }
+
+func (s skipError) Error() string { return s.why }
+
+// Skip returns from a check that cannot run here (a kernel without a
+// feature, found by a probe), saying why.
+func Skip(format string, args ...any) error { return skipError{fmt.Sprintf(format, args...)} }
+
+// Check builds, loads and tests the student's program, stopping at the
+// first failure. It returns an error only when it could not check at all.
+func (l *Lesson) Check(ctx context.Context, o Options) (*Report, error) {
+	start := time.Now()
+	r := &Report{Lesson: l}
+	defer func() { r.Took = time.Since(start) }()
+	e := &Env{ctx: ctx, lesson: l, short: o.Short}
+	defer e.close()
+
+	record := func(name, hint string, t0 time.Time, err error) bool {
+		res := Result{Name: name, Took: time.Since(t0)}
+		var se skipError
+		if errors.As(err, &se) {
+			res.Skip = se.why
+		} else if err != nil {
+			res.Err, res.Hint = err, hint
+		}
+		r.Results = append(r.Results, res)
+		if o.Out != nil {
+			fmt.Fprint(o.Out, res.String())
+		}
+		return res.Err == nil
+	}
+	names := []string{CheckLoads}
+	for _, c := range l.Checks {
+		names = append(names, c.Name)
+	}
+	stop := func(i int) (*Report, error) {
+		r.NotRun = names[i:]
+		if o.Out != nil {
+			for _, n := range r.NotRun {
+				fmt.Fprintf(o.Out, "  · %s (not run: fix the failure above first)\n", n)
+			}
+		}
+		return r, nil
+	}
+
+	obj := o.Object
+	if obj == "" {
+		t0 := time.Now()
+		dir, err := os.MkdirTemp("", "workshop-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		obj, err = Compile(ctx, o.Source, dir)
+		if errors.Is(err, ErrNoCompiler) {
+			return nil, err
+		}
+		if !record(CheckBuilds, "", t0, err) {
+			return stop(0)
+		}
+	}
+	t0 := time.Now()
+	if !record(CheckLoads, "", t0, e.load(obj)) {
+		return stop(1)
+	}
+	for i, c := range l.Checks {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		if !record(c.Name, c.Hint, t0, c.Run(e)) {
+			return stop(i + 2)
+		}
+	}
+	return r, nil
+}
+
+// Env is what a check works with: the loaded program and its maps, and a
+// veth pair when a check asks for one.
+type Env struct {
+	ctx    context.Context
+	lesson *Lesson
+	short  bool
+	coll   *ebpf.Collection
+	prog   *ebpf.Program
+	pair   *pair
+}
+
+func (e *Env) load(obj string) error {
+	netlab.RemoveMemlock()
+	spec, err := ebpf.LoadCollectionSpec(obj)
+	if err != nil {
+		return fmt.Errorf("cannot read the compiled object: %w", err)
+	}
+	ps, ok := spec.Programs[e.lesson.Program]
+	if !ok {
+		return fmt.Errorf("no function %s in SEC(\"xdp\"): the checker runs that one (keep the starter's name)", e.lesson.Program)
+	}
+	if ps.Type != ebpf.XDP {
+		return fmt.Errorf("%s is a %s program, want XDP: put it in SEC(\"xdp\")", e.lesson.Program, ps.Type)
+	}
+	e.coll, err = ebpf.NewCollectionWithOptions(spec, *bpfload.Options())
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		// Once more with the instruction log, whose last lines name the
+		// C source line the verifier stopped at (from the -g line info).
+		o := bpfload.Options()
+		o.Programs.LogLevel = ebpf.LogLevelBranch
+		if _, err2 := ebpf.NewCollectionWithOptions(spec, *o); errors.As(err2, &ve) {
+			err = err2
+		}
+	}
+	if err != nil {
+		return bpfload.Explain("program", err)
+	}
+	e.prog = e.coll.Programs[e.lesson.Program]
+	return nil
+}
+
+func (e *Env) close() {
+	if e.pair != nil {
+		e.pair.close()
+	}
+	if e.coll != nil {
+		e.coll.Close()
+	}
+}
+
+// Short says to keep traffic small.
+func (e *Env) Short() bool { return e.short }
+
+// Map returns one of the program's maps, or an error naming it.
+func (e *Env) Map(name string) (*ebpf.Map, error) {
+	m, ok := e.coll.Maps[name]
+	if !ok {
+		return nil, fmt.Errorf("your program has no map %q: keep the starter's maps and their names", name)
+	}
+	return m, nil
+}

@@ -1,0 +1,209 @@
+package workshop
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xdplab/xdplab/lab/kv"
+	"github.com/xdplab/xdplab/lab/memcache"
+	"github.com/xdplab/xdplab/lab/netlab"
+)
+
+// XDP actions, as a program returns them.
+const (
+	XDPAborted = iota
+	XDPDrop
+	XDPPass
+	XDPTX
+	XDPRedirect
+)
+
+// ActionName is the name a student's C uses for an XDP action.
+func ActionName(a uint32) string {
+	names := []string{"XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT"}
+	if int(a) < len(names) {
+		return names[a]
+	}
+	return fmt.Sprintf("action %d (not an XDP action)", a)
+}
+
+// The addresses of crafted frames: a client and the server the program
+// runs on.
+var (
+	Client = netip.MustParseAddrPort("198.18.0.1:40000")
+	Server = netip.MustParseAddrPort("198.18.0.2:11211")
+)
+
+// Request is a memcached UDP request from Client to Server, request id id.
+func Request(id uint16, payload string) kv.Datagram {
+	return kv.Datagram{Src: Client, Dst: Server, ID: id, Payload: []byte(payload),
+		SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2}}
+}
+
+// Run runs the program once on frame with BPF_PROG_TEST_RUN and returns its
+// action and the frame as the program left it.
+func (e *Env) Run(frame []byte) (uint32, []byte, error) {
+	out := make([]byte, len(frame)+4096) // room for a program that grows the frame
+	opts := ebpf.RunOptions{Data: frame, DataOut: out}
+	ret, err := e.prog.Run(&opts)
+	if err != nil {
+		return 0, nil, fmt.Errorf("running the program on a frame: %w", err)
+	}
+	return ret, opts.DataOut, nil
+}
+
+// Counter is slot i of a per-CPU counter map, summed over the CPUs.
+func (e *Env) Counter(name string, i uint32) (uint64, error) {
+	m, err := e.Map(name)
+	if err != nil {
+		return 0, err
+	}
+	var per []uint64
+	if err := m.Lookup(i, &per); err != nil {
+		return 0, fmt.Errorf("reading %s[%d]: %w", name, i, err)
+	}
+	var n uint64
+	for _, v := range per {
+		n += v
+	}
+	return n, nil
+}
+
+// ResetCounters zeroes every slot of a per-CPU counter map.
+func (e *Env) ResetCounters(name string) error {
+	m, err := e.Map(name)
+	if err != nil {
+		return err
+	}
+	zero := make([]uint64, ebpf.MustPossibleCPU())
+	for i := uint32(0); i < m.MaxEntries(); i++ {
+		if err := m.Put(i, zero); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Other frames, which a memcached program must leave alone.
+
+// ARPFrame is an ARP request for Server's address.
+func ARPFrame() []byte {
+	b := make([]byte, 42)
+	copy(b[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(b[6:12], []byte{2, 0, 0, 0, 0, 1})
+	binary.BigEndian.PutUint16(b[12:], 0x0806)
+	copy(b[14:22], []byte{0, 1, 8, 0, 6, 4, 0, 1})
+	s, t := Client.Addr().As4(), Server.Addr().As4()
+	copy(b[28:32], s[:])
+	copy(b[38:42], t[:])
+	return b
+}
+
+// TCPFrame is a request's frame with its IP protocol made TCP: what the
+// program sees of it is the same up to the protocol byte.
+func TCPFrame() []byte {
+	b := Request(1, "get foo\r\n").Frame()
+	b[14+9] = 6
+	return b
+}
+
+// pair is a client—server veth pair with the student's program on the
+// server's end, removed when the check run ends, pass or fail.
+type pair struct {
+	topo           *netlab.Topology
+	client, server *netlab.Host
+	xdp            io.Closer
+}
+
+// Pair builds the veth pair (once per check run) and attaches the program.
+func (e *Env) Pair() (*pair, error) {
+	if e.pair != nil {
+		return e.pair, nil
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("a veth pair needs root: run with sudo")
+	}
+	topo, err := netlab.New(netlab.Spec{
+		// XDP_PASS on the client's end: a veth delivers XDP_TX frames
+		// only to a peer that has an XDP program.
+		Hosts: []netlab.HostSpec{{Name: "client", Role: "client", XDPPass: true}, {Name: "server", Role: "kv"}},
+		Links: []netlab.LinkSpec{{A: "client", B: "server"}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := &pair{topo: topo, client: topo.Host("client"), server: topo.Host("server")}
+	p.xdp, err = netlab.AttachXDP(p.server, p.server.Dev(), e.prog)
+	if err != nil {
+		topo.Close()
+		return nil, err
+	}
+	e.pair = p
+	return p, nil
+}
+
+func (p *pair) close() {
+	if p.xdp != nil {
+		p.xdp.Close()
+	}
+	if err := p.topo.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "workshop:", err)
+	}
+}
+
+// ServerAddr is the server's IPv4 address and port.
+func (p *pair) ServerAddr(port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(p.server.IPv4(), port)
+}
+
+// Listen opens a UDP socket on the server, as a server program would.
+func (p *pair) Listen(port uint16) (*net.UDPConn, error) {
+	var c *net.UDPConn
+	err := p.server.Do(func() (err error) {
+		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(p.ServerAddr(port)))
+		return err
+	})
+	return c, err
+}
+
+// Dial opens a UDP socket on the client, connected to the server's port.
+func (p *pair) Dial(port uint16) (*net.UDPConn, error) {
+	var c *net.UDPConn
+	err := p.client.Do(func() (err error) {
+		c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(p.ServerAddr(port)))
+		return err
+	})
+	return c, err
+}
+
+// Exchange sends a memcached request from the client, framed with request
+// id id, and returns the reply's payload (header checked and cut), or an
+// error after wait.
+func (p *pair) Exchange(c *net.UDPConn, id uint16, req string, wait time.Duration) (string, error) {
+	msg := memcache.AppendHeader(nil, memcache.Header{RequestID: id, Total: 1})
+	if _, err := c.Write(append(msg, req...)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 2048)
+	c.SetReadDeadline(time.Now().Add(wait))
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", fmt.Errorf("no reply within %v", wait)
+	}
+	h, err := memcache.ParseHeader(buf[:n])
+	if err != nil {
+		return "", fmt.Errorf("the reply is %d bytes, shorter than memcached's 8-byte frame header", n)
+	}
+	if h.RequestID != id {
+		return "", fmt.Errorf("the reply carries request id %d, the request had %d", h.RequestID, id)
+	}
+	return string(buf[memcache.HeaderLen:n]), nil
+}

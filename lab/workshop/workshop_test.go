@@ -1,0 +1,122 @@
+package workshop
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// checkFile writes a lesson's file to a temporary directory and checks it.
+func checkFile(t *testing.T, l *Lesson, name string, src []byte) *Report {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("checking a lesson loads BPF and builds namespaces: needs root")
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := l.Check(context.Background(), Options{Source: path, Short: testing.Short()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s %s:\n%s", l, name, r)
+	return r
+}
+
+func lessonFile(t *testing.T, l *Lesson, name string) []byte {
+	t.Helper()
+	b, err := l.File(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The reference solution of every lesson passes every check.
+func TestSolutions(t *testing.T) {
+	for _, l := range Lessons() {
+		t.Run(l.Dir(), func(t *testing.T) {
+			r := checkFile(t, l, SolutionFile, lessonFile(t, l, SolutionFile))
+			if !r.Passed() {
+				t.Errorf("the solution fails:\n%s", r)
+			}
+		})
+	}
+}
+
+// firstFailures is the check each untouched starter must fail first: the
+// first thing a student is asked to do.
+var firstFailures = map[string]string{
+	"count": CheckCountEvery,
+}
+
+// Every untouched starter builds, loads, and fails where its first TODO is.
+func TestStarters(t *testing.T) {
+	for _, l := range Lessons() {
+		t.Run(l.Dir(), func(t *testing.T) {
+			want, ok := firstFailures[l.Slug]
+			if !ok {
+				t.Fatalf("no expected first failure for %s: add it to firstFailures", l.Slug)
+			}
+			r := checkFile(t, l, StarterFile, lessonFile(t, l, StarterFile))
+			f := r.FirstFailure()
+			if f == nil {
+				t.Fatalf("the starter fails no check:\n%s", r)
+			}
+			if f.Name != want {
+				t.Errorf("the starter fails %q first, want %q:\n%s", f.Name, want, r)
+			}
+		})
+	}
+}
+
+func TestLessonsComplete(t *testing.T) {
+	for _, l := range Lessons() {
+		for _, f := range []string{ReadmeFile, StarterFile, SolutionFile} {
+			if b, err := l.File(f); err != nil || len(b) == 0 {
+				t.Errorf("%s: %s missing or empty (%v)", l.Dir(), f, err)
+			}
+		}
+		if !strings.HasPrefix(string(lessonFile(t, l, ReadmeFile)), "# Lesson ") {
+			t.Errorf("%s: README.md does not start with '# Lesson '", l.Dir())
+		}
+	}
+}
+
+// A verifier rejection reaches the student as the verifier's own words and
+// the likely cause: here lesson 1's solution with its Ethernet bounds check
+// taken out.
+func TestVerifierRejectionExplained(t *testing.T) {
+	l, err := Lookup("count")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := string(lessonFile(t, l, SolutionFile))
+	check := "if ((void *)(eth + 1) > data_end)\n\t\treturn XDP_PASS;\n"
+	if !strings.Contains(src, check) {
+		t.Fatalf("lesson 1's solution has no %q to take out", check)
+	}
+	r := checkFile(t, l, "nobounds.bpf.c", []byte(strings.Replace(src, check, "", 1)))
+	f := r.FirstFailure()
+	if f == nil || f.Name != CheckLoads {
+		t.Fatalf("want a failure to load, got:\n%s", r)
+	}
+	for _, want := range []string{"invalid access to packet", "likely cause", "bounds check"} {
+		if !strings.Contains(f.Err.Error(), want) {
+			t.Errorf("the student's message lacks %q:\n%s", want, r)
+		}
+	}
+}
+
+// A compile error comes back as the compiler's lines.
+func TestCompileErrorShown(t *testing.T) {
+	l, _ := Lookup("1")
+	r := checkFile(t, l, "broken.bpf.c", []byte("int x = ;\n"))
+	f := r.FirstFailure()
+	if f == nil || f.Name != CheckBuilds || !strings.Contains(f.Err.Error(), "broken.bpf.c:1:9: error") {
+		t.Fatalf("want clang's error line, got:\n%s", r)
+	}
+}
