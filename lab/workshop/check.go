@@ -28,6 +28,11 @@ type Options struct {
 	Source, Object string
 	// Out gets a line per check as it finishes; nil: quiet.
 	Out io.Writer
+	// ObjectDir keeps the built object there (default: a temporary
+	// directory, removed); BuildOnly stops after building, for a guest
+	// to check the object.
+	ObjectDir string
+	BuildOnly bool
 	// Short trims traffic (go test -short; guests under emulation).
 	Short bool
 }
@@ -49,6 +54,8 @@ type Report struct {
 	// NotRun are the checks after the first failure: they build on it.
 	NotRun []string
 	Took   time.Duration
+	// Object is the object built (Options.ObjectDir) or checked.
+	Object string
 }
 
 // Passed says every check ran and none failed.
@@ -139,24 +146,32 @@ func (l *Lesson) Check(ctx context.Context, o Options) (*Report, error) {
 		return r, nil
 	}
 
-	obj := o.Object
-	if obj == "" {
+	r.Object = o.Object
+	if r.Object == "" {
 		t0 := time.Now()
-		dir, err := os.MkdirTemp("", "workshop-")
-		if err != nil {
-			return nil, err
+		dir := o.ObjectDir
+		if dir == "" {
+			d, err := os.MkdirTemp("", "workshop-")
+			if err != nil {
+				return nil, err
+			}
+			defer os.RemoveAll(d)
+			dir = d
 		}
-		defer os.RemoveAll(dir)
-		obj, err = Compile(ctx, o.Source, dir)
+		obj, err := Compile(ctx, o.Source, dir)
 		if errors.Is(err, ErrNoCompiler) {
 			return nil, err
 		}
 		if !record(CheckBuilds, "", t0, err) {
 			return stop(0)
 		}
+		r.Object = obj
+		if o.BuildOnly {
+			return r, nil
+		}
 	}
 	t0 := time.Now()
-	if !record(CheckLoads, "", t0, e.load(obj)) {
+	if !record(CheckLoads, "", t0, e.load(r.Object)) {
 		return stop(1)
 	}
 	for i, c := range l.Checks {

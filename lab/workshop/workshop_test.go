@@ -2,9 +2,11 @@ package workshop
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -119,4 +121,51 @@ func TestCompileErrorShown(t *testing.T) {
 	if f == nil || f.Name != CheckBuilds || !strings.Contains(f.Err.Error(), "broken.bpf.c:1:9: error") {
 		t.Fatalf("want clang's error line, got:\n%s", r)
 	}
+}
+
+func TestStart(t *testing.T) {
+	l, _ := Lookup("count")
+	dir := t.TempDir()
+	src, err := l.Start(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(mustRead(t, src)), string(lessonFile(t, l, StarterFile)); got != want {
+		t.Fatal("the student's file is not the starter")
+	}
+	if _, err := l.Start(dir, false); err != nil {
+		t.Errorf("starting again over an untouched starter: %v", err)
+	}
+	if err := os.WriteFile(src, []byte("// my work\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Start(dir, false); !errors.Is(err, ErrEdited) {
+		t.Errorf("starting over an edited file: %v, want ErrEdited", err)
+	}
+	if string(mustRead(t, src)) != "// my work\n" {
+		t.Error("the edited file was overwritten")
+	}
+	if _, err := l.Start(dir, true); err != nil || string(mustRead(t, src)) != string(lessonFile(t, l, StarterFile)) {
+		t.Errorf("--force did not put the starter back: %v", err)
+	}
+	t.Setenv("SUDO_UID", "65534")
+	t.Setenv("SUDO_GID", "65534")
+	if os.Geteuid() == 0 {
+		if _, err := l.Start(dir, true); err != nil {
+			t.Fatal(err)
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(src, &st); err != nil || st.Uid != 65534 || st.Gid != 65534 {
+			t.Errorf("under sudo the file belongs to %d:%d, want the sudoer's 65534:65534 (%v)", st.Uid, st.Gid, err)
+		}
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
