@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	
+
 	"github.com/xdplab/xdplab/lab/workshop"
 	"github.com/xdplab/xdplab/vmtest"
 )
