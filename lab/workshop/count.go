@@ -126,28 +126,19 @@ func countVeth(e *Env) error {
 	if err := e.ResetCounters("counters"); err != nil {
 		return err
 	}
-	srv, err := p.Listen(11211)
+	s, err := p.Sockets(true)
 	if err != nil {
 		return err
 	}
-	defer srv.Close()
-	c, err := p.Dial(11211)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+	defer s.Close()
 	const n = 10
-	for range n {
-		if _, err := c.Write([]byte("\x00\x01\x00\x00\x00\x01\x00\x00get foo\r\n")); err != nil {
+	for i := range n {
+		if err := s.Send(uint16(i), "get foo\r\n"); err != nil {
 			return err
 		}
 	}
-	buf := make([]byte, 2048)
-	srv.SetReadDeadline(time.Now().Add(3 * time.Second))
-	for i := range n {
-		if _, err := srv.Read(buf); err != nil {
-			return fmt.Errorf("the server socket got %d of %d datagrams sent from the client namespace: the program must pass them", i, n)
-		}
+	if got := s.Received(n, 3*time.Second); got != n {
+		return fmt.Errorf("the server socket got %d of %d datagrams sent from the client namespace: the program must pass them", got, n)
 	}
 	got, err := e.Counter("counters", cMemcached)
 	if err != nil {

@@ -164,34 +164,66 @@ func (p *pair) ServerAddr(port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(p.server.IPv4(), port)
 }
 
-// Listen opens a UDP socket on the server, as a server program would.
-func (p *pair) Listen(port uint16) (*net.UDPConn, error) {
-	var c *net.UDPConn
-	err := p.server.Do(func() (err error) {
-		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(p.ServerAddr(port)))
-		return err
-	})
-	return c, err
-}
-
-// Dial opens a UDP socket on the client, connected to the server's port.
-func (p *pair) Dial(port uint16) (*net.UDPConn, error) {
-	var c *net.UDPConn
+// Sockets opens, on port 11211, a UDP socket on the server (as memcached
+// would; nil unless listen) and one on the client connected to it. Close
+// closes them.
+func (p *pair) Sockets(listen bool) (*sockets, error) {
+	s := &sockets{}
+	addr := net.UDPAddrFromAddrPort(p.ServerAddr(memcache.DefaultPort))
 	err := p.client.Do(func() (err error) {
-		c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(p.ServerAddr(port)))
+		s.client, err = net.DialUDP("udp4", nil, addr)
 		return err
 	})
-	return c, err
+	if err == nil && listen {
+		err = p.server.Do(func() (err error) {
+			s.server, err = net.ListenUDP("udp4", addr)
+			return err
+		})
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
-// Exchange sends a memcached request from the client, framed with request
-// id id, and returns the reply's payload (header checked and cut), or an
-// error after wait.
-func (p *pair) Exchange(c *net.UDPConn, id uint16, req string, wait time.Duration) (string, error) {
+type sockets struct{ client, server *net.UDPConn }
+
+func (s *sockets) Close() {
+	for _, c := range []*net.UDPConn{s.client, s.server} {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+// Send sends a memcached request from the client, framed with request id id.
+func (s *sockets) Send(id uint16, req string) error {
 	msg := memcache.AppendHeader(nil, memcache.Header{RequestID: id, Total: 1})
-	if _, err := c.Write(append(msg, req...)); err != nil {
+	_, err := s.client.Write(append(msg, req...))
+	return err
+}
+
+// Received waits up to wait for n datagrams on the server socket and
+// returns how many came.
+func (s *sockets) Received(n int, wait time.Duration) int {
+	buf := make([]byte, 2048)
+	s.server.SetReadDeadline(time.Now().Add(wait))
+	for i := range n {
+		if _, err := s.server.Read(buf); err != nil {
+			return i
+		}
+	}
+	return n
+}
+
+// Exchange sends a request from the client and returns the reply's
+// payload (header checked and cut), or an error after wait.
+func (s *sockets) Exchange(id uint16, req string, wait time.Duration) (string, error) {
+	if err := s.Send(id, req); err != nil {
 		return "", err
 	}
+	c := s.client
 	buf := make([]byte, 2048)
 	c.SetReadDeadline(time.Now().Add(wait))
 	n, err := c.Read(buf)
