@@ -20,14 +20,14 @@ var cflags = []string{"-O2", "-g", "-Wall", "-target", "bpf", "-I/usr/include/x8
 // ErrNoCompiler says the pinned clang is missing, and how to get it.
 var ErrNoCompiler = errors.New(Compiler + " not found: run `sudo make deps` in the repository (or `sudo apt install clang-19 libbpf-dev`)")
 
-// Compile builds src into dir/NAME.o and returns its path. A compile error
-// is the compiler's own lines.
-func Compile(ctx context.Context, src, dir string) (string, error) {
+// Compile builds src into dir/NAME.o and returns its path and the
+// compiler's warnings. A compile error is the compiler's own lines.
+func Compile(ctx context.Context, src, dir string) (obj, warnings string, err error) {
 	cc, err := exec.LookPath(Compiler)
 	if err != nil {
-		return "", ErrNoCompiler
+		return "", "", ErrNoCompiler
 	}
-	obj := filepath.Join(dir, strings.TrimSuffix(filepath.Base(src), ".c")+".o")
+	obj = filepath.Join(dir, strings.TrimSuffix(filepath.Base(src), ".c")+".o")
 	args := append(append([]string{}, cflags...), "-c", src, "-o", obj)
 	cmd := exec.CommandContext(ctx, cc, args...)
 	var out bytes.Buffer
@@ -37,7 +37,7 @@ func Compile(ctx context.Context, src, dir string) (string, error) {
 		if msg == "" {
 			msg = err.Error()
 		}
-		return "", fmt.Errorf("%s says:\n%s", Compiler, msg)
+		return "", "", fmt.Errorf("%s says:\n%s", Compiler, msg)
 	}
-	return obj, nil
+	return obj, strings.TrimRight(out.String(), "\n"), nil
 }

@@ -45,6 +45,8 @@ type Result struct {
 	Skip string
 	Took time.Duration
 	Hint string
+	// Note is said of a passed check: the compiler's warnings.
+	Note string
 }
 
 // Report is a lesson check's outcome.
@@ -87,6 +89,8 @@ func (res Result) String() string {
 	switch {
 	case res.Skip != "":
 		return fmt.Sprintf("  - %s: skipped, %s\n", res.Name, res.Skip)
+	case res.Err == nil && res.Note != "":
+		return fmt.Sprintf("  ✓ %s (%.1fs), with warnings:\n      %s\n", res.Name, res.Took.Seconds(), indent(res.Note))
 	case res.Err == nil:
 		return fmt.Sprintf("  ✓ %s (%.1fs)\n", res.Name, res.Took.Seconds())
 	}
@@ -118,13 +122,16 @@ func (l *Lesson) Check(ctx context.Context, o Options) (*Report, error) {
 	e := &Env{ctx: ctx, lesson: l, short: o.Short}
 	defer e.close()
 
-	record := func(name, hint string, t0 time.Time, err error) bool {
-		res := Result{Name: name, Took: time.Since(t0)}
+	// record adds res, started at t0, with its outcome err.
+	record := func(res Result, t0 time.Time, err error) bool {
+		res.Took = time.Since(t0)
 		var se skipError
 		if errors.As(err, &se) {
 			res.Skip = se.why
 		} else if err != nil {
-			res.Err, res.Hint = err, hint
+			res.Err, res.Note = err, ""
+		} else {
+			res.Hint = ""
 		}
 		r.Results = append(r.Results, res)
 		if o.Out != nil {
@@ -158,11 +165,11 @@ func (l *Lesson) Check(ctx context.Context, o Options) (*Report, error) {
 			defer os.RemoveAll(d)
 			dir = d
 		}
-		obj, err := Compile(ctx, o.Source, dir)
+		obj, warnings, err := Compile(ctx, o.Source, dir)
 		if errors.Is(err, ErrNoCompiler) {
 			return nil, err
 		}
-		if !record(CheckBuilds, "", t0, err) {
+		if !record(Result{Name: CheckBuilds, Note: warnings}, t0, err) {
 			return stop(0)
 		}
 		r.Object = obj
@@ -171,7 +178,7 @@ func (l *Lesson) Check(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	t0 := time.Now()
-	if !record(CheckLoads, "", t0, e.load(r.Object)) {
+	if !record(Result{Name: CheckLoads}, t0, e.load(r.Object)) {
 		return stop(1)
 	}
 	for i, c := range l.Checks {
@@ -179,7 +186,7 @@ func (l *Lesson) Check(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 		t0 := time.Now()
-		if !record(c.Name, c.Hint, t0, c.Run(e)) {
+		if !record(Result{Name: c.Name, Hint: c.Hint}, t0, c.Run(e)) {
 			return stop(i + 2)
 		}
 	}
