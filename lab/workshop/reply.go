@@ -18,20 +18,21 @@ const (
 )
 
 func init() {
-	register(&Lesson{N: 3, Slug: "reply", Title: "answer with XDP_TX", Program: "xdp_prog", Checks: append(
-		[]Check{
-			{Name: CheckReplyPass, Run: replyPass},
-			{Name: CheckReplyTX, Run: replyTX,
-				Hint: "reply_miss() returns XDP_PASS until you write it; it must end in return XDP_TX"},
-			{Name: CheckReplyFrame, Run: func(e *Env) error { _, err := e.reply(Request(0x1234, "get foo\r\n")); return err },
-				Hint: "the reply is shorter than the request: bpf_xdp_adjust_tail(ctx, delta) with delta < 0 cuts it, and udp->len, ip->tot_len and ip->check must say the new size (set udp->check = 0)"},
-			{Name: CheckReplyAddr, Run: replyAddr,
-				Hint: "swap eth->h_source/h_dest (__builtin_memcpy through a 6-byte buffer), ip->saddr/daddr and udp->source/dest"},
-			{Name: CheckReplyText, Run: replyText},
-		}, append(lesson1Checks,
-			Check{Name: CheckReplyVeth, Run: replyVeth,
-				Hint: "a veth delivers an XDP_TX frame only to a peer with an XDP program (the checker puts one there), and drops frames with a wrong checksum silently: the checks above must pass first"},
-		)...)})
+	checks := []Check{
+		{Name: CheckReplyPass, Run: replyPass},
+		{Name: CheckReplyTX, Run: replyTX,
+			Hint: "reply_miss() returns XDP_PASS until you write it; it must end in return XDP_TX"},
+		{Name: CheckReplyFrame, Run: func(e *Env) error { _, err := e.reply(Request(0x1234, "get foo\r\n")); return err },
+			Hint: "the reply is shorter than the request: bpf_xdp_adjust_tail(ctx, delta) with delta < 0 cuts it, and udp->len, ip->tot_len and ip->check must say the new size (set udp->check = 0)"},
+		{Name: CheckReplyAddr, Run: replyAddr,
+			Hint: "swap eth->h_source/h_dest (__builtin_memcpy through a 6-byte buffer), ip->saddr/daddr and udp->source/dest"},
+		{Name: CheckReplyText, Run: replyText},
+	}
+	checks = append(checks, lesson1Checks...)
+	checks = append(checks, lesson2Checks...)
+	checks = append(checks, Check{Name: CheckReplyVeth, Run: replyVeth,
+		Hint: "a veth delivers an XDP_TX frame only to a peer with an XDP program (the checker puts one there), and drops frames with a wrong checksum silently: the checks above must pass first"})
+	register(&Lesson{N: 3, Slug: "reply", Title: "answer with XDP_TX", Program: "xdp_prog", Checks: checks})
 }
 
 // reply runs a request and returns the reply it was answered with, parsed

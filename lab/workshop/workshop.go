@@ -13,6 +13,8 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"slices"
+	"sort"
 	"strconv"
 )
 
@@ -47,14 +49,11 @@ const (
 
 var lessons []*Lesson
 
-// register adds a lesson; each lesson's file does so in init.
+// register adds a lesson, in order of N; each lesson's file does so in
+// init (TestLessonsComplete checks they are numbered 1 to N).
 func register(l *Lesson) {
-	if l.N != len(lessons)+1 {
-		// Lessons are numbered in the order the files' inits run, which
-		// is the files' order: name them so.
-		panic(fmt.Sprintf("workshop: lesson %d (%s) registered as number %d", l.N, l.Slug, len(lessons)+1))
-	}
-	lessons = append(lessons, l)
+	i := sort.Search(len(lessons), func(i int) bool { return lessons[i].N >= l.N })
+	lessons = slices.Insert(lessons, i, l)
 }
 
 // Lessons are the workshop's lessons, in order.

@@ -78,7 +78,10 @@ func TestStarters(t *testing.T) {
 }
 
 func TestLessonsComplete(t *testing.T) {
-	for _, l := range Lessons() {
+	for i, l := range Lessons() {
+		if l.N != i+1 {
+			t.Errorf("lesson %s is number %d, in place %d: number lessons 1 to N", l.Slug, l.N, i+1)
+		}
 		for _, f := range []string{ReadmeFile, StarterFile, SolutionFile} {
 			if b, err := l.File(f); err != nil || len(b) == 0 {
 				t.Errorf("%s: %s missing or empty (%v)", l.Dir(), f, err)

@@ -32,6 +32,16 @@ struct {
 	__type(value, struct key);
 } last_key SEC(".maps");
 
+// Where a key is read to before it is known to be good: one per CPU, as
+// programs on two CPUs run at once. (The stack has room for one struct
+// key, but only 512 bytes in all.)
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct key);
+} scratch SEC(".maps");
+
 // memcached's UDP frame header, before the request's text.
 struct mc_frame {
 	__be16 id, seq, total, reserved;
@@ -44,9 +54,10 @@ static __always_inline void count(__u32 which)
 		(*c)++;
 }
 
-// key_len returns the length of the key at p, which must be followed by
-// "\r\n" and the end of the datagram, or -1.
-static __always_inline int key_len(const char *p, void *data_end)
+// read_key reads the key at p into k and returns its length, or -1 when
+// p holds no key followed by "\r\n" and the end of the datagram. One pass:
+// each byte is checked and copied in the same loop iteration.
+static __always_inline int read_key(const char *p, void *data_end, struct key *k)
 {
 	int n;
 
@@ -58,6 +69,8 @@ static __always_inline int key_len(const char *p, void *data_end)
 			break;
 		if (c == ' ' || c == '\n' || c == 0)
 			return -1; // several keys, or not a key
+		if (n < KEY_MAX) // as the verifier sees it, n may be KEY_MAX here
+			k->data[n] = c;
 	}
 	if (n == 0 || n > KEY_MAX)
 		return -1;
@@ -66,23 +79,8 @@ static __always_inline int key_len(const char *p, void *data_end)
 		return -1;
 	if ((void *)(p + n + 2) != data_end)
 		return -1; // more after the request line
-
-	return n;
-}
-
-// record_key copies the n-byte key at p into last_key.
-static __always_inline void record_key(const char *p, int n, void *data_end)
-{
-	__u32 zero = 0;
-	struct key *k = bpf_map_lookup_elem(&last_key, &zero);
-	if (!k)
-		return;
-	for (int i = 0; i < KEY_MAX && i < n; i++) {
-		if ((void *)(p + i + 1) > data_end) // again: this pointer, this path
-			return;
-		k->data[i] = p[i];
-	}
 	k->len = n;
+	return n;
 }
 
 static __always_inline int is_word(const char *p, void *data_end, const char w[4])
@@ -127,10 +125,15 @@ int xdp_prog(struct xdp_md *ctx)
 	}
 	const char *p = (void *)(mc + 1);
 
+	__u32 zero = 0;
+	struct key *k = bpf_map_lookup_elem(&scratch, &zero);
+	struct key *last = bpf_map_lookup_elem(&last_key, &zero);
+	if (!k || !last)
+		return XDP_PASS;
+
 	if (is_word(p, data_end, "get ")) {
-		int n = key_len(p + 4, data_end);
-		if (n > 0) {
-			record_key(p + 4, n, data_end);
+		if (read_key(p + 4, data_end, k) > 0) {
+			*last = *k; // a good key: now it may be recorded
 			count(C_GET);
 			return XDP_PASS;
 		}

@@ -35,6 +35,16 @@ struct {
 	__type(value, struct key);
 } last_key SEC(".maps");
 
+// Where a key is read to before it is known to be good: one per CPU, as
+// programs on two CPUs run at once. (The stack has room for one struct
+// key, but only 512 bytes in all.)
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct key);
+} scratch SEC(".maps");
+
 // memcached's UDP frame header, before the request's text.
 struct mc_frame {
 	__be16 id, seq, total, reserved;
@@ -47,23 +57,17 @@ static __always_inline void count(__u32 which)
 		(*c)++;
 }
 
-// key_len returns the length of the key at p, which must be followed by
-// "\r\n" and the end of the datagram, or -1.
-static __always_inline int key_len(const char *p, void *data_end)
+// read_key reads the key at p into k and returns its length, or -1 when
+// p holds no key followed by "\r\n" and the end of the datagram. One pass:
+// each byte is checked and copied in the same loop iteration.
+static __always_inline int read_key(const char *p, void *data_end, struct key *k)
 {
-	// TODO 1: scan for the '\r' that ends the key, at most KEY_MAX + 1
-	// bytes in, with a bounds check before each byte. A ' ', '\n' or 0
-	// before it means no single key. Then "\r\n" must be the datagram's
-	// last two bytes. Return the key's length (1..KEY_MAX), or -1.
+	// TODO 1: scan the key, at most KEY_MAX + 1 bytes in, with a
+	// bounds check before each byte: '\r' ends it; a ' ', '\n' or 0
+	// before that means no single key (-1). Copy each byte into
+	// k->data as you go. The key must be 1..KEY_MAX bytes, and its
+	// "\r\n" the datagram's last two bytes. Set k->len, return it.
 	return -1;
-}
-
-// record_key copies the n-byte key at p into last_key.
-static __always_inline void record_key(const char *p, int n, void *data_end)
-{
-	// TODO 2: look up slot 0 of last_key and copy the n bytes at p into
-	// its data, then set its len. Loop with a constant bound (KEY_MAX)
-	// and stop at n; check each byte against data_end.
 }
 
 static __always_inline int is_word(const char *p, void *data_end, const char w[4])
@@ -108,10 +112,16 @@ int xdp_prog(struct xdp_md *ctx)
 	}
 	const char *p = (void *)(mc + 1);
 
+	__u32 zero = 0;
+	struct key *k = bpf_map_lookup_elem(&scratch, &zero);
+	struct key *last = bpf_map_lookup_elem(&last_key, &zero);
+	if (!k || !last)
+		return XDP_PASS;
+
 	if (is_word(p, data_end, "get ")) {
-		int n = key_len(p + 4, data_end);
-		if (n > 0) {
-			record_key(p + 4, n, data_end);
+		if (read_key(p + 4, data_end, k) > 0) {
+			// TODO 2: now the key is good: record it in last_key
+			// (a struct assignment copies it all).
 			count(C_GET);
 			return XDP_PASS;
 		}
