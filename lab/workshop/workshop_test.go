@@ -55,6 +55,7 @@ var firstFailures = map[string]string{
 	"count": CheckCountEvery,
 	"parse": CheckParseGet,
 	"reply": CheckReplyTX,
+	"get":   CheckGetHit,
 }
 
 // Every untouched starter builds, loads, and fails where its first TODO is.
