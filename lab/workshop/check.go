@@ -113,6 +113,9 @@ func (s skipError) Error() string { return s.why }
 // feature, found by a probe), saying why.
 func Skip(format string, args ...any) error { return skipError{fmt.Sprintf(format, args...)} }
 
+// ErrInterrupted is Check's answer when its context ends first.
+var ErrInterrupted = errors.New("interrupted (what the check built is removed)")
+
 // Check builds, loads and tests the student's program, stopping at the
 // first failure. It returns an error only when it could not check at all.
 func (l *Lesson) Check(ctx context.Context, o Options) (*Report, error) {
@@ -122,8 +125,12 @@ func (l *Lesson) Check(ctx context.Context, o Options) (*Report, error) {
 	e := &Env{ctx: ctx, lesson: l, short: o.Short}
 	defer e.close()
 
-	// record adds res, started at t0, with its outcome err.
+	// record adds res, started at t0, with its outcome err. A step cut
+	// short by ctx is no outcome: Check returns ErrInterrupted.
 	record := func(res Result, t0 time.Time, err error) bool {
+		if ctx.Err() != nil {
+			return false
+		}
 		res.Took = time.Since(t0)
 		var se skipError
 		if errors.As(err, &se) {
@@ -144,6 +151,9 @@ func (l *Lesson) Check(ctx context.Context, o Options) (*Report, error) {
 		names = append(names, c.Name)
 	}
 	stop := func(i int) (*Report, error) {
+		if ctx.Err() != nil {
+			return nil, ErrInterrupted
+		}
 		r.NotRun = names[i:]
 		if o.Out != nil {
 			for _, n := range r.NotRun {
@@ -182,9 +192,6 @@ func (l *Lesson) Check(ctx context.Context, o Options) (*Report, error) {
 		return stop(1)
 	}
 	for i, c := range l.Checks {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
 		t0 := time.Now()
 		if !record(Result{Name: c.Name, Hint: c.Hint}, t0, c.Run(e)) {
 			return stop(i + 2)

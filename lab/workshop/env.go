@@ -131,6 +131,10 @@ func (e *Env) Pair() (*pair, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("a veth pair needs root: run with sudo")
 	}
+	// What an interrupted check left (its process is gone) goes first.
+	if _, err := netlab.SweepStale(); err != nil {
+		fmt.Fprintln(os.Stderr, "workshop: sweeping what earlier runs left:", err)
+	}
 	topo, err := netlab.New(netlab.Spec{
 		// XDP_PASS on the client's end: a veth delivers XDP_TX frames
 		// only to a peer that has an XDP program.
