@@ -206,6 +206,7 @@ type Env struct {
 	ctx    context.Context
 	lesson *Lesson
 	short  bool
+	spec   *ebpf.CollectionSpec // as compiled, for checks of the program's shape
 	coll   *ebpf.Collection
 	prog   *ebpf.Program
 	pair   *pair
@@ -217,6 +218,7 @@ func (e *Env) load(obj string) error {
 	if err != nil {
 		return fmt.Errorf("cannot read the compiled object: %w", err)
 	}
+	e.spec = spec
 	ps, ok := spec.Programs[e.lesson.Program]
 	if !ok {
 		return fmt.Errorf("no function %s in SEC(\"xdp\"): the checker runs that one (keep the starter's name)", e.lesson.Program)

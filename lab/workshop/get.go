@@ -14,14 +14,19 @@ import (
 
 // Lesson 4's hit counter, and the sizes of its structs.
 const (
-	cHit     = 5
-	keySize  = 4 + keyMax + 2 // struct key: len, data, padding to 4 bytes
-	replyMax = 384
-	itemSize = 4 + replyMax // struct item: len, reply
-	// valMax is the longest value whose reply fits REPLY_MAX with a
-	// 250-byte key and 10-digit flags.
+	cHit    = 5
+	keySize = 4 + keyMax + 2 // struct key: len, data, padding to 4 bytes
+	// valMax is the longest value whose reply fits with a 250-byte key
+	// and 10-digit flags.
 	valMax = 64
 )
+
+// itemLayouts are the shapes of struct item, by size: lesson 4's (len,
+// reply[384]) and lesson 5's (a bpf_spin_lock first, reply[512]).
+var itemLayouts = map[uint32]struct{ replyOff, replyMax int }{
+	4 + 384:     {0, 384},
+	4 + 4 + 512: {4, 512},
+}
 
 // Lesson 4's checks.
 const (
@@ -57,23 +62,29 @@ type item struct {
 }
 
 // storeItem puts it in the program's items map: struct key (len, data,
-// zero padding) to struct item { len, reply }, the reply preformatted.
+// zero padding) to struct item, whose reply is formatted here.
 func (e *Env) storeItem(it item) error {
 	m, err := e.Map("items")
 	if err != nil {
 		return err
 	}
-	if m.KeySize() != keySize || m.ValueSize() != itemSize {
-		return fmt.Errorf("items maps %d-byte keys to %d-byte values; want struct key (%d) and struct item (%d): keep the starter's structs", m.KeySize(), m.ValueSize(), keySize, itemSize)
+	l, ok := itemLayouts[m.ValueSize()]
+	if m.KeySize() != keySize || !ok {
+		return fmt.Errorf("items maps %d-byte keys to %d-byte values; want the starter's struct key (%d bytes) and struct item", m.KeySize(), m.ValueSize(), keySize)
 	}
+	v := make([]byte, m.ValueSize())
+	reply := it.valueReply()
+	binary.NativeEndian.PutUint32(v[l.replyOff:], uint32(len(reply)))
+	copy(v[l.replyOff+4:], reply)
+	return m.Put(it.mapKey(), v)
+}
+
+// mapKey is it's key as struct key.
+func (it item) mapKey() []byte {
 	k := make([]byte, keySize)
 	binary.NativeEndian.PutUint32(k, uint32(len(it.key)))
 	copy(k[4:], it.key)
-	reply := it.valueReply()
-	v := make([]byte, itemSize)
-	binary.NativeEndian.PutUint32(v, uint32(len(reply)))
-	copy(v[4:], reply)
-	return m.Put(k, v)
+	return k
 }
 
 // valueReply is memcached's VALUE block for it.
@@ -155,24 +166,15 @@ func getCount(e *Env) error {
 	return nil
 }
 
-// getVeth stores the same items in the program's map and in a real
-// memcached (on the client's loopback), sends the same gets to both from
-// the client, and compares the replies as a memcached client reassembles
-// them.
-func getVeth(e *Env) error {
-	p, err := e.Pair()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
-	defer cancel()
+// clientsWithMemcached starts a real memcached on the client's loopback
+// and returns memcache clients in the client's namespace for it (the
+// oracle) and for the program's server, and a func that stops it all.
+func (p *pair) clientsWithMemcached(ctx context.Context) (oracle, store *memcache.Client, stop func(), err error) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	mc, err := peer.StartMemcached(ctx, p.client, peer.MemcachedOptions{Addrs: []netip.Addr{lo}, Threads: 1})
 	if err != nil {
-		return fmt.Errorf("starting memcached to compare with: %w", err)
+		return nil, nil, nil, fmt.Errorf("starting memcached to compare with: %w", err)
 	}
-	defer mc.Stop()
-	var oracle, store *memcache.Client
 	err = p.client.Do(func() (err error) {
 		if oracle, err = memcache.DialUDP(netip.AddrPortFrom(lo, memcache.DefaultPort).String()); err != nil {
 			return err
@@ -180,35 +182,67 @@ func getVeth(e *Env) error {
 		store, err = memcache.DialUDP(p.ServerAddr(memcache.DefaultPort).String())
 		return err
 	})
+	stop = func() {
+		for _, c := range []*memcache.Client{oracle, store} {
+			if c != nil {
+				c.Close()
+			}
+		}
+		mc.Stop()
+	}
+	if err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	return oracle, store, stop, nil
+}
+
+// getVeth stores the same items in the program's map and in a real
+// memcached, sends the same gets to both from the client, and compares the
+// replies as a memcached client reassembles them.
+func getVeth(e *Env) error {
+	p, err := e.Pair()
 	if err != nil {
 		return err
 	}
-	defer oracle.Close()
-	defer store.Close()
+	ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
+	defer cancel()
+	oracle, store, stop, err := p.clientsWithMemcached(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
 
 	items := append(sizedItems(), item{key: "foo", value: "bar"})
 	for _, it := range items {
 		if err := e.storeItem(it); err != nil {
 			return err
 		}
-		set := fmt.Sprintf("set %s %d 0 %d\r\n%s\r\n", it.key, it.flags, len(it.value), it.value)
-		if r, err := oracle.Do(ctx, []byte(set)); err != nil || string(r) != "STORED\r\n" {
+		if r, err := oracle.Do(ctx, []byte(it.setCmd(false))); err != nil || string(r) != "STORED\r\n" {
 			return fmt.Errorf("memcached answered a set with %q, %v", r, err)
 		}
 	}
 	for _, it := range append(items, item{key: "missing"}) {
-		get := []byte("get " + it.key + "\r\n")
-		want, err := oracle.Do(ctx, get)
-		if err != nil {
-			return fmt.Errorf("memcached: %w", err)
+		if err := compareReplies(ctx, oracle, store, "get "+it.key+"\r\n"); err != nil {
+			return err
 		}
-		got, err := store.Do(ctx, get)
-		if err != nil {
-			return fmt.Errorf("no reply to \"get %s\" from the program over the veth pair: %v", short(it.key), err)
-		}
-		if string(got) != string(want) {
-			return fmt.Errorf("to \"get %s\" the program answered\n  %q\nand memcached\n  %q", short(it.key), got, want)
-		}
+	}
+	return nil
+}
+
+// compareReplies sends req to memcached and to the program and wants the
+// same reply from both.
+func compareReplies(ctx context.Context, oracle, store *memcache.Client, req string) error {
+	want, err := oracle.Do(ctx, []byte(req))
+	if err != nil {
+		return fmt.Errorf("memcached: %w", err)
+	}
+	got, err := store.Do(ctx, []byte(req))
+	if err != nil {
+		return fmt.Errorf("no reply to %q from the program over the veth pair: %v", short(req), err)
+	}
+	if string(got) != string(want) {
+		return fmt.Errorf("to %q the program answered\n  %q\nand memcached\n  %q", short(req), got, want)
 	}
 	return nil
 }

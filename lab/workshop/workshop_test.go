@@ -56,6 +56,7 @@ var firstFailures = map[string]string{
 	"parse": CheckParseGet,
 	"reply": CheckReplyTX,
 	"get":   CheckGetHit,
+	"set":   CheckSetStored,
 }
 
 // Every untouched starter builds, loads, and fails where its first TODO is.
