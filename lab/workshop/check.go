@@ -226,7 +226,24 @@ func (e *Env) load(obj string) error {
 	if ps.Type != ebpf.XDP {
 		return fmt.Errorf("%s is a %s program, want XDP: put it in SEC(\"xdp\")", e.lesson.Program, ps.Type)
 	}
-	e.coll, err = ebpf.NewCollectionWithOptions(spec, *bpfload.Options())
+	e.coll, e.prog, err = e.loadWith(e.lesson.Vars)
+	return err
+}
+
+// loadWith loads the compiled program with its load-time constants set
+// to vars. A verifier rejection is the verifier's words, explained.
+func (e *Env) loadWith(vars map[string]any) (*ebpf.Collection, *ebpf.Program, error) {
+	spec := e.spec.Copy()
+	for name, v := range vars {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return nil, nil, fmt.Errorf("no const volatile %s in your program: keep the starter's", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return nil, nil, fmt.Errorf("setting %s: %w", name, err)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, *bpfload.Options())
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
 		// Once more with the instruction log, whose last lines name the
@@ -238,10 +255,9 @@ func (e *Env) load(obj string) error {
 		}
 	}
 	if err != nil {
-		return bpfload.Explain("program", err)
+		return nil, nil, bpfload.Explain("program", err)
 	}
-	e.prog = e.coll.Programs[e.lesson.Program]
-	return nil
+	return coll, coll.Programs[e.lesson.Program], nil
 }
 
 func (e *Env) close() {

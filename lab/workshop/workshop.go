@@ -27,7 +27,10 @@ type Lesson struct {
 	Slug    string // "count": the folder is 01-count
 	Title   string
 	Program string // the XDP function the checks run
-	Checks  []Check
+	// Vars are set in the object's load-time constants (const volatile)
+	// before the checks load it.
+	Vars   map[string]any
+	Checks []Check
 }
 
 // Check is one thing a lesson's program must do. Run returns nil when the
