@@ -152,17 +152,24 @@ func workshopCheck(args []string) error {
 
 // checkSummary ends a check with one line, and exit status 1 on failure.
 func checkSummary(r *workshop.Report) error {
-	if f := r.FirstFailure(); f != nil {
-		pass := 0
-		for _, res := range r.Results {
-			if res.Err == nil && res.Skip == "" {
-				pass++
-			}
+	pass, skips := 0, 0
+	for _, res := range r.Results {
+		switch {
+		case res.Skip != "":
+			skips++
+		case res.Err == nil:
+			pass++
 		}
+	}
+	skipped := ""
+	if skips > 0 {
+		skipped = fmt.Sprintf(", %d skipped (see why above)", skips)
+	}
+	if f := r.FirstFailure(); f != nil {
 		fmt.Printf("\n%d of %d checks pass; fix %q first (%.1fs)\n", pass, len(r.Results)+len(r.NotRun), f.Name, r.Took.Seconds())
 		return exitError{1}
 	}
-	fmt.Printf("\nall %d checks pass (%.1fs)", len(r.Results), r.Took.Seconds())
+	fmt.Printf("\nall %d checks pass%s (%.1fs)", pass, skipped, r.Took.Seconds())
 	if r.Lesson.N < len(workshop.Lessons()) {
 		fmt.Printf(": on to lesson %d (lab workshop start %d)", r.Lesson.N+1, r.Lesson.N+1)
 	}
