@@ -53,13 +53,18 @@ func udpTo(port uint16) []byte {
 func countPass(e *Env) error {
 	frames := otherFrames()
 	frames["a memcached get"] = Request(1, "get foo\r\n").Frame()
+	return e.allPass(frames, "a counting program must let everything through")
+}
+
+// allPass runs each named frame and wants XDP_PASS for it; why says why.
+func (e *Env) allPass(frames map[string][]byte, why string) error {
 	for what, f := range frames {
 		act, _, err := e.Run(f)
 		if err != nil {
 			return err
 		}
 		if act != XDPPass {
-			return fmt.Errorf("%s came back with %s: a counting program must let everything through", what, ActionName(act))
+			return fmt.Errorf("%s came back %s: %s", what, ActionName(act), why)
 		}
 	}
 	return nil
@@ -119,14 +124,7 @@ func countMemcached(e *Env) error {
 }
 
 func countVeth(e *Env) error {
-	p, err := e.Pair()
-	if err != nil {
-		return err
-	}
-	if err := e.ResetCounters("counters"); err != nil {
-		return err
-	}
-	s, err := p.Sockets(true)
+	s, err := e.counterSockets()
 	if err != nil {
 		return err
 	}

@@ -193,6 +193,20 @@ func (p *pair) Sockets(listen bool) (*sockets, error) {
 
 type sockets struct{ client, server *net.UDPConn }
 
+// counterSockets builds the veth pair, zeroes the counters and opens a
+// server socket and a client: what a counting lesson's veth check starts
+// from.
+func (e *Env) counterSockets() (*sockets, error) {
+	p, err := e.Pair()
+	if err != nil {
+		return nil, err
+	}
+	if err := e.ResetCounters("counters"); err != nil {
+		return nil, err
+	}
+	return p.Sockets(true)
+}
+
 func (s *sockets) Close() {
 	for _, c := range []*net.UDPConn{s.client, s.server} {
 		if c != nil {

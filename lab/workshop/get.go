@@ -166,9 +166,26 @@ func getCount(e *Env) error {
 	return nil
 }
 
-// clientsWithMemcached starts a real memcached on the client's loopback
-// and returns memcache clients in the client's namespace for it (the
-// oracle) and for the program's server, and a func that stops it all.
+// withMemcached runs fn on the veth pair with a real memcached on the
+// client's loopback: oracle is a memcache client for it, store one for the
+// program's server, both in the client's namespace.
+func (e *Env) withMemcached(fn func(ctx context.Context, oracle, store *memcache.Client) error) error {
+	p, err := e.Pair()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
+	defer cancel()
+	oracle, store, stop, err := p.clientsWithMemcached(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	return fn(ctx, oracle, store)
+}
+
+// clientsWithMemcached starts memcached for withMemcached and returns the
+// clients and a func that stops it all.
 func (p *pair) clientsWithMemcached(ctx context.Context) (oracle, store *memcache.Client, stop func(), err error) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	mc, err := peer.StartMemcached(ctx, p.client, peer.MemcachedOptions{Addrs: []netip.Addr{lo}, Threads: 1})
@@ -201,18 +218,12 @@ func (p *pair) clientsWithMemcached(ctx context.Context) (oracle, store *memcach
 // memcached, sends the same gets to both from the client, and compares the
 // replies as a memcached client reassembles them.
 func getVeth(e *Env) error {
-	p, err := e.Pair()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
-	defer cancel()
-	oracle, store, stop, err := p.clientsWithMemcached(ctx)
-	if err != nil {
-		return err
-	}
-	defer stop()
+	return e.withMemcached(func(ctx context.Context, oracle, store *memcache.Client) error {
+		return getVethWith(ctx, e, oracle, store)
+	})
+}
 
+func getVethWith(ctx context.Context, e *Env, oracle, store *memcache.Client) error {
 	items := append(sizedItems(), item{key: "foo", value: "bar"})
 	for _, it := range items {
 		if err := e.storeItem(it); err != nil {

@@ -210,14 +210,7 @@ func parseOther(e *Env) error {
 }
 
 func parseVeth(e *Env) error {
-	p, err := e.Pair()
-	if err != nil {
-		return err
-	}
-	if err := e.ResetCounters("counters"); err != nil {
-		return err
-	}
-	s, err := p.Sockets(true)
+	s, err := e.counterSockets()
 	if err != nil {
 		return err
 	}

@@ -57,16 +57,7 @@ func replyPass(e *Env) error {
 	for req, what := range notGets {
 		frames[what] = Request(1, req).Frame()
 	}
-	for what, f := range frames {
-		act, _, err := e.Run(f)
-		if err != nil {
-			return err
-		}
-		if act != XDPPass {
-			return fmt.Errorf("%s came back %s: only one-key gets are answered, the rest must pass", what, ActionName(act))
-		}
-	}
-	return nil
+	return e.allPass(frames, "only one-key gets are answered, the rest must pass")
 }
 
 func replyTX(e *Env) error {

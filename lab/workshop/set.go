@@ -7,13 +7,13 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdplab/xdplab/lab/kv"
+	"github.com/xdplab/xdplab/lab/memcache"
 )
 
 // Lesson 5's checks.
@@ -239,26 +239,17 @@ func setConcurrent(e *Env) error {
 // setVeth sends the same sets and gets to a real memcached and to the
 // program, over real sockets, and compares every reply.
 func setVeth(e *Env) error {
-	p, err := e.Pair()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(e.ctx, 20*time.Second)
-	defer cancel()
-	oracle, store, stop, err := p.clientsWithMemcached(ctx)
-	if err != nil {
-		return err
-	}
-	defer stop()
 	var reqs []string
 	for _, it := range append(sizedItems(), item{key: "k", flags: 3, value: "replaced"}) {
 		reqs = append(reqs, it.setCmd(false), "get "+it.key+"\r\n")
 	}
 	reqs = append(reqs, "get missing\r\n")
-	for _, req := range reqs {
-		if err := compareReplies(ctx, oracle, store, req); err != nil {
-			return err
+	return e.withMemcached(func(ctx context.Context, oracle, store *memcache.Client) error {
+		for _, req := range reqs {
+			if err := compareReplies(ctx, oracle, store, req); err != nil {
+				return err
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
