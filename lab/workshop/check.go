@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdplab/xdplab/lab/bpfload"
 	"github.com/xdplab/xdplab/lab/netlab"
@@ -245,6 +246,9 @@ func (e *Env) loadWith(vars map[string]any) (*ebpf.Collection, *ebpf.Program, er
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, *bpfload.Options())
 	var ve *ebpf.VerifierError
+	if errors.Is(err, unix.EFAULT) && !errors.As(err, &ve) {
+		err = e.refusalLog(spec, err)
+	}
 	if errors.As(err, &ve) {
 		// Once more with the instruction log, whose last lines name the
 		// C source line the verifier stopped at (from the -g line info).
@@ -258,6 +262,29 @@ func (e *Env) loadWith(vars map[string]any) (*ebpf.Collection, *ebpf.Program, er
 		return nil, nil, bpfload.Explain("program", err)
 	}
 	return coll, coll.Programs[e.lesson.Program], nil
+}
+
+// refusalLog finds the log of a refusal cilium/ebpf reports without one
+// (the kernel's EFAULT, as for "The sequence of 8193 jumps is too
+// complex", an unbounded loop's usual end): the maps are created alone and
+// the program loaded against them once more by bpfload.WithLog.
+func (e *Env) refusalLog(spec *ebpf.CollectionSpec, err error) error {
+	maps := spec.Copy()
+	maps.Programs = nil
+	coll, merr := ebpf.NewCollection(maps)
+	if merr != nil {
+		return err
+	}
+	defer coll.Close()
+	ps := spec.Programs[e.lesson.Program].Copy()
+	for i := range ps.Instructions {
+		if m, ok := coll.Maps[ps.Instructions[i].Reference()]; ok {
+			if aerr := ps.Instructions[i].AssociateMap(m); aerr != nil {
+				return err
+			}
+		}
+	}
+	return bpfload.WithLog(ps, err)
 }
 
 func (e *Env) close() {

@@ -135,6 +135,25 @@ func TestVerifierRejectionExplained(t *testing.T) {
 	}
 }
 
+// An unbounded loop is explained as one, also where the kernel's refusal
+// (EFAULT) comes without a log from cilium/ebpf: lesson 2's key loop
+// without its bound.
+func TestUnboundedLoopExplained(t *testing.T) {
+	l, _ := Lookup("parse")
+	src := string(lessonFile(t, l, SolutionFile))
+	bounded := "for (n = 0; n <= KEY_MAX; n++) {"
+	if !strings.Contains(src, bounded) {
+		t.Fatalf("lesson 2's solution has no %q", bounded)
+	}
+	src = strings.Replace(src, bounded, "for (n = 0;; n++) {", 1)
+	src = strings.Replace(src, "if (n == 0 || n > KEY_MAX)\n\t\treturn -1;\n\t// \"> data_end\"", "if (n == 0)\n\t\treturn -1;\n\t// \"> data_end\"", 1)
+	r := checkFile(t, l, "unbounded.bpf.c", []byte(src))
+	f := r.FirstFailure()
+	if f == nil || f.Name != CheckLoads || !strings.Contains(f.Err.Error(), "likely cause: a loop the verifier cannot prove ends") {
+		t.Fatalf("want a refusal explained as a loop, got:\n%s", r)
+	}
+}
+
 // A compile error comes back as the compiler's lines.
 func TestCompileErrorShown(t *testing.T) {
 	l, _ := Lookup("1")
