@@ -211,6 +211,8 @@ type Env struct {
 	coll   *ebpf.Collection
 	prog   *ebpf.Program
 	pair   *pair
+	// closers remove what the checks built (topologies), last first.
+	closers []func()
 }
 
 func (e *Env) load(obj string) error {
@@ -288,8 +290,8 @@ func (e *Env) refusalLog(spec *ebpf.CollectionSpec, err error) error {
 }
 
 func (e *Env) close() {
-	if e.pair != nil {
-		e.pair.close()
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		e.closers[i]()
 	}
 	if e.coll != nil {
 		e.coll.Close()

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -117,50 +116,53 @@ func TCPFrame() []byte {
 
 // pair is a client—server veth pair with the student's program on the
 // server's end, removed when the check run ends, pass or fail.
-type pair struct {
-	topo           *netlab.Topology
-	client, server *netlab.Host
-	xdp            io.Closer
-}
+type pair struct{ client, server *netlab.Host }
 
 // Pair builds the veth pair (once per check run) and attaches the program.
 func (e *Env) Pair() (*pair, error) {
 	if e.pair != nil {
 		return e.pair, nil
 	}
+	topo, err := e.topology(netlab.Spec{
+		// XDP_PASS on the client's end: a veth delivers XDP_TX frames
+		// only to a peer that has an XDP program.
+		Hosts: []netlab.HostSpec{{Name: "client", Role: "client", XDPPass: true}, {Name: "server", Role: "kv"}},
+		Links: []netlab.LinkSpec{{A: "client", B: "server"}},
+	}, "server", "client")
+	if err != nil {
+		return nil, err
+	}
+	e.pair = &pair{client: topo.Host("client"), server: topo.Host("server")}
+	return e.pair, nil
+}
+
+// topology builds spec for this check run and attaches the program to the
+// interface of host on its link to peer. Env.close removes it all.
+func (e *Env) topology(spec netlab.Spec, host, peer string) (*netlab.Topology, error) {
 	if os.Geteuid() != 0 {
-		return nil, errors.New("a veth pair needs root: run with sudo")
+		return nil, errors.New("namespaces and veth pairs need root: run with sudo")
 	}
 	// What an interrupted check left (its process is gone) goes first.
 	if _, err := netlab.SweepStale(); err != nil {
 		fmt.Fprintln(os.Stderr, "workshop: sweeping what earlier runs left:", err)
 	}
-	topo, err := netlab.New(netlab.Spec{
-		// XDP_PASS on the client's end: a veth delivers XDP_TX frames
-		// only to a peer that has an XDP program.
-		Hosts: []netlab.HostSpec{{Name: "client", Role: "client", XDPPass: true}, {Name: "server", Role: "kv"}},
-		Links: []netlab.LinkSpec{{A: "client", B: "server"}},
-	})
+	topo, err := netlab.New(spec)
 	if err != nil {
 		return nil, err
 	}
-	p := &pair{topo: topo, client: topo.Host("client"), server: topo.Host("server")}
-	p.xdp, err = netlab.AttachXDP(p.server, p.server.Dev(), e.prog)
+	h := topo.Host(host)
+	l, err := netlab.AttachXDP(h, h.IfaceTo(peer).Name, e.prog)
 	if err != nil {
 		topo.Close()
 		return nil, err
 	}
-	e.pair = p
-	return p, nil
-}
-
-func (p *pair) close() {
-	if p.xdp != nil {
-		p.xdp.Close()
-	}
-	if err := p.topo.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, "workshop:", err)
-	}
+	e.closers = append(e.closers, func() {
+		l.Close()
+		if err := topo.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "workshop:", err)
+		}
+	})
+	return topo, nil
 }
 
 // ServerAddr is the server's IPv4 address and port.

@@ -60,6 +60,7 @@ var firstFailures = map[string]string{
 	"get":   CheckGetHit,
 	"set":   CheckSetStored,
 	"old":   CheckOldPath,
+	"proxy": CheckProxyRoute,
 }
 
 // Every untouched starter builds, loads, and fails where its first TODO is.
@@ -209,4 +210,16 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// Lesson 7's veth check sends the first five keys: they must reach both
+// backends, or a proxy sending everything to one would pass.
+func TestProxyKeysSpread(t *testing.T) {
+	seen := map[int]bool{}
+	for _, k := range proxyKeys[:5] {
+		seen[backendOf(k)] = true
+	}
+	if len(seen) != nBackends {
+		t.Errorf("proxyKeys[:5] reach backends %v only", seen)
+	}
 }
