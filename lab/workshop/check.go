@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/xdplab/xdplab/lab/bench"
 	"github.com/xdplab/xdplab/lab/bpfload"
 	"github.com/xdplab/xdplab/lab/netlab"
 )
@@ -46,7 +47,8 @@ type Result struct {
 	Skip string
 	Took time.Duration
 	Hint string
-	// Note is said of a passed check: the compiler's warnings.
+	// Note is what a check says beyond pass or fail: the compiler's
+	// warnings, a benchmark's numbers.
 	Note string
 }
 
@@ -90,16 +92,22 @@ func (res Result) String() string {
 	switch {
 	case res.Skip != "":
 		return fmt.Sprintf("  - %s: skipped, %s\n", res.Name, res.Skip)
-	case res.Err == nil && res.Note != "":
-		return fmt.Sprintf("  ✓ %s (%.1fs), with warnings:\n      %s\n", res.Name, res.Took.Seconds(), indent(res.Note))
 	case res.Err == nil:
-		return fmt.Sprintf("  ✓ %s (%.1fs)\n", res.Name, res.Took.Seconds())
+		return fmt.Sprintf("  ✓ %s (%.1fs)\n", res.Name, res.Took.Seconds()) + res.note()
 	}
-	s := fmt.Sprintf("  ✗ %s: %s\n", res.Name, indent(res.Err.Error()))
+	s := fmt.Sprintf("  ✗ %s: %s\n", res.Name, indent(res.Err.Error())) + res.note()
 	if res.Hint != "" {
 		s += "      hint: " + indent(res.Hint) + "\n"
 	}
 	return s
+}
+
+// note is the Note, indented under its check, or "".
+func (res Result) note() string {
+	if res.Note == "" {
+		return ""
+	}
+	return "      " + indent(res.Note) + "\n"
 }
 
 // indent puts a multi-line message's later lines under its first.
@@ -133,11 +141,15 @@ func (l *Lesson) Check(ctx context.Context, o Options) (*Report, error) {
 			return false
 		}
 		res.Took = time.Since(t0)
+		if len(e.notes) > 0 {
+			res.Note = strings.Join(e.notes, "\n")
+			e.notes = nil
+		}
 		var se skipError
 		if errors.As(err, &se) {
 			res.Skip = se.why
 		} else if err != nil {
-			res.Err, res.Note = err, ""
+			res.Err = err
 		} else {
 			res.Hint = ""
 		}
@@ -180,7 +192,10 @@ func (l *Lesson) Check(ctx context.Context, o Options) (*Report, error) {
 		if errors.Is(err, ErrNoCompiler) {
 			return nil, err
 		}
-		if !record(Result{Name: CheckBuilds, Note: warnings}, t0, err) {
+		if warnings != "" {
+			e.Note("clang's warnings:\n%s", warnings)
+		}
+		if !record(Result{Name: CheckBuilds}, t0, err) {
 			return stop(0)
 		}
 		r.Object = obj
@@ -213,6 +228,16 @@ type Env struct {
 	pair   *pair
 	// closers remove what the checks built (topologies), last first.
 	closers []func()
+	// notes are what the running check has to say beyond pass or fail.
+	notes []string
+	// benched is lesson 8's benchmark of the student's store, which the
+	// next check sets beside memcached's.
+	benched *bench.Result
+}
+
+// Note adds a line to what the running check reports, passed or not.
+func (e *Env) Note(format string, args ...any) {
+	e.notes = append(e.notes, fmt.Sprintf(format, args...))
 }
 
 func (e *Env) load(obj string) error {

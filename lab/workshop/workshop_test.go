@@ -54,13 +54,14 @@ func TestSolutions(t *testing.T) {
 // firstFailures is the check each untouched starter must fail first: the
 // first thing a student is asked to do.
 var firstFailures = map[string]string{
-	"count": CheckCountEvery,
-	"parse": CheckParseGet,
-	"reply": CheckReplyTX,
-	"get":   CheckGetHit,
-	"set":   CheckSetStored,
-	"old":   CheckOldPath,
-	"proxy": CheckProxyRoute,
+	"count":   CheckCountEvery,
+	"parse":   CheckParseGet,
+	"reply":   CheckReplyTX,
+	"get":     CheckGetHit,
+	"set":     CheckSetStored,
+	"old":     CheckOldPath,
+	"proxy":   CheckProxyRoute,
+	"measure": CheckMeasureCount,
 }
 
 // Every untouched starter builds, loads, and fails where its first TODO is.
