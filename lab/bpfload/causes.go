@@ -31,7 +31,7 @@ var causes = []cause{
 		"too much stack: a BPF program has 512 bytes of stack; keep big buffers in a map (a per-CPU array as scratch), not in locals"},
 	{regexp.MustCompile(`unknown func|program of this type cannot use helper|helper call is not allowed`),
 		"a helper this kernel or this program type does not have: check the helper's first kernel version, and probe it (cilium/ebpf features) before relying on it"},
-	{regexp.MustCompile(`bpf_spin_lock`),
+	{regexp.MustCompile(`bpf_spin_(un)?lock|holding a lock`),
 		"a bpf_spin_lock rule: the lock must live in a map value with BTF, be taken and released in the same function, with no helper calls or packet access while held"},
 	{regexp.MustCompile(`cannot write into packet|cannot write into`),
 		"a write where the program may not write: XDP can write packet bytes, but not into read-only map values or its context"},
