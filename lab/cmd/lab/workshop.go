@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xdplab/xdplab/lab/workshop"
 	"github.com/xdplab/xdplab/vmtest"
 )
@@ -139,7 +141,7 @@ func workshopCheck(args []string) error {
 	if *object != "" {
 		what = *object
 	}
-	fmt.Printf("%s\nchecking %s\n", l, what)
+	fmt.Printf("%s\nchecking %s on Linux %s\n", l, what, kernelRelease())
 	if *kernel != "" {
 		return checkInKernel(ctx, l, *kernel, o)
 	}
@@ -236,4 +238,13 @@ func checkInKernel(ctx context.Context, l *workshop.Lesson, name string, o works
 		return exitError{res.ExitCode}
 	}
 	return nil
+}
+
+// kernelRelease is uname -r: in a guest, which kernel the check runs on.
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "?"
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }
