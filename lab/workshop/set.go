@@ -199,8 +199,9 @@ func setConcurrent(e *Env) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// Locked and never unlocked: the thread, pinned below, ends
+			// with the goroutine instead of serving others.
 			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
 			var set unix.CPUSet
 			set.Set(w % cpus)
 			_ = unix.SchedSetaffinity(0, &set) // best effort: spread over the CPUs
