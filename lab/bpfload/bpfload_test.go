@@ -53,3 +53,25 @@ func TestStats(t *testing.T) {
 		t.Errorf("stats %+v, want 4 instructions, stack 8 (log %q)", st, p.VerifierLog)
 	}
 }
+
+func TestCauses(t *testing.T) {
+	for line, want := range map[string]string{
+		"invalid access to packet, off=34 size=2, R2(id=0,off=34,r=0)": "bounds check",
+		"R3 offset is outside of the packet":                           "bounds check",
+		"R1 invalid mem access 'map_value_or_null'":                    "NULL",
+		"back-edge from insn 20 to 12":                                 "loop",
+		"infinite loop detected at insn 5":                             "loop",
+		"BPF program is too large. Processed 1000001 insn":             "loop",
+		"invalid read from stack off -16+0 size 8":                     "initialise",
+		"R2 !read_ok": "initialise",
+		"R0 !read_ok": "return value",
+	} {
+		got := strings.Join(Causes([]string{"0: (b7) r0 = 0", line}), " | ")
+		if !strings.Contains(got, want) {
+			t.Errorf("Causes(%q) = %q, want it to mention %q", line, got, want)
+		}
+	}
+	if got := Causes([]string{"processed 5 insns"}); got != nil {
+		t.Errorf("Causes of a log with no known mistake = %q, want none", got)
+	}
+}

@@ -66,7 +66,7 @@ func Search(lo, hi int, try func(n int) error) (Found, error) {
 func Load(spec *ebpf.ProgramSpec) (uint32, error) {
 	p, err := ebpf.NewProgramWithOptions(spec, bpfload.Options().Programs)
 	if err != nil {
-		return 0, withLog(spec, err)
+		return 0, bpfload.WithLog(spec, err)
 	}
 	defer p.Close()
 	return bpfload.VerifiedInsns(p)

@@ -1,9 +1,10 @@
-package limits
+package bpfload
 
 import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"unsafe"
@@ -12,13 +13,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// withLog gives a refusal without a log its log. cilium/ebpf drops the log
+// WithLog gives a refusal without a log its log. cilium/ebpf drops the log
 // when the kernel answers EFAULT, which is how the verifier refuses too many
 // pending branches ("The sequence of 8193 jumps is too complex":
 // check_cond_jmp_op turns push_stack's failure into -EFAULT on every pinned
 // kernel), so the program is loaded once more with the bpf syscall itself,
-// only to read what the verifier said.
-func withLog(spec *ebpf.ProgramSpec, err error) error {
+// only to read what the verifier said. spec's map references must be
+// associated with loaded maps (asm.Instruction.AssociateMap).
+func WithLog(spec *ebpf.ProgramSpec, err error) error {
 	var ve *ebpf.VerifierError
 	if err == nil || !errors.Is(err, unix.EFAULT) || errors.As(err, &ve) {
 		return err
@@ -27,7 +29,8 @@ func withLog(spec *ebpf.ProgramSpec, err error) error {
 	if lerr != nil || len(log) == 0 {
 		return err
 	}
-	return &ebpf.VerifierError{Cause: err, Log: log}
+	// The cause cilium/ebpf gives ("hit verifier bug") misleads here.
+	return &ebpf.VerifierError{Cause: fmt.Errorf("%w: the verifier gave up", unix.EFAULT), Log: log}
 }
 
 // verifierLog loads spec (its maps referenced by fd) with a statistics
