@@ -65,6 +65,10 @@ var suites = []suite{
 	// The verifier's limits on this kernel, found by search, and programs
 	// every kernel must refuse.
 	{name: "limits", pkg: "lab/verifier/limits"},
+	// The workshop: every lesson's reference solution passes its checker
+	// and every untouched starter fails at the check it should, so a
+	// lesson that stops working on a kernel fails the build, not a room.
+	{name: "workshop", pkg: "lab/workshop"},
 	{
 		// Numbers for the report, never a pass/fail on speed: the side-by-
 		// side comparisons (by convention Benchmark*Vs*), one short round
