@@ -18,7 +18,7 @@ import (
 	"strconv"
 )
 
-//go:embed */README.md */starter.bpf.c */solution.bpf.c
+//go:embed */README.md */starter.bpf.c */solution.bpf.c */lesson.bpf.c
 var files embed.FS
 
 // Lesson is one step of the workshop.
