@@ -47,25 +47,3 @@ func TestDeriveMarkerErrors(t *testing.T) {
 		}
 	}
 }
-
-// One-off, before the old files go: each lesson's source derives exactly
-// the starter and solution it replaces.
-func TestDeriveMatchesOldFiles(t *testing.T) {
-	for _, l := range Lessons() {
-		src := lessonFile(t, l, SourceFile)
-		for _, c := range []struct {
-			name    string
-			starter bool
-		}{{StarterFile, true}, {SolutionFile, false}} {
-			got, err := Derive(src, c.starter)
-			if err != nil {
-				t.Fatalf("%s: %v", l.Dir(), err)
-			}
-			if want := lessonFile(t, l, c.name); string(got) != string(want) {
-				t.Errorf("%s: derived %s differs from the old file (%d bytes, want %d)", l.Dir(), c.name, len(got), len(want))
-			} else {
-				t.Logf("%s: %s byte-identical (%d bytes)", l.Dir(), c.name, len(got))
-			}
-		}
-	}
-}
