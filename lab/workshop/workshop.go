@@ -3,9 +3,9 @@
 // student's C with the pinned clang, loads it through the kernel's verifier
 // and tests it with BPF_PROG_TEST_RUN and on a veth pair.
 //
-// A lesson is a folder NN-slug holding README.md (what the student reads),
-// starter.bpf.c (what the student edits) and solution.bpf.c (the reference);
-// its checks are Go, in this package, in the file named after the slug. The
+// A lesson is a folder NN-slug holding README.md (what the student reads)
+// and lesson.bpf.c, from which both the starter (what the student edits) and
+// the reference solution derive (Derive); its checks are Go, in this package, in the file named after the slug. The
 // folders are embedded, so the lab binary carries them.
 package workshop
 
@@ -18,7 +18,7 @@ import (
 	"strconv"
 )
 
-//go:embed */README.md */starter.bpf.c */solution.bpf.c
+//go:embed */README.md */lesson.bpf.c
 var files embed.FS
 
 // Lesson is one step of the workshop.
@@ -43,7 +43,8 @@ type Check struct {
 	Hint string
 }
 
-// Files a lesson folder holds.
+// Files of a lesson: README.md is in its folder, beside SourceFile; the
+// starter and the solution are derived from SourceFile.
 const (
 	ReadmeFile   = "README.md"
 	StarterFile  = "starter.bpf.c"
@@ -78,9 +79,21 @@ func Lookup(s string) (*Lesson, error) {
 // Dir is the lesson's folder name, "01-count".
 func (l *Lesson) Dir() string { return fmt.Sprintf("%02d-%s", l.N, l.Slug) }
 
-// File returns one of the lesson's files (ReadmeFile, StarterFile, SolutionFile).
+// File returns one of the lesson's files: ReadmeFile or SourceFile as
+// stored, StarterFile or SolutionFile derived from SourceFile.
 func (l *Lesson) File(name string) ([]byte, error) {
-	return fs.ReadFile(files, l.Dir()+"/"+name)
+	if name != StarterFile && name != SolutionFile {
+		return fs.ReadFile(files, l.Dir()+"/"+name)
+	}
+	src, err := fs.ReadFile(files, l.Dir()+"/"+SourceFile)
+	if err != nil {
+		return nil, err
+	}
+	b, err := Derive(src, name == StarterFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s/%s: %w", l.Dir(), SourceFile, err)
+	}
+	return b, nil
 }
 
 func (l *Lesson) String() string { return fmt.Sprintf("lesson %d (%s): %s", l.N, l.Slug, l.Title) }

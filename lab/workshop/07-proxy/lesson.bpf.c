@@ -1,8 +1,13 @@
+// >>> solution
+// Lesson 7: route by key to backends (reference solution).
+// <<< solution
+#if 0 // >>> starter
 // Lesson 7: route by key to backends.
 //
 // A new program, the proxy, from pieces of lessons 1 to 3: edit the TODOs,
 // then run
 //   sudo lab workshop check 7
+#endif // <<< starter
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -69,12 +74,35 @@ static __always_inline int is_word(const char *p, void *data_end, const char w[4
 // in *h, or -1 for no key.
 static __always_inline int key_hash(const char *p, void *data_end, char end, __u32 *h)
 {
+	// >>> solution
+	__u32 hash = 2166136261u;
+	int n;
+
+	for (n = 0; n <= KEY_MAX; n++) {
+		if ((void *)(p + n + 1) > data_end)
+			return -1;
+		unsigned char c = p[n];
+		if (c == end)
+			break;
+		if (c <= ' ' || c == 127)
+			return -1; // another key, or no key
+
+		hash ^= c;
+		hash *= 16777619u;
+	}
+	if (n == 0 || n > KEY_MAX)
+		return -1;
+	*h = hash;
+	return 0;
+	// <<< solution
+	#if 0 // >>> starter
 	// TODO 1: FNV-1a over the key's bytes: hash = 2166136261; then per
 	// byte c: hash ^= c; hash *= 16777619. Scan at most KEY_MAX + 1
 	// bytes, a bounds check before each; the key ends at the byte end;
 	// a byte <= ' ' or 127 before it means no single key (-1). A key
 	// is 1..KEY_MAX bytes. Store the hash in *h and return 0.
 	return -1;
+	#endif // <<< starter
 }
 
 static __always_inline void ip_checksum(struct iphdr *ip)
@@ -140,6 +168,20 @@ int xdp_prog(struct xdp_md *ctx)
 	if (!b || !b->addr)
 		return XDP_PASS;
 
+	// >>> solution
+	// To the backend, from the proxy's interface towards it. The client's
+	// address, port and request id stay: the backend answers the client.
+	__builtin_memcpy(eth->h_dest, b->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, b->via_mac, ETH_ALEN);
+	ip->daddr = b->addr;
+	ip->ttl--;
+	ip_checksum(ip);
+	udp->check = 0; // the pseudo header changed; 0 is "none" over IPv4
+
+	count(C_ROUTED);
+	return bpf_redirect(b->ifindex, 0);
+	// <<< solution
+	#if 0 // >>> starter
 	// TODO 2: to the backend, from the proxy's interface towards it:
 	// Ethernet destination b->mac, source b->via_mac; IP destination
 	// b->addr, ttl one less, a new IP checksum; UDP checksum 0 (the
@@ -147,6 +189,7 @@ int xdp_prog(struct xdp_md *ctx)
 	// id stay: the backend answers the client directly. Then count
 	// C_ROUTED and return bpf_redirect(b->ifindex, 0).
 	return XDP_PASS;
+	#endif // <<< starter
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -1,4 +1,12 @@
-// Lesson 6: the oldest kernel (reference solution).
+// >>> solution
+// Lesson 5: SET with locks (reference solution).
+// <<< solution
+#if 0 // >>> starter
+// Lesson 5: SET with locks.
+//
+// Lesson 4's program, now taking sets: edit the TODOs, then run
+//   sudo lab workshop check 5
+#endif // <<< starter
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -12,12 +20,6 @@
 #define VAL_MAX 64  // the longest value XDP stores
 #define REQ_MAX 512 // requests and replies, at most; a power of two,
 #define MASK (REQ_MAX - 1) // so that i & MASK is always inside a buffer
-
-// Set by user space before loading, from a probe of the running kernel:
-// bpf_xdp_load_bytes and bpf_xdp_store_bytes exist (Linux 5.18). The
-// verifier knows the value, walks only the branch it picks and drops the
-// other: a kernel without the helpers never sees the calls.
-const volatile __u8 have_xdp_bytes = 0;
 
 enum { C_PACKETS, C_MEMCACHED, C_GET, C_SET, C_OTHER, C_HIT, C_MAX };
 
@@ -212,13 +214,6 @@ static __always_inline int reply(struct xdp_md *ctx, struct scratch *s)
 	ip->ttl = 64;
 	ip_checksum(ip);
 
-	if (have_xdp_bytes) {
-		// One call; it checks the bounds itself. len is 1..REQ_MAX.
-		// 1..REQ_MAX, computed so the verifier sees the range (see README)
-		if (len < 1 || bpf_xdp_store_bytes(ctx, HDR_LEN, s->out.text, ((len - 1) & MASK) + 1))
-			return XDP_DROP;
-		return XDP_TX;
-	}
 	for (int i = 0; i < REQ_MAX; i++) {
 		if (i >= len)
 			break;
@@ -237,9 +232,17 @@ static __always_inline int get(struct xdp_md *ctx, struct scratch *s)
 	s->out.len = 0;
 	if (it) {
 		count(C_HIT);
+		// >>> solution
 		bpf_spin_lock(&it->lock);
 		s->out = it->r; // a constant-size copy: no loop, no call under the lock
 		bpf_spin_unlock(&it->lock);
+		// <<< solution
+		#if 0 // >>> starter
+		// TODO 1: a set on another CPU may be rewriting it->r right
+		// now: hold it->lock (bpf_spin_lock/bpf_spin_unlock) around
+		// this copy.
+		s->out = it->r; // a constant-size copy: no loop, no call
+		#endif // <<< starter
 	}
 	put(&s->out, "END\r\n", 5);
 	return reply(ctx, s);
@@ -356,6 +359,7 @@ static __always_inline int set(struct xdp_md *ctx, struct scratch *s)
 	if (noreply < 0)
 		return XDP_PASS;
 
+	// >>> solution
 	struct item *it = bpf_map_lookup_elem(&items, &s->k);
 	if (it) {
 		bpf_spin_lock(&it->lock);
@@ -369,6 +373,17 @@ static __always_inline int set(struct xdp_md *ctx, struct scratch *s)
 	s->out.len = 0;
 	put(&s->out, "STORED\r\n", 8);
 	return reply(ctx, s);
+	// <<< solution
+	#if 0 // >>> starter
+	// TODO 2: store s->out as the item of key s->k. If the key is
+	// there (bpf_map_lookup_elem), copy s->out into its r under its lock.
+	// If not, insert a new item: bpf_map_update_elem(&items, &s->k,
+	// &s->lock_space, BPF_NOEXIST) (XDP_PASS if that fails). Then, with
+	// noreply, XDP_DROP; without, reply "STORED\r\n" (put() into
+	// s->out after s->out.len = 0, then reply()).
+	(void)noreply;
+	return XDP_PASS;
+	#endif // <<< starter
 }
 
 SEC("xdp")
@@ -420,14 +435,6 @@ int xdp_prog(struct xdp_md *ctx)
 	} else if (is_word(p, data_end, "set ")) {
 		count(C_SET);
 		// The whole request into the scratch, to parse it there.
-		if (have_xdp_bytes) {
-			__u32 n = data_end - (void *)p;
-			if (n < 1 || n > REQ_MAX ||
-			    bpf_xdp_load_bytes(ctx, HDR_LEN, s->text, ((n - 1) & MASK) + 1))
-				return XDP_PASS;
-			s->len = n;
-			return set(ctx, s);
-		}
 		int i;
 		for (i = 0; i < REQ_MAX; i++) {
 			if ((void *)(p + i + 1) > data_end)

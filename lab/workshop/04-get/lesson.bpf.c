@@ -1,4 +1,12 @@
-// Lesson 3: answer with XDP_TX (reference solution).
+// >>> solution
+// Lesson 4: serve GET from a map (reference solution).
+// <<< solution
+#if 0 // >>> starter
+// Lesson 4: serve GET from a map.
+//
+// Lesson 3's program, now with items: edit the TODOs, then run
+//   sudo lab workshop check 4
+#endif // <<< starter
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
@@ -8,9 +16,10 @@
 #include <bpf/bpf_endian.h>
 
 #define MEMCACHED_PORT 11211
-#define KEY_MAX 250 // memcached's longest key
+#define KEY_MAX 250   // memcached's longest key
+#define REPLY_MAX 384 // "VALUE <250-byte key> <flags> <bytes>\r\n<64 bytes>\r\n" fits
 
-enum { C_PACKETS, C_MEMCACHED, C_GET, C_SET, C_OTHER, C_MAX };
+enum { C_PACKETS, C_MEMCACHED, C_GET, C_SET, C_OTHER, C_HIT, C_MAX };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -19,18 +28,27 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-// The key of the last well-formed get: data[0..len).
+// A key: data[0..len), the rest zero. As a hash map's key all of it
+// counts, padding included, so it is zeroed before a key is read into it.
 struct key {
 	__u32 len;
 	char data[KEY_MAX];
 };
 
+// An item holds memcached's whole reply to a get of it, as BMC does:
+// "VALUE <key> <flags> <bytes>\r\n<data>\r\n". Whoever stores the item
+// formats it once; each get only copies it.
+struct item {
+	__u32 len; // bytes of reply used
+	char reply[REPLY_MAX];
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct key);
-} last_key SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct key);
+	__type(value, struct item);
+} items SEC(".maps");
 
 // Where a key is read to before it is known to be good: one per CPU, as
 // programs on two CPUs run at once. (The stack has room for one struct
@@ -109,52 +127,101 @@ static __always_inline void ip_checksum(struct iphdr *ip)
 	ip->check = ~sum;
 }
 
-// reply_miss turns the get in the frame into memcached's reply, END, and
-// sends it back where it came from. The headers were bounds-checked by the
-// caller; text is the request's text, at least MISS_LEN bytes long.
-static __always_inline int reply_miss(struct xdp_md *ctx, struct ethhdr *eth, struct iphdr *ip,
-				      struct udphdr *udp, struct mc_frame *mc, char *text)
+// HDR_LEN is the bytes before the text: Ethernet, IPv4 (no options), UDP
+// and memcached's frame header.
+#define HDR_LEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr) + sizeof(struct mc_frame))
+
+// HEAD_GROW is how far a reply grows the frame at its head: XDP leaves 256
+// bytes of headroom, less the struct xdp_frame the kernel keeps there.
+#define HEAD_GROW 128
+
+// reply turns the frame into the reply to a get: the item's reply and END
+// for a hit, END alone for a miss (it NULL).
+static __always_inline int reply(struct xdp_md *ctx, const struct item *it)
 {
+	__u32 len = 0;
+
+	if (it) {
+		len = it->len;
+		if (len > REPLY_MAX)
+			return XDP_PASS; // not an item this program understands
+	}
+
+	// Size the frame first: a hit grows it, a miss shrinks it. Should
+	// there be no room, nothing has changed yet and the kernel may
+	// have the request.
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	__u8 mac[ETH_ALEN];
-	__be32 addr;
-	__be16 port;
-
-	if ((void *)(text + MISS_LEN) > data_end)
+	int need = HDR_LEN + len + MISS_LEN;
+	if (need > (int)(data_end - data) + HEAD_GROW)
 		return XDP_PASS;
 
-	// Back where it came from: swap MACs, addresses and ports.
+	// Grow at the head, where XDP guarantees room, and move the
+	// headers to the new start; then cut the tail to the reply's end.
+	// (A veth may have no room at all at the tail.)
+	if (bpf_xdp_adjust_head(ctx, -HEAD_GROW))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + HEAD_GROW + HDR_LEN > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(data, data + HEAD_GROW, HDR_LEN);
+	if (bpf_xdp_adjust_tail(ctx, need - (int)(data_end - data)))
+		return XDP_DROP;
+
+	// A new frame: new pointers, new bounds checks.
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct udphdr *udp = (void *)(ip + 1);
+	struct mc_frame *mc = (void *)(udp + 1);
+	char *q = (void *)(mc + 1);
+	if ((void *)q > data_end)
+		return XDP_DROP;
+
+	__u8 mac[ETH_ALEN];
 	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
-	addr = ip->saddr;
+	__be32 addr = ip->saddr;
 	ip->saddr = ip->daddr;
 	ip->daddr = addr;
-	port = udp->source;
+	__be16 port = udp->source;
 	udp->source = udp->dest;
 	udp->dest = port;
 
-	// The reply: the request's id, one datagram, then END.
 	mc->seq = 0;
 	mc->total = bpf_htons(1);
 	mc->reserved = 0;
-	__builtin_memcpy(text, MISS, MISS_LEN);
-
-	// New lengths, and the IPv4 checksum that covers them. UDP over
-	// IPv4 may go without a checksum: 0 says so.
-	__u16 udp_len = sizeof(*udp) + sizeof(*mc) + MISS_LEN;
+	__u16 udp_len = sizeof(*udp) + sizeof(*mc) + len + MISS_LEN;
 	udp->len = bpf_htons(udp_len);
 	udp->check = 0;
 	ip->tot_len = bpf_htons(sizeof(*ip) + udp_len);
 	ip->ttl = 64;
 	ip_checksum(ip);
 
-	// Cut the frame after END. After this call every packet pointer
-	// is invalid (the verifier forgets them): use none of them again.
-	int delta = (int)(sizeof(*eth) + sizeof(*ip) + udp_len) - (int)(data_end - data);
-	if (bpf_xdp_adjust_tail(ctx, delta))
-		return XDP_DROP; // half rewritten: do not pass it on
+	if (it) {
+		// >>> solution
+		for (int i = 0; i < REPLY_MAX; i++) {
+			if (i >= len)
+				break;
+			if ((void *)(q + i + 1) > data_end)
+				return XDP_DROP;
+			q[i] = it->reply[i];
+		}
+		q += len & 511; // len <= REPLY_MAX < 512: the mask says so to the verifier
+		// <<< solution
+		#if 0 // >>> starter
+		// TODO 2: copy the item's reply (len bytes of it->reply) to q,
+		// a bounds check per byte, in a loop bounded by REPLY_MAX;
+		// then step q past it (q += len & 511: the mask tells the
+		// verifier how far q can go).
+		#endif // <<< starter
+	}
+	if ((void *)(q + MISS_LEN) > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(q, MISS, MISS_LEN);
 	return XDP_TX;
 }
 
@@ -195,15 +262,29 @@ int xdp_prog(struct xdp_md *ctx)
 
 	__u32 zero = 0;
 	struct key *k = bpf_map_lookup_elem(&scratch, &zero);
-	struct key *last = bpf_map_lookup_elem(&last_key, &zero);
-	if (!k || !last)
+	if (!k)
 		return XDP_PASS;
 
 	if (is_word(p, data_end, "get ")) {
+		// >>> solution
+		__builtin_memset(k, 0, sizeof(*k)); // the padding is part of the key
+		// <<< solution
+		#if 0 // >>> starter
+		// TODO 1: zero k first (__builtin_memset): the hash map
+		// compares all of struct key, padding included.
+		#endif // <<< starter
 		if (read_key(p + 4, data_end, k) > 0) {
-			*last = *k; // a good key: now it may be recorded
 			count(C_GET);
-			return reply_miss(ctx, eth, ip, udp, mc, p);
+			// >>> solution
+			struct item *it = bpf_map_lookup_elem(&items, k);
+			// <<< solution
+			#if 0 // >>> starter
+			// TODO 1: look the key up in items.
+			struct item *it = NULL;
+			#endif // <<< starter
+			if (it)
+				count(C_HIT);
+			return reply(ctx, it);
 		}
 	} else if (is_word(p, data_end, "set ")) {
 		count(C_SET);
