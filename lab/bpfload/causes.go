@@ -29,7 +29,7 @@ var causes = []cause{
 		"an offset the verifier cannot bound: before adding a variable to a pointer, clamp it (if (off > MAX) return ...; or off &= MASK) so the verifier knows its range"},
 	{regexp.MustCompile(`combined stack size|stack size .* too large|invalid (indirect )?write to stack|invalid stack off`),
 		"too much stack: a BPF program has 512 bytes of stack; keep big buffers in a map (a per-CPU array as scratch), not in locals"},
-	{regexp.MustCompile(`unknown func|program of this type cannot use helper|helper call is not allowed`),
+	{regexp.MustCompile(`unknown func|invalid func unknown#|program of this type cannot use helper|helper call is not allowed`),
 		"a helper this kernel or this program type does not have: check the helper's first kernel version, and probe it (cilium/ebpf features) before relying on it"},
 	{regexp.MustCompile(`bpf_spin_(un)?lock|holding a lock`),
 		"a bpf_spin_lock rule: the lock must live in a map value with BTF, be taken and released in the same function, with no helper calls or packet access while held"},
