@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -264,21 +265,28 @@ func TestLongLinesTCP(t *testing.T) {
 		return func() (net.Conn, error) { return l.client.Dial("tcp", addr) }
 	}
 	store, mcd := dialer(l.storeAddr(false)), dialer(l.mcAddr(false))
-	for _, tc := range []struct{ name, in string }{
-		{"1 MiB without newline", strings.Repeat("x", 1<<20)},
-		{"queued reply, then 3000 bytes", "set k 0 0 1\r\n1\r\n" + strings.Repeat("x", 3000)},
-		{"get, queued reply, then 1 MiB", "get k\r\nset k 0 0 1\r\n2\r\n" + strings.Repeat("x", 1<<20)},
+	// Whether memcached sends a queued reply before it closes depends on
+	// whether the long line came in the same read as the request before
+	// it (it sends its queue when it waits for input), so both servers
+	// may give either of the replies listed, and nothing else.
+	for _, tc := range []struct {
+		name, in string
+		may      []string
+	}{
+		{"1 MiB without newline", strings.Repeat("x", 1<<20), []string{""}},
+		{"queued reply, then 3000 bytes", "set k 0 0 1\r\n1\r\n" + strings.Repeat("x", 3000), []string{"", "STORED\r\n"}},
+		{"get, queued reply, then 1 MiB", "get k\r\nset k 0 0 1\r\n2\r\n" + strings.Repeat("x", 1<<20),
+			[]string{"VALUE k 0 1\r\n1\r\nEND\r\n", "VALUE k 0 1\r\n1\r\nEND\r\nSTORED\r\n"}},
 	} {
-		var outs [2]string
 		for i, dial := range []func() (net.Conn, error){mcd, store} {
 			out, closed := exchangeTCP(t, dial, tc.in, 2*time.Second)
+			who := []string{"memcached", "store"}[i]
 			if !closed {
-				t.Errorf("%s: %s kept the connection open", tc.name, []string{"memcached", "store"}[i])
+				t.Errorf("%s: %s kept the connection open", tc.name, who)
 			}
-			outs[i] = out
-		}
-		if outs[0] != outs[1] {
-			t.Errorf("%s:\n memcached %q\n store     %q", tc.name, outs[0], outs[1])
+			if !slices.Contains(tc.may, out) {
+				t.Errorf("%s: %s replied %q, want one of %q", tc.name, who, out, tc.may)
+			}
 		}
 	}
 	get := "get " + strings.Repeat("k ", maxLine/2+1)
