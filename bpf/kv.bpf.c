@@ -20,12 +20,12 @@
 #include <bpf/bpf_helpers.h>
 #include "frame.h"
 #include "kv.h"
+#include "pkt.h"
 #include "scan.h"
 
 #define REQ_MAX 2048 /* scratch buffers; a power of two so indices can be masked */
 #define MASK (REQ_MAX - 1)
 #define HDR_MAX 72 /* Ethernet + IPv6 + UDP + frame header, rounded up to words */
-#define PAYLOAD_MAX 1480 /* the largest UDP payload XDP takes: a 1500-byte MTU */
 #ifndef GET_KEYS_MAX /* overridable: lab/verifier/limits compiles variants */
 #define GET_KEYS_MAX 24
 #endif
@@ -1136,52 +1136,30 @@ static __always_inline int over_rate(const void *src, __u32 n, __u64 now)
 SEC("xdp")
 int kv_xdp(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
+	void *data, *data_end;
+	struct ethhdr *eth;
 	struct udphdr *udp;
 	struct frame *fr;
 	struct scratch *s;
+	struct pkt p;
 	__u32 hoff, slot = 0, plen, rlen;
-	int v6, act;
+	int v6, act, n;
+	__u8 dst[16];
 
-	/* Both point after the Ethernet header; v6 says which is valid. */
-	struct iphdr *ip = (void *)(eth + 1);
-	struct ipv6hdr *ip6 = (void *)(eth + 1);
-	__u8 dst[16] = {};
-	int ipl;
-
-	if ((void *)(eth + 1) > data_end)
-		return XDP_PASS;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
-			return XDP_PASS;
-		if (ip->frag_off & bpf_htons(0x3fff)) /* fragments: the stack reassembles */
-			return XDP_PASS;
-		hoff = sizeof(*eth) + sizeof(*ip);
-		v6 = 0;
-		dst[10] = dst[11] = 0xff;
-		__builtin_memcpy(&dst[12], &ip->daddr, 4);
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
-			return XDP_PASS;
-		hoff = sizeof(*eth) + sizeof(*ip6);
-		v6 = 1;
-		__builtin_memcpy(dst, &ip6->daddr, 16);
-	} else {
-		return XDP_PASS;
-	}
-	udp = data + hoff;
-	if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(port))
+	if (pkt_udp(&p, ctx) < 0 || p.udp->dest != bpf_htons(port))
 		return XDP_PASS;
 	/* What the kernel would drop, or take as nobody's in particular, is
 	 * not a request: it passes untouched (frame.h). Checked only for the
 	 * store's port, so other traffic pays nothing. */
-	if (!frame_unicast(eth))
+	if (!pkt_rx_ok(&p))
 		return XDP_PASS;
-	ipl = v6 ? frame_ipv6(ip6, data_end) : frame_ipv4(ip, data_end);
-	if (ipl < 0 || !frame_udp_ok(udp, ipl))
-		return XDP_PASS;
+	data = p.data;
+	data_end = p.data_end;
+	eth = p.eth;
+	udp = p.udp;
+	hoff = p.hoff;
+	v6 = p.v6;
+	pkt_addr16(&p, dst, 1);
 	fr = (void *)(udp + 1);
 	/* The slow path's own runs count as commands, not as traffic, and use
 	 * a scratch slot of their own. They come through BPF_PROG_TEST_RUN,
@@ -1214,15 +1192,10 @@ int kv_xdp(struct xdp_md *ctx)
 	}
 	if ((void *)(fr + 1) > data_end)
 		goto pass;
-	plen = bpf_ntohs(udp->len);
-	/* 5.10 leaves a byte swap's result unbounded: bound it before the
-	 * pointer math (the barrier keeps clang from dropping the mask). */
-	PIN(plen);
-	plen &= 0xffff;
-	if (plen < sizeof(*udp) + sizeof(*fr) || plen > sizeof(*udp) + sizeof(*fr) + PAYLOAD_MAX ||
-	    data + hoff + plen > data_end)
+	n = pkt_payload_len(&p, sizeof(*fr), PAYLOAD_MAX);
+	if (n < 0)
 		goto pass;
-	plen -= sizeof(*udp) + sizeof(*fr);
+	plen = n;
 	if (plen > PAYLOAD_MAX || fr->seq != 0 || fr->total != bpf_htons(1))
 		goto pass;
 	WR(s->req_len, plen);
@@ -1262,28 +1235,12 @@ int kv_xdp(struct xdp_md *ctx)
 		if (amp_ratio && s->req[0] == 'g' && rlen > amp_ratio * RD(s->req_len))
 			goto pass;
 		if (rate_bytes) {
-			__u8 src[16] = {};
+			__u8 src[16];
 
 			/* The tail probe above moved the frame's pointers. */
-			data = (void *)(long)ctx->data;
-			data_end = (void *)(long)ctx->data_end;
-			eth = data;
-			if ((void *)(eth + 1) > data_end)
+			if (pkt_reload(&p, ctx) < 0)
 				goto pass;
-			if (!v6) {
-				struct iphdr *ip = (void *)(eth + 1);
-
-				if ((void *)(ip + 1) > data_end)
-					goto pass;
-				src[10] = src[11] = 0xff;
-				__builtin_memcpy(&src[12], &ip->saddr, 4);
-			} else {
-				struct ipv6hdr *ip6 = (void *)(eth + 1);
-
-				if ((void *)(ip6 + 1) > data_end)
-					goto pass;
-				__builtin_memcpy(src, &ip6->saddr, 16);
-			}
+			pkt_addr16(&p, src, 0);
 			if (over_rate(src, rlen, RD(s->now))) {
 				STAT_INC(rate_drop);
 				return XDP_DROP;

@@ -46,6 +46,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "frame.h"
+#include "pkt.h"
 #include "scan.h"
 
 #define AF_INET 2
@@ -53,7 +54,6 @@
 
 #define REQ_MAX 2048 /* scratch buffer; a power of two so indices can be masked */
 #define MASK (REQ_MAX - 1)
-#define PAYLOAD_MAX 1480 /* the largest UDP payload taken: a 1500-byte MTU */
 #define KEY_MAX 250      /* memcached's KEY_MAX_LENGTH */
 #define KEYS_MAX 24      /* keys of one get routed in XDP */
 /* Bytes copied of a request other than get/gets: its first line, whatever
@@ -539,14 +539,6 @@ static __always_inline int copy_in(struct scratch *s, void *data, void *data_end
 	return 0;
 }
 
-static __always_inline void v4mapped(__u8 *out, __be32 a)
-{
-	__builtin_memset(out, 0, 10);
-	out[10] = 0xff;
-	out[11] = 0xff;
-	__builtin_memcpy(out + 12, &a, 4);
-}
-
 /* Whether this CPU may plant one more flow this second (see the top). */
 static __always_inline int flow_admit(void)
 {
@@ -638,57 +630,41 @@ static __always_inline void rewrite6(struct ipv6hdr *ip6, struct udphdr *udp, __
 SEC("xdp")
 int proxy_xdp(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	/* Both point after the Ethernet header; v6 says which is valid. A
-	 * known-constant flag, unlike a null pointer check on a packet
-	 * pointer, lets the verifier skip the impossible mixes. */
-	struct iphdr *ip = (void *)(eth + 1);
-	struct ipv6hdr *ip6 = (void *)(eth + 1);
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct ipv6hdr *ip6;
 	struct udphdr *udp;
+	struct pkt p;
 	struct proxy_backend *be;
 	struct proxy_addr pa = {};
 	struct proxy_flow fl = {};
 	struct bpf_fib_lookup fib = {};
 	struct scratch *s;
 	__u32 hoff, plen, bi, *bip, *dev;
-	int b, v6, ilen, to_us = 0;
+	int b, v6, n, to_us;
 
-	if ((void *)(eth + 1) > data_end || !frame_unicast(eth))
+	if (pkt_udp(&p, ctx) < 0 || !pkt_rx_ok(&p))
 		return XDP_PASS;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		v6 = 0;
-		if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP)
-			return XDP_PASS;
-		if (ip->frag_off & bpf_htons(0x3fff))
-			return XDP_PASS;
-		ilen = frame_ipv4(ip, data_end);
-		hoff = sizeof(*eth) + sizeof(*ip);
+	data = p.data;
+	data_end = p.data_end;
+	eth = p.eth;
+	ip = p.ip;
+	ip6 = p.ip6;
+	udp = p.udp;
+	hoff = p.hoff;
+	v6 = p.v6;
+	if (!v6)
 		to_us = has_listen4 && ip->daddr == listen4;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		v6 = 1;
-		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
-			return XDP_PASS;
-		ilen = frame_ipv6(ip6, data_end);
-		hoff = sizeof(*eth) + sizeof(*ip6);
+	else
 		to_us = has_listen6 && ip6->daddr.in6_u.u6_addr32[0] == listen6[0] &&
 			ip6->daddr.in6_u.u6_addr32[1] == listen6[1] &&
 			ip6->daddr.in6_u.u6_addr32[2] == listen6[2] &&
 			ip6->daddr.in6_u.u6_addr32[3] == listen6[3];
-	} else {
-		return XDP_PASS;
-	}
-	udp = data + hoff;
-	if (ilen < 0 || (void *)(udp + 1) > data_end || !frame_udp_ok(udp, ilen))
-		return XDP_PASS;
 
 	/* Is the source a backend's serving address and port? */
 	pa.port = udp->source;
-	if (!v6)
-		v4mapped(pa.addr, ip->saddr);
-	else
-		__builtin_memcpy(pa.addr, &ip6->saddr, 16);
+	pkt_addr16(&p, pa.addr, 0);
 	bip = bpf_map_lookup_elem(&backend_addrs, &pa);
 
 	if (!(to_us && udp->dest == bpf_htons(port)))
@@ -709,12 +685,10 @@ int proxy_xdp(struct xdp_md *ctx)
 			return XDP_DROP;
 		}
 	}
-	plen = bpf_ntohs(udp->len);
-	PIN(plen); /* 5.10 leaves a byte swap's result unbounded */
-	plen &= 0xffff;
-	if (plen < sizeof(*udp) + 8 || plen > sizeof(*udp) + 8 + PAYLOAD_MAX ||
-	    data + hoff + plen > data_end)
+	n = pkt_payload_len(&p, 8, PAYLOAD_MAX);
+	if (n < 0)
 		goto slow;
+	plen = n;
 	{
 		__be16 *fr = (void *)(udp + 1);
 
@@ -724,7 +698,6 @@ int proxy_xdp(struct xdp_md *ctx)
 		if (fr[1] != 0 || fr[2] != bpf_htons(1))
 			goto slow;
 	}
-	plen -= sizeof(*udp) + 8;
 	s = get_scratch();
 	if (!s)
 		goto slow;
@@ -813,12 +786,11 @@ reply:
 	if (!v6) {
 		if (!has_listen4 || ip->ttl <= 1)
 			return XDP_PASS;
-		v4mapped(fl.addr, ip->daddr);
 	} else {
 		if (!has_listen6 || ip6->hop_limit <= 1)
 			return XDP_PASS;
-		__builtin_memcpy(fl.addr, &ip6->daddr, 16);
 	}
+	pkt_addr16(&p, fl.addr, 1);
 	dev = bpf_map_lookup_elem(&flows, &fl);
 	if (!dev)
 		return XDP_PASS; /* not a client of ours: someone talking to the backend directly */

@@ -1,0 +1,144 @@
+/* The packet plumbing the XDP programs (bpf/kv.bpf.c, bpf/proxy.bpf.c) share:
+ * a parse cursor over Ethernet -> IPv4/IPv6 -> UDP, frame.h's receive checks
+ * over it, addresses as 16-byte keys, and the UDP length bounded for the
+ * verifier.
+ *
+ * Verifier shape: every helper is inlined, and the cursor is a local of the
+ * program's entry, which clang keeps in registers; each packet pointer is
+ * checked against data_end before it is used, and v6 is a known constant on
+ * each path, so the verifier never mixes an IPv4 path with an IPv6 one. */
+#ifndef XDPLAB_PKT_H
+#define XDPLAB_PKT_H
+
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+
+#include "frame.h"
+#include "scan.h"
+
+/* The largest UDP payload the programs take: a 1500-byte MTU. */
+#define PAYLOAD_MAX 1480
+
+/* A UDP datagram in the frame. */
+struct pkt {
+	void *data, *data_end;
+	struct ethhdr *eth;
+	/* Both point after the Ethernet header; v6 says which is valid. A
+	 * known-constant flag, unlike a null pointer check on a packet
+	 * pointer, lets the verifier skip the impossible mixes. */
+	struct iphdr *ip;
+	struct ipv6hdr *ip6;
+	struct udphdr *udp;
+	__u32 hoff; /* the UDP header's offset: Ethernet and IP header bytes */
+	int v6;
+};
+
+/* p's pointers from ctx, none of them checked yet. */
+static __always_inline void pkt_ptrs(struct pkt *p, struct xdp_md *ctx)
+{
+	p->data = (void *)(long)ctx->data;
+	p->data_end = (void *)(long)ctx->data_end;
+	p->eth = p->data;
+	p->ip = (void *)(p->eth + 1);
+	p->ip6 = (void *)(p->eth + 1);
+}
+
+/* Fills p for a UDP datagram over IPv4 (no options, not a fragment: the
+ * stack reassembles those) or IPv6 (UDP the next header): 0, with eth, ip or
+ * ip6 and udp bounds-checked; -1 for anything else, which the caller passes. */
+static __always_inline int pkt_udp(struct pkt *p, struct xdp_md *ctx)
+{
+	pkt_ptrs(p, ctx);
+	if ((void *)(p->eth + 1) > p->data_end)
+		return -1;
+	if (p->eth->h_proto == bpf_htons(ETH_P_IP)) {
+		if ((void *)(p->ip + 1) > p->data_end || p->ip->ihl != 5 || p->ip->protocol != IPPROTO_UDP)
+			return -1;
+		if (p->ip->frag_off & bpf_htons(0x3fff))
+			return -1;
+		p->hoff = sizeof(struct ethhdr) + sizeof(struct iphdr);
+		p->v6 = 0;
+	} else if (p->eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		if ((void *)(p->ip6 + 1) > p->data_end || p->ip6->nexthdr != IPPROTO_UDP)
+			return -1;
+		p->hoff = sizeof(struct ethhdr) + sizeof(struct ipv6hdr);
+		p->v6 = 1;
+	} else {
+		return -1;
+	}
+	p->udp = p->data + p->hoff;
+	if ((void *)(p->udp + 1) > p->data_end)
+		return -1;
+	return 0;
+}
+
+/* After a helper moved the frame (bpf_xdp_adjust_tail/head), p's pointers
+ * anew, with the Ethernet and IP headers (of the family p->v6 says) checked
+ * again: 0, or -1 when the frame no longer holds them. udp is not checked. */
+static __always_inline int pkt_reload(struct pkt *p, struct xdp_md *ctx)
+{
+	pkt_ptrs(p, ctx);
+	p->udp = p->data + p->hoff;
+	if ((void *)(p->eth + 1) > p->data_end)
+		return -1;
+	if (!p->v6)
+		return (void *)(p->ip + 1) > p->data_end ? -1 : 0;
+	return (void *)(p->ip6 + 1) > p->data_end ? -1 : 0;
+}
+
+/* Whether the kernel would take the datagram as the host's (frame.h): a
+ * unicast frame, a well-formed IP header whose length the frame holds, a UDP
+ * length within it. */
+static __always_inline int pkt_rx_ok(const struct pkt *p)
+{
+	int ipl;
+
+	if (!frame_unicast(p->eth))
+		return 0;
+	ipl = p->v6 ? frame_ipv6(p->ip6, p->data_end) : frame_ipv4(p->ip, p->data_end);
+	return ipl >= 0 && frame_udp_ok(p->udp, ipl);
+}
+
+/* An IPv4 address as a 16-byte key: ::ffff:a.b.c.d. */
+static __always_inline void addr16_v4(__u8 *out, __be32 a)
+{
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, &a, 4);
+}
+
+/* The datagram's source (dst 0) or destination (dst 1) address as a 16-byte
+ * key, IPv4 as ::ffff:a.b.c.d. */
+static __always_inline void pkt_addr16(const struct pkt *p, __u8 *out, int dst)
+{
+	if (!p->v6)
+		addr16_v4(out, dst ? p->ip->daddr : p->ip->saddr);
+	else
+		__builtin_memcpy(out, dst ? &p->ip6->daddr : &p->ip6->saddr, 16);
+}
+
+/* The UDP payload's length past an application header of hdr bytes (a
+ * constant), when the datagram holds that header and at most max bytes
+ * after it, and the frame holds the datagram; -1 otherwise. */
+static __always_inline int pkt_payload_len(const struct pkt *p, __u32 hdr, __u32 max)
+{
+	__u32 len = bpf_ntohs(p->udp->len);
+
+	/* 5.10 leaves a byte swap's result unbounded: bound it before the
+	 * pointer math (the barrier keeps clang from dropping the mask). */
+	PIN(len);
+	len &= 0xffff;
+	if (len < sizeof(struct udphdr) + hdr || len > sizeof(struct udphdr) + hdr + max ||
+	    p->data + p->hoff + len > p->data_end)
+		return -1;
+	return len - sizeof(struct udphdr) - hdr;
+}
+
+#endif
