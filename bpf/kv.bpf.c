@@ -1027,49 +1027,11 @@ static __always_inline __u32 fold32(__u64 sum)
  * cheaper inline than a bpf_csum_diff call for headers. */
 
 
-/* The copy loops read their lengths from the scratch map (not a register), so
- * the many ways a loop can end do not multiply the verifier's states. The
- * payload offset, too, comes back from the map as a bounded unknown: a
- * constant offset would tie every bounds check to the frame's own pointers,
- * and each loop exit would carry a different packet range forward. */
+/* The payload between the frame and the scratch: req in, resp out. */
 static __always_inline int copy_pkt(struct scratch *s, void *data, void *data_end, __u32 off, int out)
 {
-	__u8 *buf = out ? s->resp : s->req;
-	__u32 *len = out ? &s->resp_len : &s->req_len;
-	__u32 i, o;
-
-	WR(s->poff, off);
-	off = RD(s->poff) & 127;
-	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
-		void *p;
-
-		o = i * 8;
-		if (o + 8 > RD(*len))
-			break;
-		p = data + off + o;
-		PIN(p);
-		if (p + 8 > data_end)
-			return -1;
-		if (out)
-			*(__u64 *)p = *(__u64 *)&buf[o];
-		else
-			*(__u64 *)&buf[o] = *(__u64 *)p;
-	}
-	o = RD(*len) & (MASK & ~7U);
-	for (i = 0; i < 7; i++) {
-		__u8 *p = data + off + o + i;
-
-		PIN(p);
-		if (o + i >= RD(*len))
-			break;
-		if ((void *)(p + 1) > data_end)
-			return -1;
-		if (out)
-			*p = buf[(o + i) & MASK];
-		else
-			buf[(o + i) & MASK] = *p;
-	}
-	return 0;
+	return pkt_copy(data, data_end, off, out ? s->resp : s->req, MASK, out ? &s->resp_len : &s->req_len,
+			&s->poff, out);
 }
 
 /* Ones' complement sum of resp[0..resp_len), padded with zeros to 4 bytes. */

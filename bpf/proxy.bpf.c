@@ -506,39 +506,6 @@ __noinline int route(void)
 
 /* ---- packet in, packet out ---- */
 
-/* Copies the payload into s->req (see kv.bpf.c's copy_pkt for the shape). */
-static __always_inline int copy_in(struct scratch *s, void *data, void *data_end, __u32 off)
-{
-	__u32 i, o;
-
-	WR(s->poff, off);
-	off = RD(s->poff) & 127;
-	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
-		void *p;
-
-		o = i * 8;
-		if (o + 8 > RD(s->copy_len))
-			break;
-		p = data + off + o;
-		PIN(p);
-		if (p + 8 > data_end)
-			return -1;
-		*(__u64 *)&s->req[o] = *(__u64 *)p;
-	}
-	o = RD(s->copy_len) & (MASK & ~7U);
-	for (i = 0; i < 7; i++) {
-		__u8 *p = data + off + o + i;
-
-		PIN(p);
-		if (o + i >= RD(s->copy_len))
-			break;
-		if ((void *)(p + 1) > data_end)
-			return -1;
-		s->req[(o + i) & MASK] = *p;
-	}
-	return 0;
-}
-
 /* Whether this CPU may plant one more flow this second (see the top). */
 static __always_inline int flow_admit(void)
 {
@@ -713,7 +680,7 @@ int proxy_xdp(struct xdp_md *ctx)
 			plen = LINE_COPY;
 	}
 	WR(s->copy_len, plen);
-	if (copy_in(s, data, data_end, hoff + sizeof(*udp) + 8) < 0)
+	if (pkt_copy(data, data_end, hoff + sizeof(*udp) + 8, s->req, MASK, &s->copy_len, &s->poff, 0) < 0)
 		goto slow;
 	b = route();
 	if (b < 0) {

@@ -1,7 +1,7 @@
 /* The packet plumbing the XDP programs (bpf/kv.bpf.c, bpf/proxy.bpf.c) share:
  * a parse cursor over Ethernet -> IPv4/IPv6 -> UDP, frame.h's receive checks
- * over it, addresses as 16-byte keys, and the UDP length bounded for the
- * verifier.
+ * over it, addresses as 16-byte keys, the UDP length bounded for the
+ * verifier, and the payload's copy between the frame and a scratch buffer.
  *
  * Verifier shape: every helper is inlined, and the cursor is a local of the
  * program's entry, which clang keeps in registers; each packet pointer is
@@ -139,6 +139,55 @@ static __always_inline int pkt_payload_len(const struct pkt *p, __u32 hdr, __u32
 	    p->data + p->hoff + len > p->data_end)
 		return -1;
 	return len - sizeof(struct udphdr) - hdr;
+}
+
+/* Copies *len bytes (0..PAYLOAD_MAX) between the frame at off and buf (a
+ * scratch buffer of mask + 1 bytes, a power of two, plus 8): into buf, or
+ * out of it when out is 1. 0, or -1 when the frame is too short.
+ *
+ * The loops read their length from the caller's scratch map (len), not a
+ * register, so the many ways a loop can end do not multiply the verifier's
+ * states. The offset, too, goes through the scratch (poff) and comes back
+ * as a bounded unknown: a constant offset would tie every bounds check to
+ * the frame's own pointers, and each loop exit would carry a different
+ * packet range forward. */
+static __always_inline int pkt_copy(void *data, void *data_end, __u32 off, __u8 *buf, __u32 mask,
+				    __u32 *len, __u32 *poff, int out)
+{
+	__u32 i, o;
+
+	WR(*poff, off);
+	off = RD(*poff) & 127;
+	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
+		void *p;
+
+		o = i * 8;
+		if (o + 8 > RD(*len))
+			break;
+		p = data + off + o;
+		PIN(p);
+		if (p + 8 > data_end)
+			return -1;
+		if (out)
+			*(__u64 *)p = *(__u64 *)&buf[o];
+		else
+			*(__u64 *)&buf[o] = *(__u64 *)p;
+	}
+	o = RD(*len) & (mask & ~7U);
+	for (i = 0; i < 7; i++) {
+		__u8 *p = data + off + o + i;
+
+		PIN(p);
+		if (o + i >= RD(*len))
+			break;
+		if ((void *)(p + 1) > data_end)
+			return -1;
+		if (out)
+			*p = buf[(o + i) & mask];
+		else
+			buf[(o + i) & mask] = *p;
+	}
+	return 0;
 }
 
 #endif
