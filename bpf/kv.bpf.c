@@ -1474,8 +1474,10 @@ int kv_control(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-/* Make the shared types visible in BTF for bpf2go's Go types. */
+/* Make the shared types visible in BTF for bpf2go's Go types and constants. */
 const struct kv_val *unused_kv_val __attribute__((unused));
 const struct kv_ctl *unused_kv_ctl __attribute__((unused));
+const enum kv_limit *unused_kv_limit __attribute__((unused));
+const enum xdp_action *unused_xdp_action __attribute__((unused));
 
 char LICENSE[] SEC("license") = "GPL";

@@ -189,7 +189,7 @@ func (g *engine) get(key []byte, now uint64) (item, bool, error) {
 
 // put writes it under cond (condCAS compares with cas). Values too large
 // for the kernel slot go to big behind a marker.
-func (g *engine) put(key []byte, it item, cond uint32, cas uint64, now uint64) (bool, error) {
+func (g *engine) put(key []byte, it item, cond kvKvCtlCond, cas uint64, now uint64) (bool, error) {
 	if len(it.data) <= int(g.o.cfg.MaxValue) {
 		ok, _, err := g.o.write(key, entry{cas: it.cas, exptime: it.exptime, flags: it.flags, data: it.data}, cond, cas, now)
 		if ok {
@@ -389,7 +389,7 @@ func (g *engine) store(req *memcache.Request, now uint64) ([]byte, error) {
 			return nil, err
 		}
 		next := item{exptime: absExptime(req.Exptime, now), flags: req.Flags, data: req.Value}
-		cond, cas := uint32(condAbsent), uint64(0)
+		cond, cas := condAbsent, uint64(0)
 		if live {
 			cond, cas = condCAS, cur.cas
 		}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/xdplab/xdplab/lab/memcache"
@@ -615,8 +616,8 @@ func (s *Server) Flush() error {
 
 // Offsets in struct kv_val, for reading map values without a full decode.
 const (
-	valKlenOff = 24
-	valKeyOff  = 32
+	valKlenOff = int(unsafe.Offsetof(kvKvVal{}.Klen))
+	valKeyOff  = int(unsafe.Offsetof(kvKvVal{}.Key))
 )
 
 // Stats returns memcached-style statistics, in memcached's order where the

@@ -43,7 +43,7 @@ const (
 	DefaultPort     = memcache.DefaultPort
 	DefaultEntries  = 65536
 	DefaultMaxValue = 1024
-	maxValueLimit   = 1024 // KV_VAL_MAX in bpf/include/kv.h
+	maxValueLimit   = uint32(kvKvLimitKV_LIMIT_VAL_MAX) // KV_VAL_MAX in bpf/include/kv.h
 	// memcached caps UDP reply datagrams at 1400 bytes including the frame.
 	defaultReplyMax = 1400 - frameLen
 	// DefaultSlowMemory is memcached's default -m.
@@ -145,7 +145,7 @@ type Objects struct {
 var valHeaderSize = uint32(unsafe.Sizeof(kvKvVal{}))
 
 // valSlack is KV_VAL_SLACK: spare bytes after the data for 8-byte copies.
-const valSlack = 32
+const valSlack = uint32(kvKvLimitKV_LIMIT_VAL_SLACK)
 
 // Load sizes the maps, sets the program's constants and loads everything
 // through the verifier. A rejection carries the verifier's last lines.
