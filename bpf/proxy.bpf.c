@@ -67,6 +67,19 @@
 #define BUCKETS 65536        /* of the hash space, by its top 16 bits */
 #define BUCKET_MIXED 0xffff  /* a bucket whose hashes go to several backends */
 
+/* The limits the Go side models and checks (lab/proxy: route.go's Route,
+ * the ring and backend loaders), as an enum so that BTF carries them to
+ * bpf2go's generated constants: Go never retypes them. BTF holds the enum
+ * through unused_proxy_limit at the end. */
+enum proxy_limit {
+	PROXY_PAYLOAD_MAX = PAYLOAD_MAX,
+	PROXY_KEY_MAX = KEY_MAX,
+	PROXY_KEYS_MAX = KEYS_MAX,
+	PROXY_LINE_COPY = LINE_COPY,
+	PROXY_RING_MAX = RING_MAX,
+	PROXY_BACKENDS_MAX = BACKENDS_MAX,
+};
+
 /* One backend: where requests of each family go. */
 struct proxy_backend {
 	__be32 addr4;
@@ -799,5 +812,9 @@ slow:
 	STAT_INC(slow);
 	return XDP_PASS;
 }
+
+/* Make the limits and XDP's actions visible in BTF for bpf2go's Go constants. */
+const enum proxy_limit *unused_proxy_limit __attribute__((unused));
+const enum xdp_action *unused_xdp_action __attribute__((unused));
 
 char LICENSE[] SEC("license") = "GPL";
