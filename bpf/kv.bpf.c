@@ -20,6 +20,7 @@
 #include <bpf/bpf_helpers.h>
 #include "frame.h"
 #include "kv.h"
+#include "mcframe.h"
 #include "pkt.h"
 #include "scan.h"
 
@@ -1058,10 +1059,6 @@ static __always_inline __u64 sum_resp(struct scratch *s, __u64 seed)
 	return seed;
 }
 
-struct frame {
-	__be16 id, seq, total, reserved;
-};
-
 /* Spends n bytes of src's budget; 0 when it had them. */
 static __always_inline int over_rate(const void *src, __u32 n, __u64 now)
 {
@@ -1101,7 +1098,7 @@ int kv_xdp(struct xdp_md *ctx)
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct udphdr *udp;
-	struct frame *fr;
+	struct mc_frame *fr;
 	struct scratch *s;
 	struct pkt p;
 	__u32 hoff, slot = 0, plen, rlen;
@@ -1158,7 +1155,7 @@ int kv_xdp(struct xdp_md *ctx)
 	if (n < 0)
 		goto pass;
 	plen = n;
-	if (plen > PAYLOAD_MAX || fr->seq != 0 || fr->total != bpf_htons(1))
+	if (plen > PAYLOAD_MAX || !mc_frame_single(fr))
 		goto pass;
 	WR(s->req_len, plen);
 	if (copy_pkt(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr), 0) < 0)

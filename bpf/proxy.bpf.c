@@ -46,6 +46,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "frame.h"
+#include "mcframe.h"
 #include "pkt.h"
 #include "scan.h"
 
@@ -261,11 +262,11 @@ static __always_inline int has_prefix(const __u8 *p, const void *end, const char
 
 /* Whether a reply datagram (at its frame header) opens with memcached's
  * ERROR, CLIENT_ERROR or SERVER_ERROR line (lab/memcache.IsErrorReply). */
-static __always_inline int error_reply(const __be16 *fr, const void *end)
+static __always_inline int error_reply(const struct mc_frame *fr, const void *end)
 {
-	const __u8 *p = (const void *)(fr + 4);
+	const __u8 *p = (const void *)(fr + 1);
 
-	if ((const void *)(fr + 4) > end || fr[1] != 0)
+	if ((const void *)(fr + 1) > end || fr->seq != 0)
 		return 0; /* short, or not a reply's first datagram */
 	return HAS_PREFIX(p, end, "ERROR\r\n") || HAS_PREFIX(p, end, "ERROR\n") || HAS_PREFIX(p, end, "CLIENT_ERROR ") ||
 	       HAS_PREFIX(p, end, "SERVER_ERROR ");
@@ -665,17 +666,14 @@ int proxy_xdp(struct xdp_md *ctx)
 			return XDP_DROP;
 		}
 	}
-	n = pkt_payload_len(&p, 8, PAYLOAD_MAX);
+	n = pkt_payload_len(&p, sizeof(struct mc_frame), PAYLOAD_MAX);
 	if (n < 0)
 		goto slow;
 	plen = n;
 	{
-		__be16 *fr = (void *)(udp + 1);
+		struct mc_frame *fr = (void *)(udp + 1);
 
-		if ((void *)(fr + 4) > data_end)
-			goto slow;
-		/* seq 0 of a one-datagram message */
-		if (fr[1] != 0 || fr[2] != bpf_htons(1))
+		if ((void *)(fr + 1) > data_end || !mc_frame_single(fr))
 			goto slow;
 	}
 	s = get_scratch();
@@ -685,7 +683,7 @@ int proxy_xdp(struct xdp_md *ctx)
 	{
 		/* Only a get's line can be long; of anything else the data
 		 * block is never read, so it stays in the packet. */
-		char *c = (void *)(udp + 1) + 8;
+		char *c = (void *)(udp + 1) + sizeof(struct mc_frame);
 
 		if ((void *)(c + 4) > data_end)
 			goto slow;
@@ -693,7 +691,7 @@ int proxy_xdp(struct xdp_md *ctx)
 			plen = LINE_COPY;
 	}
 	WR(s->copy_len, plen);
-	if (pkt_copy(data, data_end, hoff + sizeof(*udp) + 8, s->req, MASK, &s->copy_len, &s->poff, 0) < 0)
+	if (pkt_copy(data, data_end, hoff + sizeof(*udp) + sizeof(struct mc_frame), s->req, MASK, &s->copy_len, &s->poff, 0) < 0)
 		goto slow;
 	b = route();
 	if (b < 0) {
