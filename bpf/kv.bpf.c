@@ -32,7 +32,6 @@
 #endif
 #define TOK_TOO_LONG 0x10000 /* longer than any token XDP handles */
 #define ARITH_GROW 16 /* an incr/decr reply is at most 22 bytes, its request at least 10 */
-#define RELTIME_MAX 2592000 /* memcached's REALTIME_MAXDELTA: 30 days */
 #define LOOPBACK_IFINDEX 1 /* the loopback device's, in every network namespace */
 
 /* Load-time configuration, fixed before the verifier sees it. */

@@ -20,6 +20,7 @@
 #endif
 #define KV_NLOCKS 1024   /* stripe locks; a power of two */
 #define KV_VAL_SLACK 32  /* spare bytes after data[] for 8-byte copies at its end */
+#define RELTIME_MAX 2592000 /* memcached's REALTIME_MAXDELTA: 30 days */
 
 /* The limits the Go loader needs, as an enum so that BTF carries them to
  * bpf2go's generated constants (lab/kv): Go never retypes them. The
@@ -29,6 +30,7 @@ enum kv_limit {
 	KV_LIMIT_VAL_MAX = KV_VAL_MAX,
 	KV_LIMIT_VAL_SLACK = KV_VAL_SLACK,
 	KV_LIMIT_PAYLOAD_MAX = PAYLOAD_MAX, /* pkt.h's, for the slow path's test runs */
+	KV_LIMIT_RELTIME_MAX = RELTIME_MAX, /* exptimes up to it are relative */
 };
 
 /* One stored item. The map's value size is sizeof(struct kv_val) plus the

@@ -16,8 +16,9 @@ import (
 )
 
 // relTimeMax is memcached's REALTIME_MAXDELTA: exptimes up to 30 days are
-// relative, larger ones absolute unix times.
-const relTimeMax = 60 * 60 * 24 * 30
+// relative, larger ones absolute unix times. XDP applies the same limit
+// (RELTIME_MAX in bpf/include/kv.h, whence this value).
+const relTimeMax = int32(kvKvLimitKV_LIMIT_RELTIME_MAX)
 
 // maxItemSize is memcached's default item limit (-I 1m), in its own
 // accounting (memcache.ItemSize): bigger items get "SERVER_ERROR object too

@@ -65,6 +65,7 @@ const (
 	kvKvLimitKV_LIMIT_VAL_MAX     kvKvLimit = 1024
 	kvKvLimitKV_LIMIT_VAL_SLACK   kvKvLimit = 32
 	kvKvLimitKV_LIMIT_PAYLOAD_MAX kvKvLimit = 1480
+	kvKvLimitKV_LIMIT_RELTIME_MAX kvKvLimit = 2592000
 )
 
 type kvKvStats struct {
