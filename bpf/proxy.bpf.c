@@ -79,6 +79,8 @@ enum proxy_limit {
 	PROXY_LINE_COPY = LINE_COPY,
 	PROXY_RING_MAX = RING_MAX,
 	PROXY_BACKENDS_MAX = BACKENDS_MAX,
+	PROXY_BUCKETS = BUCKETS,
+	PROXY_BUCKET_MIXED = BUCKET_MIXED,
 };
 
 /* One backend: where requests of each family go. */

@@ -58,6 +58,8 @@ const (
 	proxyProxyLimitPROXY_LINE_COPY    proxyProxyLimit = 384
 	proxyProxyLimitPROXY_RING_MAX     proxyProxyLimit = 16384
 	proxyProxyLimitPROXY_BACKENDS_MAX proxyProxyLimit = 256
+	proxyProxyLimitPROXY_BUCKETS      proxyProxyLimit = 65536
+	proxyProxyLimitPROXY_BUCKET_MIXED proxyProxyLimit = 65535
 )
 
 type proxyProxyRing struct {
