@@ -204,27 +204,12 @@ __noinline int next_tok(__u32 slot)
 __noinline int tok_u64(__u32 slot)
 {
 	struct scratch *s = get_scratch(slot);
-	__u32 ts, tl, i;
-	__u64 v = 0;
+	__u64 v;
 
 	if (!s)
 		return -1;
-	ts = RD(s->ts);
-	tl = RD(s->tl);
-	if (tl == 0 || tl > 20)
+	if (token_u64(s->req, MASK, &s->ts, &s->tl, 20, &v) < 0)
 		return -1;
-	for (i = 0; i < 20; i++) {
-		__u8 c;
-
-		if (i >= tl)
-			break;
-		c = s->req[(ts + i) & MASK];
-		if (c < '0' || c > '9')
-			return -1;
-		if (v > 1844674407370955161ULL || (v == 1844674407370955161ULL && c > '5'))
-			return -1;
-		v = v * 10 + (c - '0');
-	}
 	WR(s->num, v);
 	return 0;
 }

@@ -423,28 +423,15 @@ __noinline int ring_lookup(void)
 __noinline int tok_num(void)
 {
 	struct scratch *s = get_scratch();
-	__u32 ts, tl, i, v = 0;
+	__u64 v;
 
 	if (!s)
 		return -1;
-	ts = RD(s->ts);
-	tl = RD(s->tl);
-	if (tl == 0 || tl > 6)
+	if (token_u64(s->req, MASK, &s->ts, &s->tl, 6, &v) < 0)
 		return -1;
-	for (i = 0; i < 6; i++) {
-		__u8 c;
-
-		if (i >= tl)
-			break;
-		c = s->req[(ts + i) & MASK];
-		if (c < '0' || c > '9')
-			return -1;
-		v = v * 10 + (c - '0');
-	}
-	WR(s->num, v);
+	WR(s->num, (__u32)v);
 	return 0;
 }
-
 
 enum { K_NONE, K_GET, K_STORE, K_KEYED };
 
