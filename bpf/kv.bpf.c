@@ -1125,13 +1125,9 @@ int kv_xdp(struct xdp_md *ctx)
 	 * own: one spoofed datagram must not start a loop between two
 	 * servers (lab/memcache.Unanswerable, which the slow path applies,
 	 * has the whole rule). */
-	{
-		__u16 sp = bpf_ntohs(udp->source);
-
-		if (sp < 1024 || sp == 11211 || sp == port) {
-			STAT_INC(reflect_drop); /* never the slow path's own runs: slowSrcPort */
-			return XDP_DROP;
-		}
+	if (mc_loop_port(udp->source, port)) {
+		STAT_INC(reflect_drop); /* never the slow path's own runs: slowSrcPort */
+		return XDP_DROP;
 	}
 	if ((void *)(fr + 1) > data_end)
 		goto pass;

@@ -647,13 +647,9 @@ int proxy_xdp(struct xdp_md *ctx)
 	 * backend's own address and port, so one spoofed datagram cannot set
 	 * servers answering each other (lab/memcache.Unanswerable, which the
 	 * slow path applies, with the backends). */
-	{
-		__u16 sp = bpf_ntohs(udp->source);
-
-		if (bip || sp < 1024 || sp == 11211 || sp == port) {
-			STAT_INC(reflect_drop);
-			return XDP_DROP;
-		}
+	if (bip || mc_loop_port(udp->source, port)) {
+		STAT_INC(reflect_drop);
+		return XDP_DROP;
 	}
 	n = pkt_payload_len(&p, sizeof(struct mc_frame), PAYLOAD_MAX);
 	if (n < 0)

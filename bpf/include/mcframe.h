@@ -19,4 +19,16 @@ static __always_inline int mc_frame_single(const struct mc_frame *fr)
 	return fr->seq == 0 && fr->total == bpf_htons(1);
 }
 
+/* Whether a request from UDP source port sp (network order) must go
+ * unanswered by a server on port own (host order): an answer to a
+ * well-known port, to memcached's, or to the server's own could start a
+ * loop between two servers on one spoofed datagram (lab/memcache.
+ * Unanswerable has the whole rule, which the slow paths apply). */
+static __always_inline int mc_loop_port(__be16 sp, __u16 own)
+{
+	__u16 p = bpf_ntohs(sp);
+
+	return p < 1024 || p == 11211 || p == own;
+}
+
 #endif
