@@ -600,44 +600,31 @@ static __always_inline void rewrite6(struct ipv6hdr *ip6, struct udphdr *udp, __
 SEC("xdp")
 int proxy_xdp(struct xdp_md *ctx)
 {
-	void *data, *data_end;
-	struct ethhdr *eth;
-	struct iphdr *ip;
-	struct ipv6hdr *ip6;
-	struct udphdr *udp;
 	struct pkt p;
 	struct proxy_backend *be;
 	struct proxy_addr pa = {};
 	struct proxy_flow fl = {};
 	struct bpf_fib_lookup fib = {};
 	struct scratch *s;
-	__u32 hoff, plen, bi, *bip, *dev;
-	int b, v6, n, to_us;
+	__u32 plen, bi, *bip, *dev;
+	int b, n, to_us;
 
 	if (pkt_udp(&p, ctx) < 0 || !pkt_rx_ok(&p))
 		return XDP_PASS;
-	data = p.data;
-	data_end = p.data_end;
-	eth = p.eth;
-	ip = p.ip;
-	ip6 = p.ip6;
-	udp = p.udp;
-	hoff = p.hoff;
-	v6 = p.v6;
-	if (!v6)
-		to_us = has_listen4 && ip->daddr == listen4;
+	if (!p.v6)
+		to_us = has_listen4 && p.ip->daddr == listen4;
 	else
-		to_us = has_listen6 && ip6->daddr.in6_u.u6_addr32[0] == listen6[0] &&
-			ip6->daddr.in6_u.u6_addr32[1] == listen6[1] &&
-			ip6->daddr.in6_u.u6_addr32[2] == listen6[2] &&
-			ip6->daddr.in6_u.u6_addr32[3] == listen6[3];
+		to_us = has_listen6 && p.ip6->daddr.in6_u.u6_addr32[0] == listen6[0] &&
+			p.ip6->daddr.in6_u.u6_addr32[1] == listen6[1] &&
+			p.ip6->daddr.in6_u.u6_addr32[2] == listen6[2] &&
+			p.ip6->daddr.in6_u.u6_addr32[3] == listen6[3];
 
 	/* Is the source a backend's serving address and port? */
-	pa.port = udp->source;
+	pa.port = p.udp->source;
 	pkt_addr16(&p, pa.addr, 0);
 	bip = bpf_map_lookup_elem(&backend_addrs, &pa);
 
-	if (!(to_us && udp->dest == bpf_htons(port)))
+	if (!(to_us && p.udp->dest == bpf_htons(port)))
 		goto reply;
 
 	/* ---- a request ---- */
@@ -647,7 +634,7 @@ int proxy_xdp(struct xdp_md *ctx)
 	 * backend's own address and port, so one spoofed datagram cannot set
 	 * servers answering each other (lab/memcache.Unanswerable, which the
 	 * slow path applies, with the backends). */
-	if (bip || mc_loop_port(udp->source, port)) {
+	if (bip || mc_loop_port(p.udp->source, port)) {
 		STAT_INC(reflect_drop);
 		return XDP_DROP;
 	}
@@ -656,9 +643,9 @@ int proxy_xdp(struct xdp_md *ctx)
 		goto slow;
 	plen = n;
 	{
-		struct mc_frame *fr = (void *)(udp + 1);
+		struct mc_frame *fr = (void *)(p.udp + 1);
 
-		if ((void *)(fr + 1) > data_end || !mc_frame_single(fr))
+		if ((void *)(fr + 1) > p.data_end || !mc_frame_single(fr))
 			goto slow;
 	}
 	s = get_scratch();
@@ -668,15 +655,16 @@ int proxy_xdp(struct xdp_md *ctx)
 	{
 		/* Only a get's line can be long; of anything else the data
 		 * block is never read, so it stays in the packet. */
-		char *c = (void *)(udp + 1) + sizeof(struct mc_frame);
+		char *c = (void *)(p.udp + 1) + sizeof(struct mc_frame);
 
-		if ((void *)(c + 4) > data_end)
+		if ((void *)(c + 4) > p.data_end)
 			goto slow;
 		if (plen > LINE_COPY && !(c[0] == 'g' && c[1] == 'e' && c[2] == 't' && (c[3] == ' ' || c[3] == 's')))
 			plen = LINE_COPY;
 	}
 	WR(s->copy_len, plen);
-	if (pkt_copy(data, data_end, hoff + sizeof(*udp) + sizeof(struct mc_frame), s->req, MASK, &s->copy_len, &s->poff, 0) < 0)
+	if (pkt_copy(p.data, p.data_end, p.hoff + sizeof(*p.udp) + sizeof(struct mc_frame), s->req, MASK,
+		     &s->copy_len, &s->poff, 0) < 0)
 		goto slow;
 	b = route();
 	if (b < 0) {
@@ -694,22 +682,22 @@ int proxy_xdp(struct xdp_md *ctx)
 
 	/* Ask the FIB before touching the frame: a pass must leave it as it came. */
 	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = udp->source;
+	fib.sport = p.udp->source;
 	fib.dport = be->port;
-	if (!v6) {
-		if (!be->has4 || ip->ttl <= 1)
+	if (!p.v6) {
+		if (!be->has4 || p.ip->ttl <= 1)
 			goto slow;
 		fib.family = AF_INET;
-		fib.tos = ip->tos;
-		fib.tot_len = bpf_ntohs(ip->tot_len);
-		fib.ipv4_src = ip->saddr;
+		fib.tos = p.ip->tos;
+		fib.tot_len = bpf_ntohs(p.ip->tot_len);
+		fib.ipv4_src = p.ip->saddr;
 		fib.ipv4_dst = be->addr4;
 	} else {
-		if (!be->has6 || ip6->hop_limit <= 1)
+		if (!be->has6 || p.ip6->hop_limit <= 1)
 			goto slow;
 		fib.family = AF_INET6;
-		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
-		__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+		fib.tot_len = bpf_ntohs(p.ip6->payload_len) + sizeof(*p.ip6);
+		__builtin_memcpy(fib.ipv6_src, &p.ip6->saddr, 16);
 		__builtin_memcpy(fib.ipv6_dst, be->addr6, 16);
 	}
 	if (next_hop(ctx, &fib) < 0)
@@ -719,7 +707,7 @@ int proxy_xdp(struct xdp_md *ctx)
 	 * through us, and where the backend is; look first, as most
 	 * requests come from known clients. */
 	__builtin_memcpy(fl.addr, pa.addr, 16);
-	fl.port = udp->source;
+	fl.port = p.udp->source;
 	fl.backend = bi;
 	dev = bpf_map_lookup_elem(&flows, &fl);
 	if (!dev) {
@@ -731,26 +719,26 @@ int proxy_xdp(struct xdp_md *ctx)
 	} else if (*dev != fib.ifindex) {
 		*dev = fib.ifindex; /* the route changed */
 	}
-	if (!v6)
-		rewrite4(ip, udp, &ip->daddr, be->addr4, &udp->dest, be->port);
+	if (!p.v6)
+		rewrite4(p.ip, p.udp, &p.ip->daddr, be->addr4, &p.udp->dest, be->port);
 	else
-		rewrite6(ip6, udp, ip6->daddr.in6_u.u6_addr32, (const __u32 *)be->addr6, &udp->dest, be->port);
+		rewrite6(p.ip6, p.udp, p.ip6->daddr.in6_u.u6_addr32, (const __u32 *)be->addr6, &p.udp->dest, be->port);
 	STAT_INC(forwarded);
 	backend_stat(bi, STAT_REQUEST);
-	return send(ctx, eth, &fib);
+	return send(ctx, p.eth, &fib);
 
 reply:
 	/* ---- perhaps a backend's reply to a client ---- */
 	if (!bip)
 		return XDP_PASS;
 	bi = *bip;
-	fl.port = udp->dest;
+	fl.port = p.udp->dest;
 	fl.backend = bi;
-	if (!v6) {
-		if (!has_listen4 || ip->ttl <= 1)
+	if (!p.v6) {
+		if (!has_listen4 || p.ip->ttl <= 1)
 			return XDP_PASS;
 	} else {
-		if (!has_listen6 || ip6->hop_limit <= 1)
+		if (!has_listen6 || p.ip6->hop_limit <= 1)
 			return XDP_PASS;
 	}
 	pkt_addr16(&p, fl.addr, 1);
@@ -764,32 +752,32 @@ reply:
 
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.sport = bpf_htons(port);
-	fib.dport = udp->dest;
-	if (!v6) {
+	fib.dport = p.udp->dest;
+	if (!p.v6) {
 		fib.family = AF_INET;
-		fib.tos = ip->tos;
-		fib.tot_len = bpf_ntohs(ip->tot_len);
+		fib.tos = p.ip->tos;
+		fib.tot_len = bpf_ntohs(p.ip->tot_len);
 		fib.ipv4_src = listen4;
-		fib.ipv4_dst = ip->daddr;
+		fib.ipv4_dst = p.ip->daddr;
 	} else {
 		fib.family = AF_INET6;
-		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+		fib.tot_len = bpf_ntohs(p.ip6->payload_len) + sizeof(*p.ip6);
 		for (int i = 0; i < 4; i++)
 			fib.ipv6_src[i] = listen6[i];
-		__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, &p.ip6->daddr, 16);
 	}
 	if (next_hop(ctx, &fib) < 0)
 		return XDP_PASS;
-	if (!v6) {
-		rewrite4(ip, udp, &ip->saddr, listen4, &udp->source, bpf_htons(port));
+	if (!p.v6) {
+		rewrite4(p.ip, p.udp, &p.ip->saddr, listen4, &p.udp->source, bpf_htons(port));
 	} else {
 		__u32 l6[4] = {listen6[0], listen6[1], listen6[2], listen6[3]};
 
-		rewrite6(ip6, udp, ip6->saddr.in6_u.u6_addr32, l6, &udp->source, bpf_htons(port));
+		rewrite6(p.ip6, p.udp, p.ip6->saddr.in6_u.u6_addr32, l6, &p.udp->source, bpf_htons(port));
 	}
 	STAT_INC(replies);
-	backend_stat(bi, error_reply((void *)(udp + 1), data_end) ? STAT_ERROR_REPLY : STAT_REPLY);
-	return send(ctx, eth, &fib);
+	backend_stat(bi, error_reply((void *)(p.udp + 1), p.data_end) ? STAT_ERROR_REPLY : STAT_REPLY);
+	return send(ctx, p.eth, &fib);
 
 slow:
 	STAT_INC(slow);
