@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/xdplab/xdplab/lab/memcache"
 )
 
 // frameLen is memcached's UDP frame header: request id, sequence number,
 // datagram count, reserved.
-const frameLen = 8
+const frameLen = memcache.HeaderLen
 
 // XDP actions (enum xdp_action), as Run returns them, and PAYLOAD_MAX of
 // bpf/include/pkt.h: the largest payload XDP takes. Generated from the
