@@ -1080,13 +1080,12 @@ SEC("xdp")
 int kv_xdp(struct xdp_md *ctx)
 {
 	void *data, *data_end;
-	struct ethhdr *eth;
 	struct udphdr *udp;
 	struct mc_frame *fr;
 	struct scratch *s;
 	struct pkt p;
 	__u32 hoff, slot = 0, plen, rlen;
-	int v6, act, n;
+	int act, n;
 	__u8 dst[16];
 
 	if (pkt_udp(&p, ctx) < 0 || p.udp->dest != bpf_htons(port))
@@ -1098,10 +1097,8 @@ int kv_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	data = p.data;
 	data_end = p.data_end;
-	eth = p.eth;
 	udp = p.udp;
 	hoff = p.hoff;
-	v6 = p.v6;
 	pkt_addr16(&p, dst, 1);
 	fr = (void *)(udp + 1);
 	/* The slow path's own runs count as commands, not as traffic, and use
@@ -1226,78 +1223,15 @@ int kv_xdp(struct xdp_md *ctx)
 			CP8(p, &s->hdr[i * 8]);
 		}
 	}
-	eth = data;
-	if ((void *)(eth + 1) > data_end)
+	if (pkt_reload(&p, ctx) < 0)
 		return XDP_DROP;
-	{
-		__u8 mac[ETH_ALEN];
-
-		__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
-		__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
-	}
-	__u16 ulen = sizeof(*udp) + sizeof(*fr) + rlen;
-	__u64 sum;
-
-	if (!v6) {
-		struct iphdr *ip = (void *)(eth + 1);
-		__be32 a;
-		struct {
-			__be32 saddr, daddr;
-			__u8 zero, proto;
-			__be16 len;
-		} ph;
-
-		if ((void *)(ip + 1) > data_end)
-			return XDP_DROP;
-		a = ip->saddr;
-		ip->saddr = ip->daddr;
-		ip->daddr = a;
-		ip->tot_len = bpf_htons(sizeof(*ip) + ulen);
-		ip->ttl = 64;
-		ip->check = 0;
-		ip->check = frame_fold(frame_sum16(ip, sizeof(*ip)));
-		ph.saddr = ip->saddr;
-		ph.daddr = ip->daddr;
-		ph.zero = 0;
-		ph.proto = IPPROTO_UDP;
-		ph.len = bpf_htons(ulen);
-		sum = frame_sum16(&ph, sizeof(ph));
-		udp = (void *)(ip + 1);
-	} else {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		struct in6_addr a;
-		struct {
-			struct in6_addr saddr, daddr;
-			__be32 len;
-			__u8 zero[3], nh;
-		} ph = {};
-
-		if ((void *)(ip6 + 1) > data_end)
-			return XDP_DROP;
-		a = ip6->saddr;
-		ip6->saddr = ip6->daddr;
-		ip6->daddr = a;
-		ip6->payload_len = bpf_htons(ulen);
-		ip6->hop_limit = 64;
-		ph.saddr = ip6->saddr;
-		ph.daddr = ip6->daddr;
-		ph.len = bpf_htonl(ulen);
-		ph.nh = IPPROTO_UDP;
-		sum = frame_sum16(&ph, sizeof(ph));
-		udp = (void *)(ip6 + 1);
-	}
+	udp = p.udp;
 	fr = (void *)(udp + 1);
-	if ((void *)(fr + 1) > data_end)
+	if ((void *)(fr + 1) > p.data_end)
 		return XDP_DROP;
-	{
-		__be16 p = udp->source;
+	__u16 ulen = sizeof(*udp) + sizeof(*fr) + rlen;
+	__u64 sum = pkt_turn(&p, ulen);
 
-		udp->source = udp->dest;
-		udp->dest = p;
-	}
-	udp->len = bpf_htons(ulen);
-	udp->check = 0;
 	fr->seq = 0;
 	fr->total = bpf_htons(1);
 	fr->reserved = 0;

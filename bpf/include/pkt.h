@@ -141,6 +141,76 @@ static __always_inline int pkt_payload_len(const struct pkt *p, __u32 hdr, __u32
 	return len - sizeof(struct udphdr) - hdr;
 }
 
+/* Turns the datagram p holds (its headers bounds-checked, udp's too) back
+ * to its sender, in place, as a UDP datagram of ulen bytes, header
+ * included: MAC and IP addresses and UDP ports swapped, the IP length set,
+ * a hop limit of 64, IPv4's header checksum made anew, udp->len set and
+ * udp->check zeroed. Returns the pseudo-header's ones' complement sum
+ * (frame_sum16), from which the caller finishes the UDP checksum over the
+ * bytes it writes. */
+static __always_inline __u64 pkt_turn(struct pkt *p, __u16 ulen)
+{
+	struct ethhdr *eth = p->eth;
+	struct udphdr *udp = p->udp;
+	__u8 mac[ETH_ALEN];
+	__u64 sum;
+
+	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+	if (!p->v6) {
+		struct iphdr *ip = p->ip;
+		__be32 a;
+		struct {
+			__be32 saddr, daddr;
+			__u8 zero, proto;
+			__be16 len;
+		} ph;
+
+		a = ip->saddr;
+		ip->saddr = ip->daddr;
+		ip->daddr = a;
+		ip->tot_len = bpf_htons(sizeof(*ip) + ulen);
+		ip->ttl = 64;
+		ip->check = 0;
+		ip->check = frame_fold(frame_sum16(ip, sizeof(*ip)));
+		ph.saddr = ip->saddr;
+		ph.daddr = ip->daddr;
+		ph.zero = 0;
+		ph.proto = IPPROTO_UDP;
+		ph.len = bpf_htons(ulen);
+		sum = frame_sum16(&ph, sizeof(ph));
+	} else {
+		struct ipv6hdr *ip6 = p->ip6;
+		struct in6_addr a;
+		struct {
+			struct in6_addr saddr, daddr;
+			__be32 len;
+			__u8 zero[3], nh;
+		} ph = {};
+
+		a = ip6->saddr;
+		ip6->saddr = ip6->daddr;
+		ip6->daddr = a;
+		ip6->payload_len = bpf_htons(ulen);
+		ip6->hop_limit = 64;
+		ph.saddr = ip6->saddr;
+		ph.daddr = ip6->daddr;
+		ph.len = bpf_htonl(ulen);
+		ph.nh = IPPROTO_UDP;
+		sum = frame_sum16(&ph, sizeof(ph));
+	}
+	{
+		__be16 port = udp->source;
+
+		udp->source = udp->dest;
+		udp->dest = port;
+	}
+	udp->len = bpf_htons(ulen);
+	udp->check = 0;
+	return sum;
+}
+
 /* Copies *len bytes (0..PAYLOAD_MAX) between the frame at off and buf (a
  * scratch buffer of mask + 1 bytes, a power of two, plus 8): into buf, or
  * out of it when out is 1. 0, or -1 when the frame is too short.
