@@ -1,7 +1,9 @@
 /* The packet plumbing the XDP programs (bpf/kv.bpf.c, bpf/proxy.bpf.c) share:
  * a parse cursor over Ethernet -> IPv4/IPv6 -> UDP, frame.h's receive checks
  * over it, addresses as 16-byte keys, the UDP length bounded for the
- * verifier, and the payload's copy between the frame and a scratch buffer.
+ * verifier, the cursor again after the frame moved (pkt_reload), the
+ * datagram turned back to its sender in place (pkt_turn), and the payload's
+ * copy between the frame and a scratch buffer.
  *
  * Verifier shape: every helper is inlined, and the cursor is a local of the
  * program's entry, which clang keeps in registers; each packet pointer is
