@@ -1000,18 +1000,6 @@ __noinline int process(__u32 slot)
 
 /* ---- packet in, packet out ---- */
 
-
-/* Folds a wide sum to 32 bits without losing carries, as a csum_diff seed. */
-static __always_inline __u32 fold32(__u64 sum)
-{
-	sum = (sum & 0xffffffff) + (sum >> 32);
-	return (__u32)((sum & 0xffffffff) + (sum >> 32));
-}
-
-/* Ones' complement sum of n (constant, even) bytes as raw 16-bit words:
- * cheaper inline than a bpf_csum_diff call for headers. */
-
-
 /* The payload between the frame and the scratch: req in, resp out. */
 static __always_inline int copy_pkt(struct scratch *s, void *data, void *data_end, __u32 off, int out)
 {
@@ -1238,7 +1226,7 @@ int kv_xdp(struct xdp_md *ctx)
 	if (copy_pkt(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr), 1) < 0)
 		return XDP_DROP;
 	sum += frame_sum16(udp, sizeof(*udp) + sizeof(*fr));
-	sum = sum_resp(s, fold32(sum));
+	sum = sum_resp(s, frame_fold32(sum));
 	udp->check = frame_fold(sum) ?: 0xffff;
 	if (!slot)
 		STAT_INC(tx);

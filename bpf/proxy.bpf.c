@@ -549,54 +549,6 @@ static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, struct b
 	return bpf_redirect(fib->ifindex, 0);
 }
 
-/* Rewrites the UDP checksum for one address (4 or 16 bytes) and the port
- * pair changing; 0 (no checksum, IPv4 only) stays 0. */
-static __always_inline void udp_csum(struct udphdr *udp, __u32 *from, __u32 *to, __u32 size)
-{
-	__u64 sum;
-
-	if (!udp->check)
-		return;
-	sum = bpf_csum_diff(from, size, to, size, ~(__u32)udp->check & 0xffff);
-	udp->check = frame_fold(sum) ?: 0xffff;
-}
-
-/* Forwards a frame with one IPv4 address of its header (*addr: the source
- * or the destination) and one UDP port (*port) rewritten: both checksums
- * follow, and it spends a hop. */
-static __always_inline void rewrite4(struct iphdr *ip, struct udphdr *udp, __be32 *addr, __be32 new_addr,
-				     __be16 *port, __be16 new_port)
-{
-	__u32 from[2], to[2];
-
-	from[0] = *addr;
-	__builtin_memcpy(&from[1], &udp->source, 4); /* both ports */
-	*addr = new_addr;
-	*port = new_port;
-	to[0] = *addr;
-	__builtin_memcpy(&to[1], &udp->source, 4);
-	udp_csum(udp, from, to, sizeof(from));
-	ip->ttl--;
-	ip->check = 0;
-	ip->check = frame_fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
-}
-
-/* rewrite4 for IPv6 (which has no header checksum). */
-static __always_inline void rewrite6(struct ipv6hdr *ip6, struct udphdr *udp, __u32 *addr, const __u32 *new_addr,
-				     __be16 *port, __be16 new_port)
-{
-	__u32 from[5], to[5];
-
-	__builtin_memcpy(from, addr, 16);
-	__builtin_memcpy(&from[4], &udp->source, 4);
-	__builtin_memcpy(addr, new_addr, 16);
-	*port = new_port;
-	__builtin_memcpy(to, addr, 16);
-	__builtin_memcpy(&to[4], &udp->source, 4);
-	udp_csum(udp, from, to, sizeof(from));
-	ip6->hop_limit--;
-}
-
 SEC("xdp")
 int proxy_xdp(struct xdp_md *ctx)
 {
@@ -720,9 +672,9 @@ int proxy_xdp(struct xdp_md *ctx)
 		*dev = fib.ifindex; /* the route changed */
 	}
 	if (!p.v6)
-		rewrite4(p.ip, p.udp, &p.ip->daddr, be->addr4, &p.udp->dest, be->port);
+		pkt_rewrite4(p.ip, p.udp, &p.ip->daddr, be->addr4, &p.udp->dest, be->port);
 	else
-		rewrite6(p.ip6, p.udp, p.ip6->daddr.in6_u.u6_addr32, (const __u32 *)be->addr6, &p.udp->dest, be->port);
+		pkt_rewrite6(p.ip6, p.udp, p.ip6->daddr.in6_u.u6_addr32, (const __u32 *)be->addr6, &p.udp->dest, be->port);
 	STAT_INC(forwarded);
 	backend_stat(bi, STAT_REQUEST);
 	return send(ctx, p.eth, &fib);
@@ -769,11 +721,11 @@ reply:
 	if (next_hop(ctx, &fib) < 0)
 		return XDP_PASS;
 	if (!p.v6) {
-		rewrite4(p.ip, p.udp, &p.ip->saddr, listen4, &p.udp->source, bpf_htons(port));
+		pkt_rewrite4(p.ip, p.udp, &p.ip->saddr, listen4, &p.udp->source, bpf_htons(port));
 	} else {
 		__u32 l6[4] = {listen6[0], listen6[1], listen6[2], listen6[3]};
 
-		rewrite6(p.ip6, p.udp, p.ip6->saddr.in6_u.u6_addr32, l6, &p.udp->source, bpf_htons(port));
+		pkt_rewrite6(p.ip6, p.udp, p.ip6->saddr.in6_u.u6_addr32, l6, &p.udp->source, bpf_htons(port));
 	}
 	STAT_INC(replies);
 	backend_stat(bi, error_reply((void *)(p.udp + 1), p.data_end) ? STAT_ERROR_REPLY : STAT_REPLY);

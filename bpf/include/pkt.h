@@ -3,7 +3,8 @@
  * over it, addresses as 16-byte keys, the UDP length bounded for the
  * verifier, the cursor again after the frame moved (pkt_reload), the
  * datagram turned back to its sender in place (pkt_turn), and the payload's
- * copy between the frame and a scratch buffer.
+ * copy between the frame and a scratch buffer; for forwarding, one address
+ * and port rewritten with the checksums following (pkt_rewrite4/6).
  *
  * Verifier shape: every helper is inlined, and the cursor is a local of the
  * program's entry, which clang keeps in registers; each packet pointer is
@@ -20,6 +21,7 @@
 #include <linux/ipv6.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
 
 #include "frame.h"
 #include "scan.h"
@@ -211,6 +213,54 @@ static __always_inline __u64 pkt_turn(struct pkt *p, __u16 ulen)
 	udp->len = bpf_htons(ulen);
 	udp->check = 0;
 	return sum;
+}
+
+/* Rewrites the UDP checksum for one address (4 or 16 bytes) and the port
+ * pair changing; 0 (no checksum, IPv4 only) stays 0. */
+static __always_inline void pkt_udp_csum(struct udphdr *udp, __u32 *from, __u32 *to, __u32 size)
+{
+	__u64 sum;
+
+	if (!udp->check)
+		return;
+	sum = bpf_csum_diff(from, size, to, size, ~(__u32)udp->check & 0xffff);
+	udp->check = frame_fold(sum) ?: 0xffff;
+}
+
+/* Forwards a frame with one IPv4 address of its header (*addr: the source
+ * or the destination) and one UDP port (*port) rewritten: both checksums
+ * follow, and it spends a hop. */
+static __always_inline void pkt_rewrite4(struct iphdr *ip, struct udphdr *udp, __be32 *addr, __be32 new_addr,
+					 __be16 *port, __be16 new_port)
+{
+	__u32 from[2], to[2];
+
+	from[0] = *addr;
+	__builtin_memcpy(&from[1], &udp->source, 4); /* both ports */
+	*addr = new_addr;
+	*port = new_port;
+	to[0] = *addr;
+	__builtin_memcpy(&to[1], &udp->source, 4);
+	pkt_udp_csum(udp, from, to, sizeof(from));
+	ip->ttl--;
+	ip->check = 0;
+	ip->check = frame_fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
+}
+
+/* pkt_rewrite4 for IPv6 (which has no header checksum). */
+static __always_inline void pkt_rewrite6(struct ipv6hdr *ip6, struct udphdr *udp, __u32 *addr, const __u32 *new_addr,
+					 __be16 *port, __be16 new_port)
+{
+	__u32 from[5], to[5];
+
+	__builtin_memcpy(from, addr, 16);
+	__builtin_memcpy(&from[4], &udp->source, 4);
+	__builtin_memcpy(addr, new_addr, 16);
+	*port = new_port;
+	__builtin_memcpy(to, addr, 16);
+	__builtin_memcpy(&to[4], &udp->source, 4);
+	pkt_udp_csum(udp, from, to, sizeof(from));
+	ip6->hop_limit--;
 }
 
 /* Copies *len bytes (0..PAYLOAD_MAX) between the frame at off and buf (a
