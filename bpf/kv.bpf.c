@@ -27,9 +27,6 @@
 #define REQ_MAX 2048 /* scratch buffers; a power of two so indices can be masked */
 #define MASK (REQ_MAX - 1)
 #define HDR_MAX 72 /* Ethernet + IPv6 + UDP + frame header, rounded up to words */
-#ifndef GET_KEYS_MAX /* overridable: lab/verifier/limits compiles variants */
-#define GET_KEYS_MAX 24
-#endif
 #define TOK_TOO_LONG 0x10000 /* longer than any token XDP handles */
 #define ARITH_GROW 16 /* an incr/decr reply is at most 22 bytes, its request at least 10 */
 #define LOOPBACK_IFINDEX 1 /* the loopback device's, in every network namespace */

@@ -18,19 +18,25 @@
 #ifndef KV_VAL_MAX
 #define KV_VAL_MAX 1024  /* upper bound of the load-time value capacity */
 #endif
+#ifndef GET_KEYS_MAX
+#define GET_KEYS_MAX 24  /* keys of one get served in XDP */
+#endif
 #define KV_NLOCKS 1024   /* stripe locks; a power of two */
 #define KV_VAL_SLACK 32  /* spare bytes after data[] for 8-byte copies at its end */
 #define RELTIME_MAX 2592000 /* memcached's REALTIME_MAXDELTA: 30 days */
 
 /* The limits the Go loader needs, as an enum so that BTF carries them to
  * bpf2go's generated constants (lab/kv): Go never retypes them. The
- * program's BTF holds the enum through kv.bpf.c's unused_kv_limit. */
+ * program's BTF holds the enum through kv.bpf.c's unused_kv_limit; the
+ * variants' tests (lab/verifier/limits/kvvariants) read it there to see
+ * that each object has the size its name says. */
 enum kv_limit {
 	KV_LIMIT_KEY_MAX = KV_KEY_MAX,
 	KV_LIMIT_VAL_MAX = KV_VAL_MAX,
 	KV_LIMIT_VAL_SLACK = KV_VAL_SLACK,
 	KV_LIMIT_PAYLOAD_MAX = PAYLOAD_MAX, /* pkt.h's, for the slow path's test runs */
 	KV_LIMIT_RELTIME_MAX = RELTIME_MAX, /* exptimes up to it are relative */
+	KV_LIMIT_GET_KEYS_MAX = GET_KEYS_MAX,
 };
 
 /* One stored item. The map's value size is sizeof(struct kv_val) plus the

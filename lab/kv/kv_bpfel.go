@@ -61,11 +61,12 @@ const (
 type kvKvLimit uint32
 
 const (
-	kvKvLimitKV_LIMIT_KEY_MAX     kvKvLimit = 250
-	kvKvLimitKV_LIMIT_VAL_MAX     kvKvLimit = 1024
-	kvKvLimitKV_LIMIT_VAL_SLACK   kvKvLimit = 32
-	kvKvLimitKV_LIMIT_PAYLOAD_MAX kvKvLimit = 1480
-	kvKvLimitKV_LIMIT_RELTIME_MAX kvKvLimit = 2592000
+	kvKvLimitKV_LIMIT_KEY_MAX      kvKvLimit = 250
+	kvKvLimitKV_LIMIT_VAL_MAX      kvKvLimit = 1024
+	kvKvLimitKV_LIMIT_VAL_SLACK    kvKvLimit = 32
+	kvKvLimitKV_LIMIT_PAYLOAD_MAX  kvKvLimit = 1480
+	kvKvLimitKV_LIMIT_RELTIME_MAX  kvKvLimit = 2592000
+	kvKvLimitKV_LIMIT_GET_KEYS_MAX kvKvLimit = 24
 )
 
 type kvKvStats struct {
