@@ -20,18 +20,15 @@
 #include <bpf/bpf_helpers.h>
 #include "frame.h"
 #include "kv.h"
+#include "mcframe.h"
+#include "pkt.h"
 #include "scan.h"
 
 #define REQ_MAX 2048 /* scratch buffers; a power of two so indices can be masked */
 #define MASK (REQ_MAX - 1)
 #define HDR_MAX 72 /* Ethernet + IPv6 + UDP + frame header, rounded up to words */
-#define PAYLOAD_MAX 1480 /* the largest UDP payload XDP takes: a 1500-byte MTU */
-#ifndef GET_KEYS_MAX /* overridable: lab/verifier/limits compiles variants */
-#define GET_KEYS_MAX 24
-#endif
 #define TOK_TOO_LONG 0x10000 /* longer than any token XDP handles */
 #define ARITH_GROW 16 /* an incr/decr reply is at most 22 bytes, its request at least 10 */
-#define RELTIME_MAX 2592000 /* memcached's REALTIME_MAXDELTA: 30 days */
 #define LOOPBACK_IFINDEX 1 /* the loopback device's, in every network namespace */
 
 /* Load-time configuration, fixed before the verifier sees it. */
@@ -204,27 +201,12 @@ __noinline int next_tok(__u32 slot)
 __noinline int tok_u64(__u32 slot)
 {
 	struct scratch *s = get_scratch(slot);
-	__u32 ts, tl, i;
-	__u64 v = 0;
+	__u64 v;
 
 	if (!s)
 		return -1;
-	ts = RD(s->ts);
-	tl = RD(s->tl);
-	if (tl == 0 || tl > 20)
+	if (token_u64(s->req, MASK, &s->ts, &s->tl, 20, &v) < 0)
 		return -1;
-	for (i = 0; i < 20; i++) {
-		__u8 c;
-
-		if (i >= tl)
-			break;
-		c = s->req[(ts + i) & MASK];
-		if (c < '0' || c > '9')
-			return -1;
-		if (v > 1844674407370955161ULL || (v == 1844674407370955161ULL && c > '5'))
-			return -1;
-		v = v * 10 + (c - '0');
-	}
 	WR(s->num, v);
 	return 0;
 }
@@ -1015,61 +997,11 @@ __noinline int process(__u32 slot)
 
 /* ---- packet in, packet out ---- */
 
-
-/* Folds a wide sum to 32 bits without losing carries, as a csum_diff seed. */
-static __always_inline __u32 fold32(__u64 sum)
-{
-	sum = (sum & 0xffffffff) + (sum >> 32);
-	return (__u32)((sum & 0xffffffff) + (sum >> 32));
-}
-
-/* Ones' complement sum of n (constant, even) bytes as raw 16-bit words:
- * cheaper inline than a bpf_csum_diff call for headers. */
-
-
-/* The copy loops read their lengths from the scratch map (not a register), so
- * the many ways a loop can end do not multiply the verifier's states. The
- * payload offset, too, comes back from the map as a bounded unknown: a
- * constant offset would tie every bounds check to the frame's own pointers,
- * and each loop exit would carry a different packet range forward. */
+/* The payload between the frame and the scratch: req in, resp out. */
 static __always_inline int copy_pkt(struct scratch *s, void *data, void *data_end, __u32 off, int out)
 {
-	__u8 *buf = out ? s->resp : s->req;
-	__u32 *len = out ? &s->resp_len : &s->req_len;
-	__u32 i, o;
-
-	WR(s->poff, off);
-	off = RD(s->poff) & 127;
-	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
-		void *p;
-
-		o = i * 8;
-		if (o + 8 > RD(*len))
-			break;
-		p = data + off + o;
-		PIN(p);
-		if (p + 8 > data_end)
-			return -1;
-		if (out)
-			*(__u64 *)p = *(__u64 *)&buf[o];
-		else
-			*(__u64 *)&buf[o] = *(__u64 *)p;
-	}
-	o = RD(*len) & (MASK & ~7U);
-	for (i = 0; i < 7; i++) {
-		__u8 *p = data + off + o + i;
-
-		PIN(p);
-		if (o + i >= RD(*len))
-			break;
-		if ((void *)(p + 1) > data_end)
-			return -1;
-		if (out)
-			*p = buf[(o + i) & MASK];
-		else
-			buf[(o + i) & MASK] = *p;
-	}
-	return 0;
+	return pkt_copy(data, data_end, off, out ? s->resp : s->req, MASK, out ? &s->resp_len : &s->req_len,
+			&s->poff, out);
 }
 
 /* Ones' complement sum of resp[0..resp_len), padded with zeros to 4 bytes. */
@@ -1095,10 +1027,6 @@ static __always_inline __u64 sum_resp(struct scratch *s, __u64 seed)
 	}
 	return seed;
 }
-
-struct frame {
-	__be16 id, seq, total, reserved;
-};
 
 /* Spends n bytes of src's budget; 0 when it had them. */
 static __always_inline int over_rate(const void *src, __u32 n, __u64 now)
@@ -1136,52 +1064,27 @@ static __always_inline int over_rate(const void *src, __u32 n, __u64 now)
 SEC("xdp")
 int kv_xdp(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
+	void *data, *data_end;
 	struct udphdr *udp;
-	struct frame *fr;
+	struct mc_frame *fr;
 	struct scratch *s;
+	struct pkt p;
 	__u32 hoff, slot = 0, plen, rlen;
-	int v6, act;
+	int act, n;
+	__u8 dst[16];
 
-	/* Both point after the Ethernet header; v6 says which is valid. */
-	struct iphdr *ip = (void *)(eth + 1);
-	struct ipv6hdr *ip6 = (void *)(eth + 1);
-	__u8 dst[16] = {};
-	int ipl;
-
-	if ((void *)(eth + 1) > data_end)
-		return XDP_PASS;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		if ((void *)(ip + 1) > data_end || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
-			return XDP_PASS;
-		if (ip->frag_off & bpf_htons(0x3fff)) /* fragments: the stack reassembles */
-			return XDP_PASS;
-		hoff = sizeof(*eth) + sizeof(*ip);
-		v6 = 0;
-		dst[10] = dst[11] = 0xff;
-		__builtin_memcpy(&dst[12], &ip->daddr, 4);
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
-			return XDP_PASS;
-		hoff = sizeof(*eth) + sizeof(*ip6);
-		v6 = 1;
-		__builtin_memcpy(dst, &ip6->daddr, 16);
-	} else {
-		return XDP_PASS;
-	}
-	udp = data + hoff;
-	if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(port))
+	if (pkt_udp(&p, ctx) < 0 || p.udp->dest != bpf_htons(port))
 		return XDP_PASS;
 	/* What the kernel would drop, or take as nobody's in particular, is
 	 * not a request: it passes untouched (frame.h). Checked only for the
 	 * store's port, so other traffic pays nothing. */
-	if (!frame_unicast(eth))
+	if (!pkt_rx_ok(&p))
 		return XDP_PASS;
-	ipl = v6 ? frame_ipv6(ip6, data_end) : frame_ipv4(ip, data_end);
-	if (ipl < 0 || !frame_udp_ok(udp, ipl))
-		return XDP_PASS;
+	data = p.data;
+	data_end = p.data_end;
+	udp = p.udp;
+	hoff = p.hoff;
+	pkt_addr16(&p, dst, 1);
 	fr = (void *)(udp + 1);
 	/* The slow path's own runs count as commands, not as traffic, and use
 	 * a scratch slot of their own. They come through BPF_PROG_TEST_RUN,
@@ -1204,26 +1107,17 @@ int kv_xdp(struct xdp_md *ctx)
 	 * own: one spoofed datagram must not start a loop between two
 	 * servers (lab/memcache.Unanswerable, which the slow path applies,
 	 * has the whole rule). */
-	{
-		__u16 sp = bpf_ntohs(udp->source);
-
-		if (sp < 1024 || sp == 11211 || sp == port) {
-			STAT_INC(reflect_drop); /* never the slow path's own runs: slowSrcPort */
-			return XDP_DROP;
-		}
+	if (mc_loop_port(udp->source, port)) {
+		STAT_INC(reflect_drop); /* never the slow path's own runs: slowSrcPort */
+		return XDP_DROP;
 	}
 	if ((void *)(fr + 1) > data_end)
 		goto pass;
-	plen = bpf_ntohs(udp->len);
-	/* 5.10 leaves a byte swap's result unbounded: bound it before the
-	 * pointer math (the barrier keeps clang from dropping the mask). */
-	PIN(plen);
-	plen &= 0xffff;
-	if (plen < sizeof(*udp) + sizeof(*fr) || plen > sizeof(*udp) + sizeof(*fr) + PAYLOAD_MAX ||
-	    data + hoff + plen > data_end)
+	n = pkt_payload_len(&p, sizeof(*fr), PAYLOAD_MAX);
+	if (n < 0)
 		goto pass;
-	plen -= sizeof(*udp) + sizeof(*fr);
-	if (plen > PAYLOAD_MAX || fr->seq != 0 || fr->total != bpf_htons(1))
+	plen = n;
+	if (plen > PAYLOAD_MAX || !mc_frame_single(fr))
 		goto pass;
 	WR(s->req_len, plen);
 	if (copy_pkt(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr), 0) < 0)
@@ -1262,28 +1156,12 @@ int kv_xdp(struct xdp_md *ctx)
 		if (amp_ratio && s->req[0] == 'g' && rlen > amp_ratio * RD(s->req_len))
 			goto pass;
 		if (rate_bytes) {
-			__u8 src[16] = {};
+			__u8 src[16];
 
 			/* The tail probe above moved the frame's pointers. */
-			data = (void *)(long)ctx->data;
-			data_end = (void *)(long)ctx->data_end;
-			eth = data;
-			if ((void *)(eth + 1) > data_end)
+			if (pkt_reload(&p, ctx) < 0)
 				goto pass;
-			if (!v6) {
-				struct iphdr *ip = (void *)(eth + 1);
-
-				if ((void *)(ip + 1) > data_end)
-					goto pass;
-				src[10] = src[11] = 0xff;
-				__builtin_memcpy(&src[12], &ip->saddr, 4);
-			} else {
-				struct ipv6hdr *ip6 = (void *)(eth + 1);
-
-				if ((void *)(ip6 + 1) > data_end)
-					goto pass;
-				__builtin_memcpy(src, &ip6->saddr, 16);
-			}
+			pkt_addr16(&p, src, 0);
 			if (over_rate(src, rlen, RD(s->now))) {
 				STAT_INC(rate_drop);
 				return XDP_DROP;
@@ -1330,85 +1208,22 @@ int kv_xdp(struct xdp_md *ctx)
 			CP8(p, &s->hdr[i * 8]);
 		}
 	}
-	eth = data;
-	if ((void *)(eth + 1) > data_end)
+	if (pkt_reload(&p, ctx) < 0)
 		return XDP_DROP;
-	{
-		__u8 mac[ETH_ALEN];
-
-		__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
-		__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
-		__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
-	}
-	__u16 ulen = sizeof(*udp) + sizeof(*fr) + rlen;
-	__u64 sum;
-
-	if (!v6) {
-		struct iphdr *ip = (void *)(eth + 1);
-		__be32 a;
-		struct {
-			__be32 saddr, daddr;
-			__u8 zero, proto;
-			__be16 len;
-		} ph;
-
-		if ((void *)(ip + 1) > data_end)
-			return XDP_DROP;
-		a = ip->saddr;
-		ip->saddr = ip->daddr;
-		ip->daddr = a;
-		ip->tot_len = bpf_htons(sizeof(*ip) + ulen);
-		ip->ttl = 64;
-		ip->check = 0;
-		ip->check = frame_fold(frame_sum16(ip, sizeof(*ip)));
-		ph.saddr = ip->saddr;
-		ph.daddr = ip->daddr;
-		ph.zero = 0;
-		ph.proto = IPPROTO_UDP;
-		ph.len = bpf_htons(ulen);
-		sum = frame_sum16(&ph, sizeof(ph));
-		udp = (void *)(ip + 1);
-	} else {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		struct in6_addr a;
-		struct {
-			struct in6_addr saddr, daddr;
-			__be32 len;
-			__u8 zero[3], nh;
-		} ph = {};
-
-		if ((void *)(ip6 + 1) > data_end)
-			return XDP_DROP;
-		a = ip6->saddr;
-		ip6->saddr = ip6->daddr;
-		ip6->daddr = a;
-		ip6->payload_len = bpf_htons(ulen);
-		ip6->hop_limit = 64;
-		ph.saddr = ip6->saddr;
-		ph.daddr = ip6->daddr;
-		ph.len = bpf_htonl(ulen);
-		ph.nh = IPPROTO_UDP;
-		sum = frame_sum16(&ph, sizeof(ph));
-		udp = (void *)(ip6 + 1);
-	}
+	udp = p.udp;
 	fr = (void *)(udp + 1);
-	if ((void *)(fr + 1) > data_end)
+	if ((void *)(fr + 1) > p.data_end)
 		return XDP_DROP;
-	{
-		__be16 p = udp->source;
+	__u16 ulen = sizeof(*udp) + sizeof(*fr) + rlen;
+	__u64 sum = pkt_turn(&p, ulen);
 
-		udp->source = udp->dest;
-		udp->dest = p;
-	}
-	udp->len = bpf_htons(ulen);
-	udp->check = 0;
 	fr->seq = 0;
 	fr->total = bpf_htons(1);
 	fr->reserved = 0;
 	if (copy_pkt(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr), 1) < 0)
 		return XDP_DROP;
 	sum += frame_sum16(udp, sizeof(*udp) + sizeof(*fr));
-	sum = sum_resp(s, fold32(sum));
+	sum = sum_resp(s, frame_fold32(sum));
 	udp->check = frame_fold(sum) ?: 0xffff;
 	if (!slot)
 		STAT_INC(tx);
@@ -1555,8 +1370,10 @@ int kv_control(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-/* Make the shared types visible in BTF for bpf2go's Go types. */
+/* Make the shared types visible in BTF for bpf2go's Go types and constants. */
 const struct kv_val *unused_kv_val __attribute__((unused));
 const struct kv_ctl *unused_kv_ctl __attribute__((unused));
+const enum kv_limit *unused_kv_limit __attribute__((unused));
+const enum xdp_action *unused_xdp_action __attribute__((unused));
 
 char LICENSE[] SEC("license") = "GPL";

@@ -46,6 +46,8 @@
 #include <bpf/bpf_helpers.h>
 
 #include "frame.h"
+#include "mcframe.h"
+#include "pkt.h"
 #include "scan.h"
 
 #define AF_INET 2
@@ -53,7 +55,6 @@
 
 #define REQ_MAX 2048 /* scratch buffer; a power of two so indices can be masked */
 #define MASK (REQ_MAX - 1)
-#define PAYLOAD_MAX 1480 /* the largest UDP payload taken: a 1500-byte MTU */
 #define KEY_MAX 250      /* memcached's KEY_MAX_LENGTH */
 #define KEYS_MAX 24      /* keys of one get routed in XDP */
 /* Bytes copied of a request other than get/gets: its first line, whatever
@@ -66,6 +67,21 @@
 #define BACKENDS_MAX 256
 #define BUCKETS 65536        /* of the hash space, by its top 16 bits */
 #define BUCKET_MIXED 0xffff  /* a bucket whose hashes go to several backends */
+
+/* The limits the Go side models and checks (lab/proxy: route.go's Route,
+ * the ring and backend loaders), as an enum so that BTF carries them to
+ * bpf2go's generated constants: Go never retypes them. BTF holds the enum
+ * through unused_proxy_limit at the end. */
+enum proxy_limit {
+	PROXY_PAYLOAD_MAX = PAYLOAD_MAX,
+	PROXY_KEY_MAX = KEY_MAX,
+	PROXY_KEYS_MAX = KEYS_MAX,
+	PROXY_LINE_COPY = LINE_COPY,
+	PROXY_RING_MAX = RING_MAX,
+	PROXY_BACKENDS_MAX = BACKENDS_MAX,
+	PROXY_BUCKETS = BUCKETS,
+	PROXY_BUCKET_MIXED = BUCKET_MIXED,
+};
 
 /* One backend: where requests of each family go. */
 struct proxy_backend {
@@ -248,11 +264,11 @@ static __always_inline int has_prefix(const __u8 *p, const void *end, const char
 
 /* Whether a reply datagram (at its frame header) opens with memcached's
  * ERROR, CLIENT_ERROR or SERVER_ERROR line (lab/memcache.IsErrorReply). */
-static __always_inline int error_reply(const __be16 *fr, const void *end)
+static __always_inline int error_reply(const struct mc_frame *fr, const void *end)
 {
-	const __u8 *p = (const void *)(fr + 4);
+	const __u8 *p = (const void *)(fr + 1);
 
-	if ((const void *)(fr + 4) > end || fr[1] != 0)
+	if ((const void *)(fr + 1) > end || fr->seq != 0)
 		return 0; /* short, or not a reply's first datagram */
 	return HAS_PREFIX(p, end, "ERROR\r\n") || HAS_PREFIX(p, end, "ERROR\n") || HAS_PREFIX(p, end, "CLIENT_ERROR ") ||
 	       HAS_PREFIX(p, end, "SERVER_ERROR ");
@@ -407,28 +423,15 @@ __noinline int ring_lookup(void)
 __noinline int tok_num(void)
 {
 	struct scratch *s = get_scratch();
-	__u32 ts, tl, i, v = 0;
+	__u64 v;
 
 	if (!s)
 		return -1;
-	ts = RD(s->ts);
-	tl = RD(s->tl);
-	if (tl == 0 || tl > 6)
+	if (token_u64(s->req, MASK, &s->ts, &s->tl, 6, &v) < 0)
 		return -1;
-	for (i = 0; i < 6; i++) {
-		__u8 c;
-
-		if (i >= tl)
-			break;
-		c = s->req[(ts + i) & MASK];
-		if (c < '0' || c > '9')
-			return -1;
-		v = v * 10 + (c - '0');
-	}
-	WR(s->num, v);
+	WR(s->num, (__u32)v);
 	return 0;
 }
-
 
 enum { K_NONE, K_GET, K_STORE, K_KEYED };
 
@@ -506,47 +509,6 @@ __noinline int route(void)
 
 /* ---- packet in, packet out ---- */
 
-/* Copies the payload into s->req (see kv.bpf.c's copy_pkt for the shape). */
-static __always_inline int copy_in(struct scratch *s, void *data, void *data_end, __u32 off)
-{
-	__u32 i, o;
-
-	WR(s->poff, off);
-	off = RD(s->poff) & 127;
-	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
-		void *p;
-
-		o = i * 8;
-		if (o + 8 > RD(s->copy_len))
-			break;
-		p = data + off + o;
-		PIN(p);
-		if (p + 8 > data_end)
-			return -1;
-		*(__u64 *)&s->req[o] = *(__u64 *)p;
-	}
-	o = RD(s->copy_len) & (MASK & ~7U);
-	for (i = 0; i < 7; i++) {
-		__u8 *p = data + off + o + i;
-
-		PIN(p);
-		if (o + i >= RD(s->copy_len))
-			break;
-		if ((void *)(p + 1) > data_end)
-			return -1;
-		s->req[(o + i) & MASK] = *p;
-	}
-	return 0;
-}
-
-static __always_inline void v4mapped(__u8 *out, __be32 a)
-{
-	__builtin_memset(out, 0, 10);
-	out[10] = 0xff;
-	out[11] = 0xff;
-	__builtin_memcpy(out + 12, &a, 4);
-}
-
 /* Whether this CPU may plant one more flow this second (see the top). */
 static __always_inline int flow_admit(void)
 {
@@ -587,111 +549,34 @@ static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, struct b
 	return bpf_redirect(fib->ifindex, 0);
 }
 
-/* Rewrites the UDP checksum for one address (4 or 16 bytes) and the port
- * pair changing; 0 (no checksum, IPv4 only) stays 0. */
-static __always_inline void udp_csum(struct udphdr *udp, __u32 *from, __u32 *to, __u32 size)
-{
-	__u64 sum;
-
-	if (!udp->check)
-		return;
-	sum = bpf_csum_diff(from, size, to, size, ~(__u32)udp->check & 0xffff);
-	udp->check = frame_fold(sum) ?: 0xffff;
-}
-
-/* Forwards a frame with one IPv4 address of its header (*addr: the source
- * or the destination) and one UDP port (*port) rewritten: both checksums
- * follow, and it spends a hop. */
-static __always_inline void rewrite4(struct iphdr *ip, struct udphdr *udp, __be32 *addr, __be32 new_addr,
-				     __be16 *port, __be16 new_port)
-{
-	__u32 from[2], to[2];
-
-	from[0] = *addr;
-	__builtin_memcpy(&from[1], &udp->source, 4); /* both ports */
-	*addr = new_addr;
-	*port = new_port;
-	to[0] = *addr;
-	__builtin_memcpy(&to[1], &udp->source, 4);
-	udp_csum(udp, from, to, sizeof(from));
-	ip->ttl--;
-	ip->check = 0;
-	ip->check = frame_fold(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
-}
-
-/* rewrite4 for IPv6 (which has no header checksum). */
-static __always_inline void rewrite6(struct ipv6hdr *ip6, struct udphdr *udp, __u32 *addr, const __u32 *new_addr,
-				     __be16 *port, __be16 new_port)
-{
-	__u32 from[5], to[5];
-
-	__builtin_memcpy(from, addr, 16);
-	__builtin_memcpy(&from[4], &udp->source, 4);
-	__builtin_memcpy(addr, new_addr, 16);
-	*port = new_port;
-	__builtin_memcpy(to, addr, 16);
-	__builtin_memcpy(&to[4], &udp->source, 4);
-	udp_csum(udp, from, to, sizeof(from));
-	ip6->hop_limit--;
-}
-
 SEC("xdp")
 int proxy_xdp(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	/* Both point after the Ethernet header; v6 says which is valid. A
-	 * known-constant flag, unlike a null pointer check on a packet
-	 * pointer, lets the verifier skip the impossible mixes. */
-	struct iphdr *ip = (void *)(eth + 1);
-	struct ipv6hdr *ip6 = (void *)(eth + 1);
-	struct udphdr *udp;
+	struct pkt p;
 	struct proxy_backend *be;
 	struct proxy_addr pa = {};
 	struct proxy_flow fl = {};
 	struct bpf_fib_lookup fib = {};
 	struct scratch *s;
-	__u32 hoff, plen, bi, *bip, *dev;
-	int b, v6, ilen, to_us = 0;
+	__u32 plen, bi, *bip, *dev;
+	int b, n, to_us;
 
-	if ((void *)(eth + 1) > data_end || !frame_unicast(eth))
+	if (pkt_udp(&p, ctx) < 0 || !pkt_rx_ok(&p))
 		return XDP_PASS;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		v6 = 0;
-		if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP)
-			return XDP_PASS;
-		if (ip->frag_off & bpf_htons(0x3fff))
-			return XDP_PASS;
-		ilen = frame_ipv4(ip, data_end);
-		hoff = sizeof(*eth) + sizeof(*ip);
-		to_us = has_listen4 && ip->daddr == listen4;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		v6 = 1;
-		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_UDP)
-			return XDP_PASS;
-		ilen = frame_ipv6(ip6, data_end);
-		hoff = sizeof(*eth) + sizeof(*ip6);
-		to_us = has_listen6 && ip6->daddr.in6_u.u6_addr32[0] == listen6[0] &&
-			ip6->daddr.in6_u.u6_addr32[1] == listen6[1] &&
-			ip6->daddr.in6_u.u6_addr32[2] == listen6[2] &&
-			ip6->daddr.in6_u.u6_addr32[3] == listen6[3];
-	} else {
-		return XDP_PASS;
-	}
-	udp = data + hoff;
-	if (ilen < 0 || (void *)(udp + 1) > data_end || !frame_udp_ok(udp, ilen))
-		return XDP_PASS;
+	if (!p.v6)
+		to_us = has_listen4 && p.ip->daddr == listen4;
+	else
+		to_us = has_listen6 && p.ip6->daddr.in6_u.u6_addr32[0] == listen6[0] &&
+			p.ip6->daddr.in6_u.u6_addr32[1] == listen6[1] &&
+			p.ip6->daddr.in6_u.u6_addr32[2] == listen6[2] &&
+			p.ip6->daddr.in6_u.u6_addr32[3] == listen6[3];
 
 	/* Is the source a backend's serving address and port? */
-	pa.port = udp->source;
-	if (!v6)
-		v4mapped(pa.addr, ip->saddr);
-	else
-		__builtin_memcpy(pa.addr, &ip6->saddr, 16);
+	pa.port = p.udp->source;
+	pkt_addr16(&p, pa.addr, 0);
 	bip = bpf_map_lookup_elem(&backend_addrs, &pa);
 
-	if (!(to_us && udp->dest == bpf_htons(port)))
+	if (!(to_us && p.udp->dest == bpf_htons(port)))
 		goto reply;
 
 	/* ---- a request ---- */
@@ -701,30 +586,20 @@ int proxy_xdp(struct xdp_md *ctx)
 	 * backend's own address and port, so one spoofed datagram cannot set
 	 * servers answering each other (lab/memcache.Unanswerable, which the
 	 * slow path applies, with the backends). */
-	{
-		__u16 sp = bpf_ntohs(udp->source);
-
-		if (bip || sp < 1024 || sp == 11211 || sp == port) {
-			STAT_INC(reflect_drop);
-			return XDP_DROP;
-		}
+	if (bip || mc_loop_port(p.udp->source, port)) {
+		STAT_INC(reflect_drop);
+		return XDP_DROP;
 	}
-	plen = bpf_ntohs(udp->len);
-	PIN(plen); /* 5.10 leaves a byte swap's result unbounded */
-	plen &= 0xffff;
-	if (plen < sizeof(*udp) + 8 || plen > sizeof(*udp) + 8 + PAYLOAD_MAX ||
-	    data + hoff + plen > data_end)
+	n = pkt_payload_len(&p, sizeof(struct mc_frame), PAYLOAD_MAX);
+	if (n < 0)
 		goto slow;
+	plen = n;
 	{
-		__be16 *fr = (void *)(udp + 1);
+		struct mc_frame *fr = (void *)(p.udp + 1);
 
-		if ((void *)(fr + 4) > data_end)
-			goto slow;
-		/* seq 0 of a one-datagram message */
-		if (fr[1] != 0 || fr[2] != bpf_htons(1))
+		if ((void *)(fr + 1) > p.data_end || !mc_frame_single(fr))
 			goto slow;
 	}
-	plen -= sizeof(*udp) + 8;
 	s = get_scratch();
 	if (!s)
 		goto slow;
@@ -732,15 +607,16 @@ int proxy_xdp(struct xdp_md *ctx)
 	{
 		/* Only a get's line can be long; of anything else the data
 		 * block is never read, so it stays in the packet. */
-		char *c = (void *)(udp + 1) + 8;
+		char *c = (void *)(p.udp + 1) + sizeof(struct mc_frame);
 
-		if ((void *)(c + 4) > data_end)
+		if ((void *)(c + 4) > p.data_end)
 			goto slow;
 		if (plen > LINE_COPY && !(c[0] == 'g' && c[1] == 'e' && c[2] == 't' && (c[3] == ' ' || c[3] == 's')))
 			plen = LINE_COPY;
 	}
 	WR(s->copy_len, plen);
-	if (copy_in(s, data, data_end, hoff + sizeof(*udp) + 8) < 0)
+	if (pkt_copy(p.data, p.data_end, p.hoff + sizeof(*p.udp) + sizeof(struct mc_frame), s->req, MASK,
+		     &s->copy_len, &s->poff, 0) < 0)
 		goto slow;
 	b = route();
 	if (b < 0) {
@@ -758,22 +634,22 @@ int proxy_xdp(struct xdp_md *ctx)
 
 	/* Ask the FIB before touching the frame: a pass must leave it as it came. */
 	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = udp->source;
+	fib.sport = p.udp->source;
 	fib.dport = be->port;
-	if (!v6) {
-		if (!be->has4 || ip->ttl <= 1)
+	if (!p.v6) {
+		if (!be->has4 || p.ip->ttl <= 1)
 			goto slow;
 		fib.family = AF_INET;
-		fib.tos = ip->tos;
-		fib.tot_len = bpf_ntohs(ip->tot_len);
-		fib.ipv4_src = ip->saddr;
+		fib.tos = p.ip->tos;
+		fib.tot_len = bpf_ntohs(p.ip->tot_len);
+		fib.ipv4_src = p.ip->saddr;
 		fib.ipv4_dst = be->addr4;
 	} else {
-		if (!be->has6 || ip6->hop_limit <= 1)
+		if (!be->has6 || p.ip6->hop_limit <= 1)
 			goto slow;
 		fib.family = AF_INET6;
-		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
-		__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+		fib.tot_len = bpf_ntohs(p.ip6->payload_len) + sizeof(*p.ip6);
+		__builtin_memcpy(fib.ipv6_src, &p.ip6->saddr, 16);
 		__builtin_memcpy(fib.ipv6_dst, be->addr6, 16);
 	}
 	if (next_hop(ctx, &fib) < 0)
@@ -783,7 +659,7 @@ int proxy_xdp(struct xdp_md *ctx)
 	 * through us, and where the backend is; look first, as most
 	 * requests come from known clients. */
 	__builtin_memcpy(fl.addr, pa.addr, 16);
-	fl.port = udp->source;
+	fl.port = p.udp->source;
 	fl.backend = bi;
 	dev = bpf_map_lookup_elem(&flows, &fl);
 	if (!dev) {
@@ -795,30 +671,29 @@ int proxy_xdp(struct xdp_md *ctx)
 	} else if (*dev != fib.ifindex) {
 		*dev = fib.ifindex; /* the route changed */
 	}
-	if (!v6)
-		rewrite4(ip, udp, &ip->daddr, be->addr4, &udp->dest, be->port);
+	if (!p.v6)
+		pkt_rewrite4(p.ip, p.udp, &p.ip->daddr, be->addr4, &p.udp->dest, be->port);
 	else
-		rewrite6(ip6, udp, ip6->daddr.in6_u.u6_addr32, (const __u32 *)be->addr6, &udp->dest, be->port);
+		pkt_rewrite6(p.ip6, p.udp, p.ip6->daddr.in6_u.u6_addr32, (const __u32 *)be->addr6, &p.udp->dest, be->port);
 	STAT_INC(forwarded);
 	backend_stat(bi, STAT_REQUEST);
-	return send(ctx, eth, &fib);
+	return send(ctx, p.eth, &fib);
 
 reply:
 	/* ---- perhaps a backend's reply to a client ---- */
 	if (!bip)
 		return XDP_PASS;
 	bi = *bip;
-	fl.port = udp->dest;
+	fl.port = p.udp->dest;
 	fl.backend = bi;
-	if (!v6) {
-		if (!has_listen4 || ip->ttl <= 1)
+	if (!p.v6) {
+		if (!has_listen4 || p.ip->ttl <= 1)
 			return XDP_PASS;
-		v4mapped(fl.addr, ip->daddr);
 	} else {
-		if (!has_listen6 || ip6->hop_limit <= 1)
+		if (!has_listen6 || p.ip6->hop_limit <= 1)
 			return XDP_PASS;
-		__builtin_memcpy(fl.addr, &ip6->daddr, 16);
 	}
+	pkt_addr16(&p, fl.addr, 1);
 	dev = bpf_map_lookup_elem(&flows, &fl);
 	if (!dev)
 		return XDP_PASS; /* not a client of ours: someone talking to the backend directly */
@@ -829,36 +704,40 @@ reply:
 
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.sport = bpf_htons(port);
-	fib.dport = udp->dest;
-	if (!v6) {
+	fib.dport = p.udp->dest;
+	if (!p.v6) {
 		fib.family = AF_INET;
-		fib.tos = ip->tos;
-		fib.tot_len = bpf_ntohs(ip->tot_len);
+		fib.tos = p.ip->tos;
+		fib.tot_len = bpf_ntohs(p.ip->tot_len);
 		fib.ipv4_src = listen4;
-		fib.ipv4_dst = ip->daddr;
+		fib.ipv4_dst = p.ip->daddr;
 	} else {
 		fib.family = AF_INET6;
-		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+		fib.tot_len = bpf_ntohs(p.ip6->payload_len) + sizeof(*p.ip6);
 		for (int i = 0; i < 4; i++)
 			fib.ipv6_src[i] = listen6[i];
-		__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, &p.ip6->daddr, 16);
 	}
 	if (next_hop(ctx, &fib) < 0)
 		return XDP_PASS;
-	if (!v6) {
-		rewrite4(ip, udp, &ip->saddr, listen4, &udp->source, bpf_htons(port));
+	if (!p.v6) {
+		pkt_rewrite4(p.ip, p.udp, &p.ip->saddr, listen4, &p.udp->source, bpf_htons(port));
 	} else {
 		__u32 l6[4] = {listen6[0], listen6[1], listen6[2], listen6[3]};
 
-		rewrite6(ip6, udp, ip6->saddr.in6_u.u6_addr32, l6, &udp->source, bpf_htons(port));
+		pkt_rewrite6(p.ip6, p.udp, p.ip6->saddr.in6_u.u6_addr32, l6, &p.udp->source, bpf_htons(port));
 	}
 	STAT_INC(replies);
-	backend_stat(bi, error_reply((void *)(udp + 1), data_end) ? STAT_ERROR_REPLY : STAT_REPLY);
-	return send(ctx, eth, &fib);
+	backend_stat(bi, error_reply((void *)(p.udp + 1), p.data_end) ? STAT_ERROR_REPLY : STAT_REPLY);
+	return send(ctx, p.eth, &fib);
 
 slow:
 	STAT_INC(slow);
 	return XDP_PASS;
 }
+
+/* Make the limits and XDP's actions visible in BTF for bpf2go's Go constants. */
+const enum proxy_limit *unused_proxy_limit __attribute__((unused));
+const enum xdp_action *unused_xdp_action __attribute__((unused));
 
 char LICENSE[] SEC("license") = "GPL";

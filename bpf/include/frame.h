@@ -40,6 +40,13 @@ static __always_inline __u16 frame_fold(__u64 sum)
 	return (__u16)~sum;
 }
 
+/* Folds a wide sum to 32 bits without losing carries, as a csum_diff seed. */
+static __always_inline __u32 frame_fold32(__u64 sum)
+{
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	return (__u32)((sum & 0xffffffff) + (sum >> 32));
+}
+
 /* Whether the frame is for one station: the group bit marks multicast and
  * broadcast, which are nobody's requests or replies in particular. */
 static __always_inline int frame_unicast(const struct ethhdr *eth)

@@ -5,6 +5,8 @@
 
 #include <linux/types.h>
 
+#include "pkt.h"
+
 /* The sizes below may be overridden (-D) only by the variants that
  * lab/verifier/limits compiles to find what still loads on each kernel. */
 #ifndef KV_KEY_MAX
@@ -16,8 +18,26 @@
 #ifndef KV_VAL_MAX
 #define KV_VAL_MAX 1024  /* upper bound of the load-time value capacity */
 #endif
+#ifndef GET_KEYS_MAX
+#define GET_KEYS_MAX 24  /* keys of one get served in XDP */
+#endif
 #define KV_NLOCKS 1024   /* stripe locks; a power of two */
 #define KV_VAL_SLACK 32  /* spare bytes after data[] for 8-byte copies at its end */
+#define RELTIME_MAX 2592000 /* memcached's REALTIME_MAXDELTA: 30 days */
+
+/* The limits the Go loader needs, as an enum so that BTF carries them to
+ * bpf2go's generated constants (lab/kv): Go never retypes them. The
+ * program's BTF holds the enum through kv.bpf.c's unused_kv_limit; the
+ * variants' tests (lab/verifier/limits/kvvariants) read it there to see
+ * that each object has the size its name says. */
+enum kv_limit {
+	KV_LIMIT_KEY_MAX = KV_KEY_MAX,
+	KV_LIMIT_VAL_MAX = KV_VAL_MAX,
+	KV_LIMIT_VAL_SLACK = KV_VAL_SLACK,
+	KV_LIMIT_PAYLOAD_MAX = PAYLOAD_MAX, /* pkt.h's, for the slow path's test runs */
+	KV_LIMIT_RELTIME_MAX = RELTIME_MAX, /* exptimes up to it are relative */
+	KV_LIMIT_GET_KEYS_MAX = GET_KEYS_MAX,
+};
 
 /* One stored item. The map's value size is sizeof(struct kv_val) plus the
  * load-time value capacity, so data[] is sized at load time. */
@@ -88,10 +108,12 @@ enum kv_ctl_result {
 	KV_CTL_RETRY = 4,  /* the element was evicted under us: run it again */
 };
 
+/* The enums are the fields' types so that BTF carries them, and with it
+ * bpf2go's Go constants (lab/kv): Go never retypes them. Each is 4 bytes. */
 struct kv_ctl {
-	__u32 op;
-	__u32 cond;
-	__u32 result;  /* out */
+	enum kv_ctl_op op;
+	enum kv_ctl_cond cond;
+	enum kv_ctl_result result; /* out */
 	__u32 klen;
 	__u64 cas;     /* in: for KV_COND_CAS; out (LOAD): the entry's cas */
 	__u64 new_cas; /* in: cas to give (0: a fresh one); out: the cas given */

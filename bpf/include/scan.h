@@ -96,6 +96,36 @@ static __always_inline int token_is(const __u8 *req, __u32 mask, __u32 *ts, __u3
 	return 1;
 }
 
+/* The current token (ts, tl: the caller's scratch fields) as an unsigned
+ * decimal of 1..maxd digits (maxd a constant, at most 20): 0 with its value
+ * in *v, or -1 for anything else, including a value past 2^64 - 1 (only
+ * possible with 20 digits, so only then checked). The caller stores *v
+ * into its scratch (WR). */
+static __always_inline int token_u64(const __u8 *req, __u32 mask, __u32 *ts, __u32 *tl, __u32 maxd, __u64 *v)
+{
+	__u32 t, l, i;
+	__u64 n = 0;
+
+	t = RD(*ts);
+	l = RD(*tl);
+	if (l == 0 || l > maxd)
+		return -1;
+	for (i = 0; i < maxd; i++) {
+		__u8 c;
+
+		if (i >= l)
+			break;
+		c = req[(t + i) & mask];
+		if (c < '0' || c > '9')
+			return -1;
+		if (maxd >= 20 && (n > 1844674407370955161ULL || (n == 1844674407370955161ULL && c > '5')))
+			return -1;
+		n = n * 10 + (c - '0');
+	}
+	*v = n;
+	return 0;
+}
+
 /* TOK_IS(s, "get"): s is the program's scratch (req[], ts, tl) and MASK its
  * buffer mask. */
 #define TOK_IS(s, lit) token_is((s)->req, MASK, &(s)->ts, &(s)->tl, lit, sizeof(lit) - 1)

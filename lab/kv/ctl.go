@@ -9,22 +9,23 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Control operations and conditions, mirroring enum kv_ctl_op/kv_ctl_cond.
+// Control operations, conditions and results: enum kv_ctl_op, kv_ctl_cond
+// and kv_ctl_result of bpf/include/kv.h, as bpf2go generates them.
 const (
-	ctlLoad   = 1
-	ctlStore  = 2
-	ctlMark   = 3
-	ctlDelete = 4
+	ctlLoad   = kvKvCtlOpKV_CTL_LOAD
+	ctlStore  = kvKvCtlOpKV_CTL_STORE
+	ctlMark   = kvKvCtlOpKV_CTL_MARK
+	ctlDelete = kvKvCtlOpKV_CTL_DELETE
 
-	condAny    = 0
-	condAbsent = 1
-	condCAS    = 2
+	condAny    = kvKvCtlCondKV_COND_ANY
+	condAbsent = kvKvCtlCondKV_COND_ABSENT
+	condCAS    = kvKvCtlCondKV_COND_CAS
 
-	resOK     = 0
-	resFailed = 1
-	resAbsent = 2
-	resError  = 3
-	resRetry  = 4 // the element was evicted and reused under the program
+	resOK     = kvKvCtlResultKV_CTL_OK
+	resFailed = kvKvCtlResultKV_CTL_FAILED
+	resAbsent = kvKvCtlResultKV_CTL_ABSENT
+	resError  = kvKvCtlResultKV_CTL_ERROR
+	resRetry  = kvKvCtlResultKV_CTL_RETRY // the element was evicted and reused under the program
 )
 
 // ctlTries bounds the reruns of a request whose element was reused under it:
@@ -73,8 +74,8 @@ func (o *Objects) control(c *kvKvCtl) error {
 	return nil
 }
 
-func newCtl(op uint32, key []byte, now uint64) (*kvKvCtl, error) {
-	if len(key) == 0 || len(key) > 250 {
+func newCtl(op kvKvCtlOp, key []byte, now uint64) (*kvKvCtl, error) {
+	if len(key) == 0 || len(key) > int(kvKvLimitKV_LIMIT_KEY_MAX) {
 		return nil, fmt.Errorf("key length %d out of range", len(key))
 	}
 	c := &kvKvCtl{Op: op, Klen: uint32(len(key)), Now: now}
@@ -100,8 +101,8 @@ func (o *Objects) load(key []byte, now uint64) (entry, bool, error) {
 
 // write stores an item (or, with slow set, a marker) if cond holds. It
 // reports whether it wrote and the cas the entry now has.
-func (o *Objects) write(key []byte, e entry, cond uint32, cas uint64, now uint64) (bool, uint64, error) {
-	op := uint32(ctlStore)
+func (o *Objects) write(key []byte, e entry, cond kvKvCtlCond, cas uint64, now uint64) (bool, uint64, error) {
+	op := ctlStore
 	if e.slow {
 		op = ctlMark
 	}
@@ -126,7 +127,7 @@ func (o *Objects) write(key []byte, e entry, cond uint32, cas uint64, now uint64
 }
 
 // remove makes the key absent if cond holds.
-func (o *Objects) remove(key []byte, cond uint32, cas uint64, now uint64) (bool, error) {
+func (o *Objects) remove(key []byte, cond kvKvCtlCond, cas uint64, now uint64) (bool, error) {
 	c, err := newCtl(ctlDelete, key, now)
 	if err != nil {
 		return false, err

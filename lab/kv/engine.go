@@ -16,8 +16,9 @@ import (
 )
 
 // relTimeMax is memcached's REALTIME_MAXDELTA: exptimes up to 30 days are
-// relative, larger ones absolute unix times.
-const relTimeMax = 60 * 60 * 24 * 30
+// relative, larger ones absolute unix times. XDP applies the same limit
+// (RELTIME_MAX in bpf/include/kv.h, whence this value).
+const relTimeMax = int32(kvKvLimitKV_LIMIT_RELTIME_MAX)
 
 // maxItemSize is memcached's default item limit (-I 1m), in its own
 // accounting (memcache.ItemSize): bigger items get "SERVER_ERROR object too
@@ -189,7 +190,7 @@ func (g *engine) get(key []byte, now uint64) (item, bool, error) {
 
 // put writes it under cond (condCAS compares with cas). Values too large
 // for the kernel slot go to big behind a marker.
-func (g *engine) put(key []byte, it item, cond uint32, cas uint64, now uint64) (bool, error) {
+func (g *engine) put(key []byte, it item, cond kvKvCtlCond, cas uint64, now uint64) (bool, error) {
 	if len(it.data) <= int(g.o.cfg.MaxValue) {
 		ok, _, err := g.o.write(key, entry{cas: it.cas, exptime: it.exptime, flags: it.flags, data: it.data}, cond, cas, now)
 		if ok {
@@ -389,7 +390,7 @@ func (g *engine) store(req *memcache.Request, now uint64) ([]byte, error) {
 			return nil, err
 		}
 		next := item{exptime: absExptime(req.Exptime, now), flags: req.Flags, data: req.Value}
-		cond, cas := uint32(condAbsent), uint64(0)
+		cond, cas := condAbsent, uint64(0)
 		if live {
 			cond, cas = condCAS, cur.cas
 		}

@@ -15,9 +15,9 @@ import (
 
 type kvKvCtl struct {
 	_       structs.HostLayout
-	Op      uint32
-	Cond    uint32
-	Result  uint32
+	Op      kvKvCtlOp
+	Cond    kvKvCtlCond
+	Result  kvKvCtlResult
 	Klen    uint32
 	Cas     uint64
 	NewCas  uint64
@@ -30,6 +30,44 @@ type kvKvCtl struct {
 	Key     [256]uint8
 	Data    [1056]uint8
 }
+
+type kvKvCtlCond uint32
+
+const (
+	kvKvCtlCondKV_COND_ANY    kvKvCtlCond = 0
+	kvKvCtlCondKV_COND_ABSENT kvKvCtlCond = 1
+	kvKvCtlCondKV_COND_CAS    kvKvCtlCond = 2
+)
+
+type kvKvCtlOp uint32
+
+const (
+	kvKvCtlOpKV_CTL_LOAD   kvKvCtlOp = 1
+	kvKvCtlOpKV_CTL_STORE  kvKvCtlOp = 2
+	kvKvCtlOpKV_CTL_MARK   kvKvCtlOp = 3
+	kvKvCtlOpKV_CTL_DELETE kvKvCtlOp = 4
+)
+
+type kvKvCtlResult uint32
+
+const (
+	kvKvCtlResultKV_CTL_OK     kvKvCtlResult = 0
+	kvKvCtlResultKV_CTL_FAILED kvKvCtlResult = 1
+	kvKvCtlResultKV_CTL_ABSENT kvKvCtlResult = 2
+	kvKvCtlResultKV_CTL_ERROR  kvKvCtlResult = 3
+	kvKvCtlResultKV_CTL_RETRY  kvKvCtlResult = 4
+)
+
+type kvKvLimit uint32
+
+const (
+	kvKvLimitKV_LIMIT_KEY_MAX      kvKvLimit = 250
+	kvKvLimitKV_LIMIT_VAL_MAX      kvKvLimit = 1024
+	kvKvLimitKV_LIMIT_VAL_SLACK    kvKvLimit = 32
+	kvKvLimitKV_LIMIT_PAYLOAD_MAX  kvKvLimit = 1480
+	kvKvLimitKV_LIMIT_RELTIME_MAX  kvKvLimit = 2592000
+	kvKvLimitKV_LIMIT_GET_KEYS_MAX kvKvLimit = 24
+)
 
 type kvKvStats struct {
 	_            structs.HostLayout
@@ -122,29 +160,41 @@ type kvStripe struct {
 	}
 }
 
+type kvXdpAction uint32
+
+const (
+	kvXdpActionXDP_ABORTED  kvXdpAction = 0
+	kvXdpActionXDP_DROP     kvXdpAction = 1
+	kvXdpActionXDP_PASS     kvXdpAction = 2
+	kvXdpActionXDP_TX       kvXdpAction = 3
+	kvXdpActionXDP_REDIRECT kvXdpAction = 4
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	kvMapKv           = "kv"
-	kvMapLocks        = "locks"
-	kvMapOwnAddrs     = "own_addrs"
-	kvMapScratch      = "scratch"
-	kvMapUdpRate      = "udp_rate"
-	kvProgKvControl   = "kv_control"
-	kvProgKvXdp       = "kv_xdp"
-	kvVarAmpRatio     = "amp_ratio"
-	kvVarCoarseClock  = "coarse_clock"
-	kvVarPort         = "port"
-	kvVarRateBurst    = "rate_burst"
-	kvVarRateBytes    = "rate_bytes"
-	kvVarReplyMax     = "reply_max"
-	kvVarSlowToken    = "slow_token"
-	kvVarUdpOff       = "udp_off"
-	kvVarUnixOffsetNs = "unix_offset_ns"
-	kvVarUnusedKvCtl  = "unused_kv_ctl"
-	kvVarUnusedKvVal  = "unused_kv_val"
-	kvVarValCap       = "val_cap"
+	kvMapKv              = "kv"
+	kvMapLocks           = "locks"
+	kvMapOwnAddrs        = "own_addrs"
+	kvMapScratch         = "scratch"
+	kvMapUdpRate         = "udp_rate"
+	kvProgKvControl      = "kv_control"
+	kvProgKvXdp          = "kv_xdp"
+	kvVarAmpRatio        = "amp_ratio"
+	kvVarCoarseClock     = "coarse_clock"
+	kvVarPort            = "port"
+	kvVarRateBurst       = "rate_burst"
+	kvVarRateBytes       = "rate_bytes"
+	kvVarReplyMax        = "reply_max"
+	kvVarSlowToken       = "slow_token"
+	kvVarUdpOff          = "udp_off"
+	kvVarUnixOffsetNs    = "unix_offset_ns"
+	kvVarUnusedKvCtl     = "unused_kv_ctl"
+	kvVarUnusedKvLimit   = "unused_kv_limit"
+	kvVarUnusedKvVal     = "unused_kv_val"
+	kvVarUnusedXdpAction = "unused_xdp_action"
+	kvVarValCap          = "val_cap"
 )
 
 // loadKv returns the embedded CollectionSpec for kv.
@@ -208,18 +258,20 @@ type kvMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kvVariableSpecs struct {
-	AmpRatio     *ebpf.VariableSpec `ebpf:"amp_ratio"`
-	CoarseClock  *ebpf.VariableSpec `ebpf:"coarse_clock"`
-	Port         *ebpf.VariableSpec `ebpf:"port"`
-	RateBurst    *ebpf.VariableSpec `ebpf:"rate_burst"`
-	RateBytes    *ebpf.VariableSpec `ebpf:"rate_bytes"`
-	ReplyMax     *ebpf.VariableSpec `ebpf:"reply_max"`
-	SlowToken    *ebpf.VariableSpec `ebpf:"slow_token"`
-	UdpOff       *ebpf.VariableSpec `ebpf:"udp_off"`
-	UnixOffsetNs *ebpf.VariableSpec `ebpf:"unix_offset_ns"`
-	UnusedKvCtl  *ebpf.VariableSpec `ebpf:"unused_kv_ctl"`
-	UnusedKvVal  *ebpf.VariableSpec `ebpf:"unused_kv_val"`
-	ValCap       *ebpf.VariableSpec `ebpf:"val_cap"`
+	AmpRatio        *ebpf.VariableSpec `ebpf:"amp_ratio"`
+	CoarseClock     *ebpf.VariableSpec `ebpf:"coarse_clock"`
+	Port            *ebpf.VariableSpec `ebpf:"port"`
+	RateBurst       *ebpf.VariableSpec `ebpf:"rate_burst"`
+	RateBytes       *ebpf.VariableSpec `ebpf:"rate_bytes"`
+	ReplyMax        *ebpf.VariableSpec `ebpf:"reply_max"`
+	SlowToken       *ebpf.VariableSpec `ebpf:"slow_token"`
+	UdpOff          *ebpf.VariableSpec `ebpf:"udp_off"`
+	UnixOffsetNs    *ebpf.VariableSpec `ebpf:"unix_offset_ns"`
+	UnusedKvCtl     *ebpf.VariableSpec `ebpf:"unused_kv_ctl"`
+	UnusedKvLimit   *ebpf.VariableSpec `ebpf:"unused_kv_limit"`
+	UnusedKvVal     *ebpf.VariableSpec `ebpf:"unused_kv_val"`
+	UnusedXdpAction *ebpf.VariableSpec `ebpf:"unused_xdp_action"`
+	ValCap          *ebpf.VariableSpec `ebpf:"val_cap"`
 }
 
 // kvObjects contains all objects after they have been loaded into the kernel.
@@ -263,18 +315,20 @@ func (m *kvMaps) Close() error {
 //
 // It can be passed to loadKvObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kvVariables struct {
-	AmpRatio     *ebpf.Variable `ebpf:"amp_ratio"`
-	CoarseClock  *ebpf.Variable `ebpf:"coarse_clock"`
-	Port         *ebpf.Variable `ebpf:"port"`
-	RateBurst    *ebpf.Variable `ebpf:"rate_burst"`
-	RateBytes    *ebpf.Variable `ebpf:"rate_bytes"`
-	ReplyMax     *ebpf.Variable `ebpf:"reply_max"`
-	SlowToken    *ebpf.Variable `ebpf:"slow_token"`
-	UdpOff       *ebpf.Variable `ebpf:"udp_off"`
-	UnixOffsetNs *ebpf.Variable `ebpf:"unix_offset_ns"`
-	UnusedKvCtl  *ebpf.Variable `ebpf:"unused_kv_ctl"`
-	UnusedKvVal  *ebpf.Variable `ebpf:"unused_kv_val"`
-	ValCap       *ebpf.Variable `ebpf:"val_cap"`
+	AmpRatio        *ebpf.Variable `ebpf:"amp_ratio"`
+	CoarseClock     *ebpf.Variable `ebpf:"coarse_clock"`
+	Port            *ebpf.Variable `ebpf:"port"`
+	RateBurst       *ebpf.Variable `ebpf:"rate_burst"`
+	RateBytes       *ebpf.Variable `ebpf:"rate_bytes"`
+	ReplyMax        *ebpf.Variable `ebpf:"reply_max"`
+	SlowToken       *ebpf.Variable `ebpf:"slow_token"`
+	UdpOff          *ebpf.Variable `ebpf:"udp_off"`
+	UnixOffsetNs    *ebpf.Variable `ebpf:"unix_offset_ns"`
+	UnusedKvCtl     *ebpf.Variable `ebpf:"unused_kv_ctl"`
+	UnusedKvLimit   *ebpf.Variable `ebpf:"unused_kv_limit"`
+	UnusedKvVal     *ebpf.Variable `ebpf:"unused_kv_val"`
+	UnusedXdpAction *ebpf.Variable `ebpf:"unused_xdp_action"`
+	ValCap          *ebpf.Variable `ebpf:"val_cap"`
 }
 
 // kvPrograms contains all programs after they have been loaded into the kernel.

@@ -5,18 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/xdplab/xdplab/lab/memcache"
 )
 
 // frameLen is memcached's UDP frame header: request id, sequence number,
 // datagram count, reserved.
-const frameLen = 8
+const frameLen = memcache.HeaderLen
 
-// XDP actions, and PAYLOAD_MAX of bpf/kv.bpf.c: the largest payload XDP takes.
+// XDP actions (enum xdp_action), as Run returns them, and PAYLOAD_MAX of
+// bpf/include/pkt.h: the largest payload XDP takes. Generated from the
+// program's BTF (kv_bpfel.go), not retyped.
 const (
-	xdpDrop    = 1
-	xdpPass    = 2
-	xdpTX      = 3
-	payloadMax = 1480
+	xdpDrop    = uint32(kvXdpActionXDP_DROP)
+	xdpPass    = uint32(kvXdpActionXDP_PASS)
+	xdpTX      = uint32(kvXdpActionXDP_TX)
+	payloadMax = int(kvKvLimitKV_LIMIT_PAYLOAD_MAX)
 )
 
 const (

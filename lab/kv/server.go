@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/hashicorp/go-multierror"
 	"github.com/xdplab/xdplab/lab/memcache"
@@ -615,8 +616,8 @@ func (s *Server) Flush() error {
 
 // Offsets in struct kv_val, for reading map values without a full decode.
 const (
-	valKlenOff = 24
-	valKeyOff  = 32
+	valKlenOff = int(unsafe.Offsetof(kvKvVal{}.Klen))
+	valKeyOff  = int(unsafe.Offsetof(kvKvVal{}.Key))
 )
 
 // Stats returns memcached-style statistics, in memcached's order where the
@@ -718,12 +719,12 @@ func (s *Server) Stats() ([][2]string, error) {
 
 func decodeVal(b []byte) kvKvVal {
 	var v kvKvVal
-	v.Cas = binary.LittleEndian.Uint64(b[0:])
-	v.Exptime = binary.LittleEndian.Uint64(b[8:])
-	v.Flags = binary.LittleEndian.Uint32(b[16:])
-	v.Len = binary.LittleEndian.Uint32(b[20:])
-	v.Klen = binary.LittleEndian.Uint16(b[24:])
-	v.Slow = b[26]
+	v.Cas = binary.LittleEndian.Uint64(b[unsafe.Offsetof(v.Cas):])
+	v.Exptime = binary.LittleEndian.Uint64(b[unsafe.Offsetof(v.Exptime):])
+	v.Flags = binary.LittleEndian.Uint32(b[unsafe.Offsetof(v.Flags):])
+	v.Len = binary.LittleEndian.Uint32(b[unsafe.Offsetof(v.Len):])
+	v.Klen = binary.LittleEndian.Uint16(b[unsafe.Offsetof(v.Klen):])
+	v.Slow = b[unsafe.Offsetof(v.Slow)]
 	return v
 }
 

@@ -162,7 +162,7 @@ func TestFlushAllDelay(t *testing.T) {
 		arg  int32
 		want time.Duration
 	}{
-		{0, 0}, {-1, 0}, {5, 5 * time.Second}, {relTimeMax, relTimeMax * time.Second},
+		{0, 0}, {-1, 0}, {5, 5 * time.Second}, {relTimeMax, time.Duration(relTimeMax) * time.Second},
 		{relTimeMax + 1, 0}, {1_000_000_000, 0}, {1_800_000_007, 7 * time.Second},
 	} {
 		if got := flushDelay(c.arg, now); got != c.want {

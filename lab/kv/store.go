@@ -43,7 +43,7 @@ const (
 	DefaultPort     = memcache.DefaultPort
 	DefaultEntries  = 65536
 	DefaultMaxValue = 1024
-	maxValueLimit   = 1024 // KV_VAL_MAX in bpf/include/kv.h
+	maxValueLimit   = uint32(kvKvLimitKV_LIMIT_VAL_MAX) // KV_VAL_MAX in bpf/include/kv.h
 	// memcached caps UDP reply datagrams at 1400 bytes including the frame.
 	defaultReplyMax = 1400 - frameLen
 	// DefaultSlowMemory is memcached's default -m.
@@ -145,7 +145,7 @@ type Objects struct {
 var valHeaderSize = uint32(unsafe.Sizeof(kvKvVal{}))
 
 // valSlack is KV_VAL_SLACK: spare bytes after the data for 8-byte copies.
-const valSlack = 32
+const valSlack = uint32(kvKvLimitKV_LIMIT_VAL_SLACK)
 
 // Load sizes the maps, sets the program's constants and loads everything
 // through the verifier. A rejection carries the verifier's last lines.
@@ -160,11 +160,17 @@ func Load(cfg Config) (*Objects, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The generated spec types name the maps and variables: a name
+	// changed in C fails the build here, not the load.
+	var specs kvSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return nil, err
+	}
 	o := &Objects{cfg: cfg}
 	capacity := (cfg.MaxValue + 7) &^ 7
 	o.vsize = valHeaderSize + capacity + valSlack
-	spec.Maps["kv"].MaxEntries = cfg.Entries
-	spec.Maps["kv"].ValueSize = o.vsize
+	specs.Kv.MaxEntries = cfg.Entries
+	specs.Kv.ValueSize = o.vsize
 	var tok [2]byte
 	for o.token == 0 {
 		if _, err := rand.Read(tok[:]); err != nil {
@@ -192,13 +198,16 @@ func Load(cfg Config) (*Objects, error) {
 	if cfg.NoUDP {
 		udpOff = 1
 	}
-	for name, v := range map[string]any{
-		"port": cfg.Port, "val_cap": capacity, "reply_max": replyMax, "slow_token": o.token,
-		"coarse_clock": coarse, "udp_off": udpOff, "amp_ratio": uint32(cfg.UDPAmplification),
-		"rate_bytes": rate, "rate_burst": burst,
+	for _, set := range []struct {
+		v   *ebpf.VariableSpec
+		val any
+	}{
+		{specs.Port, cfg.Port}, {specs.ValCap, capacity}, {specs.ReplyMax, replyMax},
+		{specs.SlowToken, o.token}, {specs.CoarseClock, coarse}, {specs.UdpOff, udpOff},
+		{specs.AmpRatio, uint32(cfg.UDPAmplification)}, {specs.RateBytes, rate}, {specs.RateBurst, burst},
 	} {
-		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("set %s: %w", name, err)
+		if err := set.v.Set(set.val); err != nil {
+			return nil, fmt.Errorf("set %s: %w", set.v.Name, err)
 		}
 	}
 	if err := spec.LoadAndAssign(&o.objs, bpfload.Options()); err != nil {

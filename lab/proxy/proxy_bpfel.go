@@ -49,6 +49,19 @@ type proxyProxyFlow struct {
 	Backend uint16
 }
 
+type proxyProxyLimit uint32
+
+const (
+	proxyProxyLimitPROXY_PAYLOAD_MAX  proxyProxyLimit = 1480
+	proxyProxyLimitPROXY_KEY_MAX      proxyProxyLimit = 250
+	proxyProxyLimitPROXY_KEYS_MAX     proxyProxyLimit = 24
+	proxyProxyLimitPROXY_LINE_COPY    proxyProxyLimit = 384
+	proxyProxyLimitPROXY_RING_MAX     proxyProxyLimit = 16384
+	proxyProxyLimitPROXY_BACKENDS_MAX proxyProxyLimit = 256
+	proxyProxyLimitPROXY_BUCKETS      proxyProxyLimit = 65536
+	proxyProxyLimitPROXY_BUCKET_MIXED proxyProxyLimit = 65535
+)
+
 type proxyProxyRing struct {
 	_       structs.HostLayout
 	N       uint32
@@ -88,26 +101,38 @@ type proxyScratch struct {
 	Hi        uint32
 }
 
+type proxyXdpAction uint32
+
+const (
+	proxyXdpActionXDP_ABORTED  proxyXdpAction = 0
+	proxyXdpActionXDP_DROP     proxyXdpAction = 1
+	proxyXdpActionXDP_PASS     proxyXdpAction = 2
+	proxyXdpActionXDP_TX       proxyXdpAction = 3
+	proxyXdpActionXDP_REDIRECT proxyXdpAction = 4
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	proxyMapBackendAddrs = "backend_addrs"
-	proxyMapBackendStats = "backend_stats"
-	proxyMapBackends     = "backends"
-	proxyMapFlowBudget   = "flow_budget"
-	proxyMapFlows        = "flows"
-	proxyMapRings        = "rings"
-	proxyMapScratch      = "scratch"
-	proxyMapStats        = "stats"
-	proxyProgProxyXdp    = "proxy_xdp"
-	proxyVarHasListen4   = "has_listen4"
-	proxyVarHasListen6   = "has_listen6"
-	proxyVarListen4      = "listen4"
-	proxyVarListen6      = "listen6"
-	proxyVarNewFlows     = "new_flows"
-	proxyVarPort         = "port"
-	proxyVarRingSlot     = "ring_slot"
+	proxyMapBackendAddrs     = "backend_addrs"
+	proxyMapBackendStats     = "backend_stats"
+	proxyMapBackends         = "backends"
+	proxyMapFlowBudget       = "flow_budget"
+	proxyMapFlows            = "flows"
+	proxyMapRings            = "rings"
+	proxyMapScratch          = "scratch"
+	proxyMapStats            = "stats"
+	proxyProgProxyXdp        = "proxy_xdp"
+	proxyVarHasListen4       = "has_listen4"
+	proxyVarHasListen6       = "has_listen6"
+	proxyVarListen4          = "listen4"
+	proxyVarListen6          = "listen6"
+	proxyVarNewFlows         = "new_flows"
+	proxyVarPort             = "port"
+	proxyVarRingSlot         = "ring_slot"
+	proxyVarUnusedProxyLimit = "unused_proxy_limit"
+	proxyVarUnusedXdpAction  = "unused_xdp_action"
 )
 
 // loadProxy returns the embedded CollectionSpec for proxy.
@@ -173,13 +198,15 @@ type proxyMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type proxyVariableSpecs struct {
-	HasListen4 *ebpf.VariableSpec `ebpf:"has_listen4"`
-	HasListen6 *ebpf.VariableSpec `ebpf:"has_listen6"`
-	Listen4    *ebpf.VariableSpec `ebpf:"listen4"`
-	Listen6    *ebpf.VariableSpec `ebpf:"listen6"`
-	NewFlows   *ebpf.VariableSpec `ebpf:"new_flows"`
-	Port       *ebpf.VariableSpec `ebpf:"port"`
-	RingSlot   *ebpf.VariableSpec `ebpf:"ring_slot"`
+	HasListen4       *ebpf.VariableSpec `ebpf:"has_listen4"`
+	HasListen6       *ebpf.VariableSpec `ebpf:"has_listen6"`
+	Listen4          *ebpf.VariableSpec `ebpf:"listen4"`
+	Listen6          *ebpf.VariableSpec `ebpf:"listen6"`
+	NewFlows         *ebpf.VariableSpec `ebpf:"new_flows"`
+	Port             *ebpf.VariableSpec `ebpf:"port"`
+	RingSlot         *ebpf.VariableSpec `ebpf:"ring_slot"`
+	UnusedProxyLimit *ebpf.VariableSpec `ebpf:"unused_proxy_limit"`
+	UnusedXdpAction  *ebpf.VariableSpec `ebpf:"unused_xdp_action"`
 }
 
 // proxyObjects contains all objects after they have been loaded into the kernel.
@@ -229,13 +256,15 @@ func (m *proxyMaps) Close() error {
 //
 // It can be passed to loadProxyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type proxyVariables struct {
-	HasListen4 *ebpf.Variable `ebpf:"has_listen4"`
-	HasListen6 *ebpf.Variable `ebpf:"has_listen6"`
-	Listen4    *ebpf.Variable `ebpf:"listen4"`
-	Listen6    *ebpf.Variable `ebpf:"listen6"`
-	NewFlows   *ebpf.Variable `ebpf:"new_flows"`
-	Port       *ebpf.Variable `ebpf:"port"`
-	RingSlot   *ebpf.Variable `ebpf:"ring_slot"`
+	HasListen4       *ebpf.Variable `ebpf:"has_listen4"`
+	HasListen6       *ebpf.Variable `ebpf:"has_listen6"`
+	Listen4          *ebpf.Variable `ebpf:"listen4"`
+	Listen6          *ebpf.Variable `ebpf:"listen6"`
+	NewFlows         *ebpf.Variable `ebpf:"new_flows"`
+	Port             *ebpf.Variable `ebpf:"port"`
+	RingSlot         *ebpf.Variable `ebpf:"ring_slot"`
+	UnusedProxyLimit *ebpf.Variable `ebpf:"unused_proxy_limit"`
+	UnusedXdpAction  *ebpf.Variable `ebpf:"unused_xdp_action"`
 }
 
 // proxyPrograms contains all programs after they have been loaded into the kernel.

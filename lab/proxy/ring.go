@@ -262,15 +262,20 @@ func (r *Ring) LookupHash(h uint32) int {
 	return r.points[i].Server
 }
 
-// bucketMixed marks a bucket whose hashes go to more than one server.
-const bucketMixed = 0xffff
+// The bucket table's size (one bucket per value of the hash's top 16
+// bits), and the mark of a bucket whose hashes go to more than one server:
+// BUCKETS and BUCKET_MIXED of bpf/proxy.bpf.c, through bpf2go.
+const (
+	bucketCount = int(proxyProxyLimitPROXY_BUCKETS)
+	bucketMixed = int(proxyProxyLimitPROXY_BUCKET_MIXED)
+)
 
 // buckets is the ring as a table over the top 16 bits of the hash: the
 // server of every hash in bucket j (j<<16 .. j<<16|0xffff), or bucketMixed
 // where a point falls inside the bucket and splits it. The XDP program
 // reads it first and searches the points only for a mixed bucket.
 func (r *Ring) buckets() []uint16 {
-	b := make([]uint16, 1<<16)
+	b := make([]uint16, bucketCount)
 	if len(r.points) == 0 {
 		return b // unused: the program sees no points and routes nothing
 	}

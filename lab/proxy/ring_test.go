@@ -252,7 +252,7 @@ func TestRingBuckets(t *testing.T) {
 						split = true
 					}
 				}
-				if owner == bucketMixed {
+				if int(owner) == bucketMixed {
 					mixed++
 					if !split {
 						t.Errorf("bucket %#x mixed, yet no point splits it", j)

@@ -3,25 +3,26 @@ package proxy
 import "bytes"
 
 // Limits of what the XDP program routes (bpf/proxy.bpf.c); anything beyond
-// them goes to the slow path.
+// them goes to the slow path. Their values come from the program's BTF
+// (enum proxy_limit, through bpf2go: proxy_bpfel.go), not retyped.
 const (
 	// PayloadMax is the largest UDP payload, frame header excluded, routed
 	// in XDP: a 1500-byte MTU's worth.
-	PayloadMax = 1480
+	PayloadMax = int(proxyProxyLimitPROXY_PAYLOAD_MAX)
 	// KeysMax is the most keys of one get routed in XDP.
-	KeysMax = 24
+	KeysMax = int(proxyProxyLimitPROXY_KEYS_MAX)
 	// KeyMax is memcached's longest key.
-	KeyMax = 250
+	KeyMax = int(proxyProxyLimitPROXY_KEY_MAX)
 	// BackendsMax is how many backends the BPF maps hold.
-	BackendsMax = 256
+	BackendsMax = int(proxyProxyLimitPROXY_BACKENDS_MAX)
 	// LineCopy bounds the first line of a request other than get/gets in
 	// a datagram longer than it: XDP copies only that much to parse (a
 	// storage command's data block is never read), so such a line must
 	// end within it. The longest well-formed storage line is ~330 bytes.
-	LineCopy = 384
+	LineCopy = int(proxyProxyLimitPROXY_LINE_COPY)
 	// RingMax is how many ring points the BPF map holds: 160 per backend
 	// at equal weights, so 102 such backends.
-	RingMax = 16384
+	RingMax = int(proxyProxyLimitPROXY_RING_MAX)
 )
 
 // Route is the XDP program's route decision, in Go: the backend (an index

@@ -87,18 +87,24 @@ func Load(cfg Config) (*Objects, error) {
 	if err != nil {
 		return nil, err
 	}
-	vars := map[string]any{"port": cfg.Port, "new_flows": cfg.NewFlows}
+	// The generated spec types name the variables: a name changed in C
+	// fails the build here, not the load.
+	var specs proxySpecs
+	if err := spec.Assign(&specs); err != nil {
+		return nil, err
+	}
+	vars := map[*ebpf.VariableSpec]any{specs.Port: cfg.Port, specs.NewFlows: cfg.NewFlows}
 	if cfg.Listen4.IsValid() {
-		vars["has_listen4"] = uint8(1)
-		vars["listen4"] = cfg.Listen4.As4()
+		vars[specs.HasListen4] = uint8(1)
+		vars[specs.Listen4] = cfg.Listen4.As4()
 	}
 	if cfg.Listen6.IsValid() {
-		vars["has_listen6"] = uint8(1)
-		vars["listen6"] = cfg.Listen6.As16()
+		vars[specs.HasListen6] = uint8(1)
+		vars[specs.Listen6] = cfg.Listen6.As16()
 	}
-	for name, v := range vars {
-		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("set %s: %w", name, err)
+	for v, val := range vars {
+		if err := v.Set(val); err != nil {
+			return nil, fmt.Errorf("set %s: %w", v.Name, err)
 		}
 	}
 	o := &Objects{cfg: cfg}

@@ -16,11 +16,12 @@ import (
 	"github.com/xdplab/xdplab/lab/netlab"
 )
 
+// XDP's actions as Run returns them (enum xdp_action, from the program's BTF).
 const (
-	xdpDrop     = 1
-	xdpPass     = 2
-	xdpTX       = 3
-	xdpRedirect = 4
+	xdpDrop     = uint32(proxyXdpActionXDP_DROP)
+	xdpPass     = uint32(proxyXdpActionXDP_PASS)
+	xdpTX       = uint32(proxyXdpActionXDP_TX)
+	xdpRedirect = uint32(proxyXdpActionXDP_REDIRECT)
 )
 
 // xdpMD is struct xdp_md, the context BPF_PROG_TEST_RUN takes: it sets
