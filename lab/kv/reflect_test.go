@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/xdplab/xdplab/lab/internal/background"
-	"github.com/xdplab/xdplab/lab/internal/frametest"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/memcache"
 	"github.com/xdplab/xdplab/lab/netlab"
 	"github.com/xdplab/xdplab/lab/peer"
@@ -265,7 +265,7 @@ func TestXDPFrameChecks(t *testing.T) {
 		if act, _ := runFrame(t, o, good); act != xdpTX {
 			t.Fatalf("v6 %v: the good frame: action %d", v6, act)
 		}
-		for _, m := range frametest.Malformed(v6) {
+		for _, m := range frame.Malformed(v6) {
 			in := bytes.Clone(good)
 			m.Apply(in)
 			rx0 := (&vethLab{srv: srv}).stat(t, "xdp_rx")

@@ -10,7 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/xdplab/xdplab/lab/internal/frametest"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/netlab"
 )
 
@@ -67,7 +67,7 @@ func (l *xdpLab) passes(t *testing.T, what string, dev *netlab.Iface, in []byte)
 func TestXDPFrameChecks(t *testing.T) {
 	l := newXDPLab(t)
 	for _, isV6 := range []bool{false, true} {
-		muts := frametest.Malformed(isV6)
+		muts := frame.Malformed(isV6)
 		req, reply, toKV := l.flow(isV6, 42000, 1)
 		if act, _ := l.run(toKV, reply.frame()); act != xdpRedirect {
 			t.Fatalf("v6 %v: the baseline reply: action %d", isV6, act)
@@ -175,8 +175,8 @@ func TestXDPFlowFlood(t *testing.T) {
 			src := 0x64400000 + uint32(i) // 100.64.0.0/10
 			binary.BigEndian.PutUint32(req[26:], src)
 			binary.BigEndian.PutUint32(rep[30:], src)
-			frametest.FixIPv4Sum(req)
-			frametest.FixIPv4Sum(rep)
+			frame.FixIPv4Sum(req)
+			frame.FixIPv4Sum(rep)
 			act, err := run(l.fromCli, req)
 			if err != nil {
 				return err
