@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xdplab/xdplab/lab/internal/background"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/memcache"
 )
 
@@ -66,7 +67,7 @@ func TestSlowPathSharesItemsWithXDP(t *testing.T) {
 	}
 	defer c.Close()
 	xdp := func(req string) (uint32, string) {
-		act, r := run(t, o, Datagram{Src: testClient, Dst: testServerPort(o), Payload: []byte(req)})
+		act, r := run(t, o, frame.Datagram{Src: testClient, Dst: testServerPort(o), Payload: []byte(req)})
 		return act, string(r)
 	}
 	big := strings.Repeat("b", 100)
