@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/xdplab/xdplab/lab/internal/frame"
 )
 
 // Lesson 2's counters, after lesson 1's, and its longest key.
@@ -187,7 +189,7 @@ func parseOther(e *Env) error {
 	multi.Total = 2
 	for what, f := range map[string][]byte{
 		"the first of 2 datagrams of a request":             multi.Frame(),
-		"a datagram shorter than memcached's 8-byte header": udpTo(11211)[:14+20+8+4],
+		"a datagram shorter than memcached's 8-byte header": udpTo(11211)[:frame.EthLen+frame.IPv4Len+frame.UDPLen+4],
 	} {
 		if err := e.ResetCounters("counters"); err != nil {
 			return err
