@@ -15,3 +15,7 @@ const (
 	xdpTX      = uint32(kvXdpActionXDP_TX)
 	payloadMax = int(kvKvLimitKV_LIMIT_PAYLOAD_MAX)
 )
+
+// XDPPass is XDP_PASS from the same generated enum, for programs built in
+// Go that must answer as the store does (lab/verifier/limits' probes).
+const XDPPass = xdpPass
