@@ -7,14 +7,16 @@ import (
 	"time"
 
 	"github.com/xdplab/xdplab/lab/internal/frame"
+	"github.com/xdplab/xdplab/lab/memcache"
 )
 
-// Lesson 2's counters, after lesson 1's, and its longest key.
+// Lesson 2's counters, after lesson 1's, and its longest key (KEY_MAX in
+// the lessons' C): memcached's, as the codec has it.
 const (
 	cGet   = 2
 	cSet   = 3
 	cOther = 4
-	keyMax = 250
+	keyMax = memcache.MaxKeyLen
 )
 
 // Lesson 2's checks.
@@ -161,7 +163,7 @@ var notGets = map[string]string{
 	"get a b\r\n":            "a get of two keys",
 	"get foo":                "a get without \"\\r\\n\"",
 	"get foo\r\nget bar\r\n": "two requests in one datagram",
-	"get " + strings.Repeat("x", 251) + "\r\n": "a get of a 251-byte key (memcached's limit is 250)",
+	"get " + strings.Repeat("x", keyMax+1) + "\r\n": fmt.Sprintf("a get of a %d-byte key (memcached's limit is %d)", keyMax+1, keyMax),
 	"":            "an empty request",
 	"GET foo\r\n": "GET in capitals (memcached's commands are lower case)",
 }
