@@ -28,7 +28,7 @@ func xdpDo(o *Objects, id uint16, req string) ([]byte, uint32, error) {
 	in := frame.Datagram{Src: testClient, Dst: testServerPort(o), ID: id, Payload: []byte(req)}.Frame()
 	opts := ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+2048)}
 	act, err := o.objs.KvXdp.Run(&opts)
-	if err != nil || act != 3 {
+	if err != nil || act != xdpTX {
 		return nil, act, err
 	}
 	d, err := frame.Parse(opts.DataOut)
@@ -58,7 +58,7 @@ func TestConcurrentIncrAndNoTear(t *testing.T) {
 			fill := byte('a' + w%26)
 			for i := range perWorker {
 				r, act, err := xdpDo(o, uint16(i), "incr ctr 1\r\n")
-				if err != nil || act != 3 {
+				if err != nil || act != xdpTX {
 					errs <- fmt.Errorf("incr: action %d %v", act, err)
 					return
 				}

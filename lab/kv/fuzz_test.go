@@ -276,14 +276,14 @@ func checkXDP(t *testing.T, v6 bool, id, seq, total, reserved uint16, payload []
 	}
 	after := p.xdp.snapshot(t, keys)
 	switch act {
-	case 2: // XDP_PASS
+	case xdpPass:
 		for i := range keys {
 			if before[i] != after[i] {
 				t.Fatalf("passed up %q, yet %q changed: %+v -> %+v", payload, keys[i], before[i], after[i])
 			}
 		}
 		return
-	case 1, 3: // XDP_DROP, XDP_TX
+	case xdpDrop, xdpTX:
 	default:
 		t.Fatalf("action %d for %q", act, payload)
 	}
@@ -316,7 +316,7 @@ func checkXDP(t *testing.T, v6 bool, id, seq, total, reserved uint16, payload []
 	modelAfter := p.model.snapshot(t, keys)
 
 	var got []byte
-	if act == 3 {
+	if act == xdpTX {
 		r, err := frame.Parse(opts.DataOut)
 		if err != nil {
 			t.Fatalf("reply to %q: %v", payload, err)

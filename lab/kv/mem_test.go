@@ -168,7 +168,7 @@ func TestOrphanedSlowValuesReclaimed(t *testing.T) {
 	xdpSet := func(key string) {
 		t.Helper()
 		act, r := run(t, o, frame.Datagram{Src: testClient, Dst: testServerPort(o), Payload: []byte("set " + key + " 0 0 1\r\nx\r\n")})
-		if act != 3 || string(r) != "STORED\r\n" {
+		if act != xdpTX || string(r) != "STORED\r\n" {
 			t.Fatalf("XDP set %s: action %d %q", key, act, r)
 		}
 	}

@@ -39,7 +39,7 @@ func loadForTest(t testing.TB, cfg Config) *Objects {
 func run(t testing.TB, o *Objects, d frame.Datagram) (uint32, []byte) {
 	t.Helper()
 	ret, out := runFrame(t, o, d.Frame())
-	if ret != 3 { // XDP_TX
+	if ret != xdpTX {
 		return ret, nil
 	}
 	r, err := frame.Parse(out)
@@ -91,7 +91,7 @@ func TestXDPBasic(t *testing.T) {
 		}
 		for i, st := range steps {
 			act, got := run(t, o, frame.Datagram{Src: src, Dst: dst, ID: uint16(i), Payload: []byte(st.req)})
-			if act != 3 || string(got) != st.want {
+			if act != xdpTX || string(got) != st.want {
 				t.Fatalf("%s %q: action %d reply %q, want %q", src, st.req, act, got, st.want)
 			}
 		}
