@@ -128,7 +128,7 @@ func (l *xdpLab) checkRequest(d frame.Datagram) int {
 	// Beyond the route decision, the FIB must let the datagram out: one
 	// larger than the backend link's MTU (1500 on veth) passes, for the
 	// slow path to send in fragments.
-	if want >= 0 && len(in)-14 > 1500 {
+	if want >= 0 && len(in)-frame.EthLen > 1500 {
 		want = -1
 		l.tooBig++
 	}
@@ -380,7 +380,7 @@ func TestXDPFrames(t *testing.T) {
 	}
 	// A frame header cut short, and a UDP length beyond the frame.
 	in := ok.Frame()
-	for _, f := range [][]byte{in[:14+20+8+4], append(in[:len(in)-3:len(in)-3], 0)} {
+	for _, f := range [][]byte{in[:frame.EthLen+frame.IPv4Len+frame.UDPLen+4], append(in[:len(in)-3:len(in)-3], 0)} {
 		f = append([]byte{}, f...)
 		if act, out := l.run(l.fromCli, f); act != xdpPass || !bytes.Equal(f, out) {
 			t.Errorf("truncated frame (%d bytes): action %d", len(f), act)
