@@ -172,9 +172,10 @@ func TestXDPFlowFlood(t *testing.T) {
 	start := time.Now()
 	err := l.topo.Host("proxy").Do(func() error {
 		for i := range n {
-			src := 0x64400000 + uint32(i)                          // 100.64.0.0/10
-			binary.BigEndian.PutUint32(req[frame.EthLen+12:], src) // IPv4 source
-			binary.BigEndian.PutUint32(rep[frame.EthLen+16:], src) // IPv4 destination
+			// From 100.64.0.0/10: the request's IPv4 source, the reply's destination.
+			src := 0x64400000 + uint32(i)
+			binary.BigEndian.PutUint32(req[frame.EthLen+12:], src)
+			binary.BigEndian.PutUint32(rep[frame.EthLen+16:], src)
 			frame.FixIPv4Sum(req)
 			frame.FixIPv4Sum(rep)
 			act, err := run(l.fromCli, req)
