@@ -9,6 +9,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/xdplab/xdplab/lab/internal/frame"
 )
 
 // Benchmarks of the XDP program alone, through BPF_PROG_TEST_RUN (no
@@ -171,7 +173,7 @@ func BenchmarkXDPModel(b *testing.B) {
 // mustRun sends c once and checks the action and reply.
 func mustRun(b *testing.B, o *Objects, c benchCase) {
 	b.Helper()
-	act, reply := run(b, o, Datagram{Src: c.src, Dst: c.dst, ID: 1, Payload: []byte(c.req)})
+	act, reply := run(b, o, frame.Datagram{Src: c.src, Dst: c.dst, ID: 1, Payload: []byte(c.req)})
 	if act != c.want {
 		b.Fatalf("%s: action %d, want %d (reply %.60q)", c.name, act, c.want, reply)
 	}
@@ -185,11 +187,11 @@ func mustRun(b *testing.B, o *Objects, c benchCase) {
 func benchRun(b *testing.B, o *Objects, c benchCase) {
 	mustRun(b, o, c)
 	prog := o.Program()
-	frame := Datagram{Src: c.src, Dst: c.dst, ID: 1, Payload: []byte(c.req)}.Frame()
+	in := frame.Datagram{Src: c.src, Dst: c.dst, ID: 1, Payload: []byte(c.req)}.Frame()
 	runs := func(n int) (time.Duration, error) {
 		var total time.Duration
 		for range n {
-			ret, d, err := prog.Benchmark(frame, int(c.repeat), nil)
+			ret, d, err := prog.Benchmark(in, int(c.repeat), nil)
 			if err != nil {
 				return 0, err
 			}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/memcache"
 	"golang.org/x/sys/unix"
 )
@@ -24,13 +25,13 @@ var reuseDur = flag.Duration("kv.reuse", 0, "how long TestLRUReuseNoTear runs (0
 // it on the calling thread's CPU) and returns the reply, or nil if XDP did
 // not answer.
 func xdpDo(o *Objects, id uint16, req string) ([]byte, uint32, error) {
-	in := Datagram{Src: testClient, Dst: testServerPort(o), ID: id, Payload: []byte(req)}.Frame()
+	in := frame.Datagram{Src: testClient, Dst: testServerPort(o), ID: id, Payload: []byte(req)}.Frame()
 	opts := ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+2048)}
 	act, err := o.objs.KvXdp.Run(&opts)
-	if err != nil || act != 3 {
+	if err != nil || act != xdpTX {
 		return nil, act, err
 	}
-	d, err := ParseFrame(opts.DataOut)
+	d, err := frame.Parse(opts.DataOut)
 	return d.Payload, act, err
 }
 
@@ -57,7 +58,7 @@ func TestConcurrentIncrAndNoTear(t *testing.T) {
 			fill := byte('a' + w%26)
 			for i := range perWorker {
 				r, act, err := xdpDo(o, uint16(i), "incr ctr 1\r\n")
-				if err != nil || act != 3 {
+				if err != nil || act != xdpTX {
 					errs <- fmt.Errorf("incr: action %d %v", act, err)
 					return
 				}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/memcache"
 )
 
@@ -304,7 +305,7 @@ func (g *engine) viaXDP(req *memcache.Request) (reply []byte, ok bool, err error
 	if len(raw) > payloadMax {
 		return nil, false, nil
 	}
-	in := Datagram{Src: netip.AddrPortFrom(slowSrc, slowSrcPort(g.o.cfg.Port)), Dst: netip.AddrPortFrom(slowDst, g.o.cfg.Port), Reserved: g.o.token, Payload: raw}.Frame()
+	in := frame.Datagram{Src: netip.AddrPortFrom(slowSrc, slowSrcPort(g.o.cfg.Port)), Dst: netip.AddrPortFrom(slowDst, g.o.cfg.Port), Reserved: g.o.token, Payload: raw}.Frame()
 	opts := ebpf.RunOptions{Data: in, DataOut: make([]byte, len(in)+payloadMax)}
 	act, err := g.o.objs.KvXdp.Run(&opts)
 	switch {
@@ -321,7 +322,7 @@ func (g *engine) viaXDP(req *memcache.Request) (reply []byte, ok bool, err error
 	if act == xdpDrop {
 		return nil, true, nil
 	}
-	d, err := ParseFrame(opts.DataOut)
+	d, err := frame.Parse(opts.DataOut)
 	if err != nil {
 		return nil, false, fmt.Errorf("XDP reply: %w", err)
 	}

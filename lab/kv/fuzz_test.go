@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/memcache"
 )
 
@@ -149,10 +150,10 @@ func fuzzFrame(o *Objects, v6 bool, id, seq, total, reserved uint16, payload []b
 		src = netip.MustParseAddrPort("[fd00::1]:40000")
 		dst = netip.AddrPortFrom(netip.MustParseAddr("fd00::2"), o.cfg.Port)
 	}
-	b := Datagram{Src: src, Dst: dst, ID: id, Seq: seq, Total: total, Reserved: reserved, Payload: payload}.Frame()
-	off := ethLen + ipv4Len + 4
+	b := frame.Datagram{Src: src, Dst: dst, ID: id, Seq: seq, Total: total, Reserved: reserved, Payload: payload}.Frame()
+	off := frame.EthLen + frame.IPv4Len + 4
 	if v6 {
-		off = ethLen + ipv6Len + 4
+		off = frame.EthLen + frame.IPv6Len + 4
 	}
 	if total == 0 {
 		// Frame() makes a zero total 1; memcached drops 0. The checksum
@@ -264,7 +265,7 @@ func checkXDP(t *testing.T, v6 bool, id, seq, total, reserved uint16, payload []
 	modelBefore := p.model.snapshot(t, keys)
 
 	in := fuzzFrame(o, v6, id, seq, total, reserved, payload, cut, ulenDelta)
-	if len(in) < ethLen {
+	if len(in) < frame.EthLen {
 		t.Skip("BPF_PROG_TEST_RUN takes no frame shorter than an Ethernet header, nor does a device deliver one")
 	}
 	out := make([]byte, len(in)+4096)
@@ -275,14 +276,14 @@ func checkXDP(t *testing.T, v6 bool, id, seq, total, reserved uint16, payload []
 	}
 	after := p.xdp.snapshot(t, keys)
 	switch act {
-	case 2: // XDP_PASS
+	case xdpPass:
 		for i := range keys {
 			if before[i] != after[i] {
 				t.Fatalf("passed up %q, yet %q changed: %+v -> %+v", payload, keys[i], before[i], after[i])
 			}
 		}
 		return
-	case 1, 3: // XDP_DROP, XDP_TX
+	case xdpDrop, xdpTX:
 	default:
 		t.Fatalf("action %d for %q", act, payload)
 	}
@@ -315,13 +316,13 @@ func checkXDP(t *testing.T, v6 bool, id, seq, total, reserved uint16, payload []
 	modelAfter := p.model.snapshot(t, keys)
 
 	var got []byte
-	if act == 3 {
-		r, err := ParseFrame(opts.DataOut)
+	if act == xdpTX {
+		r, err := frame.Parse(opts.DataOut)
 		if err != nil {
 			t.Fatalf("reply to %q: %v", payload, err)
 		}
-		d, _ := ParseFrame(in)
-		if r.Src != d.Dst || r.Dst != d.Src || r.SrcMAC != d.DstMAC || r.DstMAC != d.SrcMAC ||
+		d, _ := frame.Parse(in)
+		if r.Src != d.Dst || r.Dst != d.Src || !bytes.Equal(r.SrcMAC, d.DstMAC) || !bytes.Equal(r.DstMAC, d.SrcMAC) ||
 			r.ID != id || r.Seq != 0 || r.Total != 1 || r.Reserved != 0 {
 			t.Fatalf("reply header %+v to %+v", r, d)
 		}

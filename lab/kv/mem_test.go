@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/memcache"
 	"github.com/xdplab/xdplab/lab/netlab"
 	"github.com/xdplab/xdplab/lab/peer"
@@ -166,8 +167,8 @@ func TestOrphanedSlowValuesReclaimed(t *testing.T) {
 	}
 	xdpSet := func(key string) {
 		t.Helper()
-		act, r := run(t, o, Datagram{Src: testClient, Dst: testServerPort(o), Payload: []byte("set " + key + " 0 0 1\r\nx\r\n")})
-		if act != 3 || string(r) != "STORED\r\n" {
+		act, r := run(t, o, frame.Datagram{Src: testClient, Dst: testServerPort(o), Payload: []byte("set " + key + " 0 0 1\r\nx\r\n")})
+		if act != xdpTX || string(r) != "STORED\r\n" {
 			t.Fatalf("XDP set %s: action %d %q", key, act, r)
 		}
 	}
@@ -201,7 +202,7 @@ func TestOrphanedSlowValuesReclaimed(t *testing.T) {
 				for j := range 1000 {
 					key := fmt.Sprintf("filler%d.%d.%d", round, cpu, j)
 					xdpSet(key)
-					run(t, o, Datagram{Src: testClient, Dst: testServerPort(o), Payload: []byte("get " + key + "\r\n")})
+					run(t, o, frame.Datagram{Src: testClient, Dst: testServerPort(o), Payload: []byte("get " + key + "\r\n")})
 				}
 			})
 		}

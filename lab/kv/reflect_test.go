@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/xdplab/xdplab/lab/internal/background"
-	"github.com/xdplab/xdplab/lab/internal/frametest"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/memcache"
 	"github.com/xdplab/xdplab/lab/netlab"
 	"github.com/xdplab/xdplab/lab/peer"
@@ -31,7 +31,7 @@ func TestXDPReflectionPorts(t *testing.T) {
 	}{{1, true}, {53, true}, {1023, true}, {11211, true}, {own, true}, {1024, false}, {11210, false}, {own + 1, false}, {40000, false}} {
 		src := netip.AddrPortFrom(testClient.Addr(), c.port)
 		before := (&vethLab{srv: srv}).stat(t, "reflect_drop")
-		act, reply := run(t, o, Datagram{Src: src, Dst: dst, Payload: get})
+		act, reply := run(t, o, frame.Datagram{Src: src, Dst: dst, Payload: get})
 		dropped := (&vethLab{srv: srv}).stat(t, "reflect_drop") - before
 		if c.refused && (act != xdpDrop || dropped != 1) {
 			t.Errorf("from port %d: action %d, reflect_drop +%d; want XDP_DROP counted", c.port, act, dropped)
@@ -75,7 +75,7 @@ func TestReflectionLoop(t *testing.T) {
 				storeB = startStore(t, b, Config{Port: peerPort})
 			}
 			rx0 := storeA.stat(t, "xdp_rx")
-			spoofed := Datagram{Src: netip.AddrPortFrom(b.IPv4(), peerPort), Dst: netip.AddrPortFrom(a.IPv4(), labPort),
+			spoofed := frame.Datagram{Src: netip.AddrPortFrom(b.IPv4(), peerPort), Dst: netip.AddrPortFrom(a.IPv4(), labPort),
 				ID: 7, Payload: []byte("get k\r\n")}
 			sendRawIPv4(t, b, spoofed)
 			// Long enough for thousands of round trips on a veth, even
@@ -123,7 +123,7 @@ func startStore(t *testing.T, h *netlab.Host, cfg Config) *vethLab {
 // sendRawIPv4 sends d's IPv4 packet, source and all as d says, from a raw
 // socket in h: a spoofed source port, which a UDP socket cannot give when
 // the port is in use.
-func sendRawIPv4(t *testing.T, h *netlab.Host, d Datagram) {
+func sendRawIPv4(t *testing.T, h *netlab.Host, d frame.Datagram) {
 	t.Helper()
 	err := h.Do(func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
@@ -131,7 +131,7 @@ func sendRawIPv4(t *testing.T, h *netlab.Host, d Datagram) {
 			return err
 		}
 		defer unix.Close(fd)
-		return unix.Sendto(fd, d.Frame()[ethLen:], 0, &unix.SockaddrInet4{Addr: d.Dst.Addr().As4()})
+		return unix.Sendto(fd, d.Frame()[frame.EthLen:], 0, &unix.SockaddrInet4{Addr: d.Dst.Addr().As4()})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +199,7 @@ func TestXDPOnlyOwnAddresses(t *testing.T) {
 			src = netip.MustParseAddrPort("[fd00::1]:40000")
 		}
 		rx0 := (&vethLab{srv: srv}).stat(t, "xdp_rx")
-		act, reply := run(t, o, Datagram{Src: src, Dst: dst, Payload: get})
+		act, reply := run(t, o, frame.Datagram{Src: src, Dst: dst, Payload: get})
 		rx := (&vethLab{srv: srv}).stat(t, "xdp_rx") - rx0
 		if c.ours && (act != xdpTX || string(reply) != "END\r\n" || rx != 1) {
 			t.Errorf("to %s: action %d reply %q rx +%d, want END", c.dst, act, reply, rx)
@@ -261,11 +261,11 @@ func TestXDPFrameChecks(t *testing.T) {
 		if v6 {
 			src, dst = netip.MustParseAddrPort("[fd00::1]:40000"), netip.AddrPortFrom(netip.MustParseAddr("fd00::2"), o.cfg.Port)
 		}
-		good := Datagram{Src: src, Dst: dst, Payload: []byte("get foo\r\n")}.Frame()
+		good := frame.Datagram{Src: src, Dst: dst, Payload: []byte("get foo\r\n")}.Frame()
 		if act, _ := runFrame(t, o, good); act != xdpTX {
 			t.Fatalf("v6 %v: the good frame: action %d", v6, act)
 		}
-		for _, m := range frametest.Malformed(v6) {
+		for _, m := range frame.Malformed(v6) {
 			in := bytes.Clone(good)
 			m.Apply(in)
 			rx0 := (&vethLab{srv: srv}).stat(t, "xdp_rx")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xdplab/xdplab/lab/internal/background"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/memcache"
 )
 
@@ -66,7 +67,7 @@ func TestSlowPathSharesItemsWithXDP(t *testing.T) {
 	}
 	defer c.Close()
 	xdp := func(req string) (uint32, string) {
-		act, r := run(t, o, Datagram{Src: testClient, Dst: testServerPort(o), Payload: []byte(req)})
+		act, r := run(t, o, frame.Datagram{Src: testClient, Dst: testServerPort(o), Payload: []byte(req)})
 		return act, string(r)
 	}
 	big := strings.Repeat("b", 100)
@@ -74,10 +75,10 @@ func TestSlowPathSharesItemsWithXDP(t *testing.T) {
 	if got := do(t, c, "set k 1 0 3\r\nabc\r\n"); got != "STORED\r\n" {
 		t.Fatalf("tcp set: %q", got)
 	}
-	if act, got := xdp("get k\r\n"); act != 3 || got != "VALUE k 1 3\r\nabc\r\nEND\r\n" {
+	if act, got := xdp("get k\r\n"); act != xdpTX || got != "VALUE k 1 3\r\nabc\r\nEND\r\n" {
 		t.Fatalf("xdp get after tcp set: %d %q", act, got)
 	}
-	if act, got := xdp("set n 0 0 2\r\n41\r\n"); act != 3 || got != "STORED\r\n" {
+	if act, got := xdp("set n 0 0 2\r\n41\r\n"); act != xdpTX || got != "STORED\r\n" {
 		t.Fatalf("xdp set: %d %q", act, got)
 	}
 	if got := do(t, c, "incr n 1\r\n"); got != "42\r\n" {
@@ -87,7 +88,7 @@ func TestSlowPathSharesItemsWithXDP(t *testing.T) {
 	if got := do(t, c, fmt.Sprintf("append k 0 0 %d\r\n%s\r\n", len(big), big)); got != "STORED\r\n" {
 		t.Fatalf("tcp append: %q", got)
 	}
-	if act, _ := xdp("get k\r\n"); act != 2 {
+	if act, _ := xdp("get k\r\n"); act != xdpPass {
 		t.Fatalf("xdp served a slow-path key: action %d", act)
 	}
 	if got := do(t, c, "get k\r\n"); got != "VALUE k 1 103\r\nabc"+big+"\r\nEND\r\n" {
@@ -97,7 +98,7 @@ func TestSlowPathSharesItemsWithXDP(t *testing.T) {
 	if got := do(t, c, "set k 2 0 1\r\nz\r\n"); got != "STORED\r\n" {
 		t.Fatalf("tcp set small: %q", got)
 	}
-	if act, got := xdp("gets k\r\n"); act != 3 || !strings.HasPrefix(got, "VALUE k 2 1 ") {
+	if act, got := xdp("gets k\r\n"); act != xdpTX || !strings.HasPrefix(got, "VALUE k 2 1 ") {
 		t.Fatalf("xdp get after shrink: %d %q", act, got)
 	}
 	for _, st := range []struct{ req, want string }{

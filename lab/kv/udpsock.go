@@ -52,11 +52,10 @@ func (r *replySocket) read(buf []byte) (int, net.Addr, netip.Addr, error) {
 	var dst netip.Addr
 	msgs, _ := unix.ParseSocketControlMessage(r.oob[:oobn])
 	for _, m := range msgs {
-		switch {
-		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= unix.SizeofInet6Pktinfo:
-			dst = netip.AddrFrom16((*unix.Inet6Pktinfo)(unsafe.Pointer(&m.Data[0])).Addr)
-		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo:
-			dst = netip.AddrFrom4((*unix.Inet4Pktinfo)(unsafe.Pointer(&m.Data[0])).Addr)
+		if pi := cmsgData[unix.Inet6Pktinfo](m, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO); pi != nil {
+			dst = netip.AddrFrom16(pi.Addr)
+		} else if pi := cmsgData[unix.Inet4Pktinfo](m, unix.IPPROTO_IP, unix.IP_PKTINFO); pi != nil {
+			dst = netip.AddrFrom4(pi.Addr)
 		}
 	}
 	return n, from, dst, err
@@ -71,20 +70,34 @@ func (r *replySocket) write(b []byte, to net.Addr, src netip.Addr) error {
 	}
 	var oob []byte
 	if r.level == unix.IPPROTO_IPV6 {
-		oob = make([]byte, unix.CmsgSpace(unix.SizeofInet6Pktinfo))
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_PKTINFO
-		h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
-		pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&oob[unix.CmsgLen(0)]))
+		var pi *unix.Inet6Pktinfo
+		oob, pi = newCmsg[unix.Inet6Pktinfo](unix.IPPROTO_IPV6, unix.IPV6_PKTINFO)
 		pi.Addr = src.As16() // IPv4 as ::ffff:a.b.c.d, which the kernel takes for an IPv4 destination
 	} else {
-		oob = make([]byte, unix.CmsgSpace(unix.SizeofInet4Pktinfo))
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		h.Level, h.Type = unix.IPPROTO_IP, unix.IP_PKTINFO
-		h.SetLen(unix.CmsgLen(unix.SizeofInet4Pktinfo))
-		pi := (*unix.Inet4Pktinfo)(unsafe.Pointer(&oob[unix.CmsgLen(0)]))
+		var pi *unix.Inet4Pktinfo
+		oob, pi = newCmsg[unix.Inet4Pktinfo](unix.IPPROTO_IP, unix.IP_PKTINFO)
 		pi.Spec_dst = src.Unmap().As4()
 	}
 	_, _, err := r.c.WriteMsgUDP(b, oob, ua)
 	return err
+}
+
+// newCmsg is one control message of level and typ carrying a T, and that
+// T, zeroed, for the caller to fill in.
+func newCmsg[T any](level, typ int32) ([]byte, *T) {
+	n := int(unsafe.Sizeof(*new(T)))
+	b := make([]byte, unix.CmsgSpace(n))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = level, typ
+	h.SetLen(unix.CmsgLen(n))
+	return b, (*T)(unsafe.Pointer(&b[unix.CmsgLen(0)]))
+}
+
+// cmsgData is m's T if m is a control message of level and typ long
+// enough to carry one, else nil.
+func cmsgData[T any](m unix.SocketControlMessage, level, typ int32) *T {
+	if m.Header.Level != level || m.Header.Type != typ || len(m.Data) < int(unsafe.Sizeof(*new(T))) {
+		return nil
+	}
+	return (*T)(unsafe.Pointer(&m.Data[0]))
 }

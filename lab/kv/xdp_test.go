@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/xdplab/xdplab/lab/internal/frame"
 )
 
 var (
@@ -34,13 +36,13 @@ func loadForTest(t testing.TB, cfg Config) *Objects {
 
 // run sends one request through the XDP program and returns the action and
 // the reply payload (when XDP_TX).
-func run(t testing.TB, o *Objects, d Datagram) (uint32, []byte) {
+func run(t testing.TB, o *Objects, d frame.Datagram) (uint32, []byte) {
 	t.Helper()
 	ret, out := runFrame(t, o, d.Frame())
-	if ret != 3 { // XDP_TX
+	if ret != xdpTX {
 		return ret, nil
 	}
-	r, err := ParseFrame(out)
+	r, err := frame.Parse(out)
 	if err != nil {
 		t.Fatalf("reply frame: %v", err)
 	}
@@ -88,11 +90,11 @@ func TestXDPBasic(t *testing.T) {
 			{"get e\r\n", "END\r\n"},
 		}
 		for i, st := range steps {
-			act, got := run(t, o, Datagram{Src: src, Dst: dst, ID: uint16(i), Payload: []byte(st.req)})
-			if act != 3 || string(got) != st.want {
+			act, got := run(t, o, frame.Datagram{Src: src, Dst: dst, ID: uint16(i), Payload: []byte(st.req)})
+			if act != xdpTX || string(got) != st.want {
 				t.Fatalf("%s %q: action %d reply %q, want %q", src, st.req, act, got, st.want)
 			}
 		}
-		run(t, o, Datagram{Src: src, Dst: dst, Payload: []byte("delete n\r\n")})
+		run(t, o, frame.Datagram{Src: src, Dst: dst, Payload: []byte("delete n\r\n")})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xdplab/xdplab/lab/bpfload"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/internal/testutils"
 	"github.com/xdplab/xdplab/lab/netlab"
 	"github.com/xdplab/xdplab/lab/verifier"
@@ -94,8 +95,8 @@ func BenchmarkXDPRoute(b *testing.B) {
 		if v6 {
 			src, dst = fromCli.Peer.IPv6.Addr(), fromCli.IPv6.Addr()
 		}
-		return dgram{SrcMAC: fromCli.Peer.MAC, DstMAC: fromCli.MAC, Src: netip.AddrPortFrom(src, 40000),
-			Dst: netip.AddrPortFrom(dst, 11211), Total: 1, Payload: []byte(payload)}.frame()
+		return frame.Datagram{SrcMAC: fromCli.Peer.MAC, DstMAC: fromCli.MAC, Src: netip.AddrPortFrom(src, 40000),
+			Dst: netip.AddrPortFrom(dst, 11211), Total: 1, Payload: []byte(payload)}.Frame()
 	}
 	k16 := keysOn0(10, 16)
 	k250 := keysOn0(1, 250)
@@ -106,9 +107,9 @@ func BenchmarkXDPRoute(b *testing.B) {
 		}
 	}
 	kv1 := topo.Host("kv1")
-	reply := dgram{SrcMAC: kv1.Ifaces[0].MAC, DstMAC: kv1.Ifaces[0].Peer.MAC,
+	reply := frame.Datagram{SrcMAC: kv1.Ifaces[0].MAC, DstMAC: kv1.Ifaces[0].Peer.MAC,
 		Src: netip.AddrPortFrom(kv1.IPv4(), 11211), Dst: netip.AddrPortFrom(fromCli.Peer.IPv4.Addr(), 40000),
-		Total: 1, Payload: []byte("VALUE " + k16[0] + " 0 4\r\nvvvv\r\nEND\r\n")}.frame()
+		Total: 1, Payload: []byte("VALUE " + k16[0] + " 0 4\r\nvvvv\r\nEND\r\n")}.Frame()
 	// The client's first request records its flow, so the reply is ours.
 	if err := proxy.Do(func() error {
 		ret, _, err := o.Program().Benchmark(req(false, "get "+k16[0]+"\r\n"), 1, nil)
@@ -124,8 +125,8 @@ func BenchmarkXDPRoute(b *testing.B) {
 		frame []byte
 		want  uint32
 	}{
-		{"OtherTraffic", dgram{SrcMAC: fromCli.Peer.MAC, DstMAC: fromCli.MAC, Src: netip.AddrPortFrom(fromCli.Peer.IPv4.Addr(), 40000),
-			Dst: netip.AddrPortFrom(kv1.IPv4(), 11211), Total: 1, Payload: []byte("get a\r\n")}.frame(), xdpPass},
+		{"OtherTraffic", frame.Datagram{SrcMAC: fromCli.Peer.MAC, DstMAC: fromCli.MAC, Src: netip.AddrPortFrom(fromCli.Peer.IPv4.Addr(), 40000),
+			Dst: netip.AddrPortFrom(kv1.IPv4(), 11211), Total: 1, Payload: []byte("get a\r\n")}.Frame(), xdpPass},
 		{"Get/key=16", req(false, "get "+k16[0]+"\r\n"), xdpRedirect},
 		{"Get/key=16/IPv6", req(true, "get "+k16[0]+"\r\n"), xdpRedirect},
 		{"Get/key=250", req(false, "get "+k250[0]+"\r\n"), xdpRedirect},

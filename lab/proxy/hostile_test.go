@@ -10,7 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/xdplab/xdplab/lab/internal/frametest"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/netlab"
 )
 
@@ -25,14 +25,14 @@ func (l *xdpLab) keyOn(b int) string {
 
 // replyFrom is backend b's reply to req as it reaches the proxy, and the
 // proxy's interface towards b, which it arrives on.
-func (l *xdpLab) replyFrom(b int, req dgram) (dgram, *netlab.Iface) {
+func (l *xdpLab) replyFrom(b int, req frame.Datagram) (frame.Datagram, *netlab.Iface) {
 	kv := l.topo.Host(fmt.Sprintf("kv%d", b+1))
 	toKV := l.topo.Host("proxy").IfaceTo(kv.Name)
 	a := kv.IPv4()
 	if req.Src.Addr().Is6() {
 		a = kv.IPv6()
 	}
-	return dgram{
+	return frame.Datagram{
 		SrcMAC: toKV.Peer.MAC, DstMAC: toKV.MAC,
 		Src: netip.AddrPortFrom(a, l.backends[b].Server.Port), Dst: req.Src,
 		ID: req.ID, Total: 1, Payload: []byte("END\r\n"),
@@ -42,7 +42,7 @@ func (l *xdpLab) replyFrom(b int, req dgram) (dgram, *netlab.Iface) {
 // flow has the client ask backend b for a key from port, so that b's
 // replies to it are the proxy's to bring back, and returns the request
 // and b's reply to it.
-func (l *xdpLab) flow(v6 bool, port uint16, b int) (dgram, dgram, *netlab.Iface) {
+func (l *xdpLab) flow(v6 bool, port uint16, b int) (frame.Datagram, frame.Datagram, *netlab.Iface) {
 	l.t.Helper()
 	req := l.request(v6, port, []byte("get "+l.keyOn(b)+"\r\n"))
 	if l.checkRequest(req) != b {
@@ -67,18 +67,18 @@ func (l *xdpLab) passes(t *testing.T, what string, dev *netlab.Iface, in []byte)
 func TestXDPFrameChecks(t *testing.T) {
 	l := newXDPLab(t)
 	for _, isV6 := range []bool{false, true} {
-		muts := frametest.Malformed(isV6)
+		muts := frame.Malformed(isV6)
 		req, reply, toKV := l.flow(isV6, 42000, 1)
-		if act, _ := l.run(toKV, reply.frame()); act != xdpRedirect {
+		if act, _ := l.run(toKV, reply.Frame()); act != xdpRedirect {
 			t.Fatalf("v6 %v: the baseline reply: action %d", isV6, act)
 		}
 		for _, m := range muts {
 			for _, c := range []struct {
 				kind string
-				d    dgram
+				d    frame.Datagram
 				dev  *netlab.Iface
 			}{{"request", req, l.fromCli}, {"reply", reply, toKV}} {
-				in := c.d.frame()
+				in := c.d.Frame()
 				m.Apply(in)
 				l.passes(t, fmt.Sprintf("v6 %v: %s with %s", isV6, c.kind, m.Name), c.dev, in)
 			}
@@ -96,7 +96,7 @@ func TestXDPReplyIngress(t *testing.T) {
 	toKV3 := l.topo.Host("proxy").IfaceTo("kv3")
 	for _, v6 := range []bool{false, true} {
 		_, reply, toKV2 := l.flow(v6, 43000, 1)
-		in := reply.frame()
+		in := reply.Frame()
 		for _, dev := range []*netlab.Iface{l.fromCli, toKV3} {
 			l.passes(t, fmt.Sprintf("v6 %v: kv2's reply arriving on %s", v6, dev.Name), dev, in)
 		}
@@ -131,7 +131,7 @@ func TestXDPBackendSource(t *testing.T) {
 			d.Src = netip.AddrPortFrom(kv1, c.port)
 			d.SrcMAC, d.DstMAC = toKV1.Peer.MAC, toKV1.MAC
 			before, _ := l.o.Stats()
-			act, _ := l.run(toKV1, d.frame())
+			act, _ := l.run(toKV1, d.Frame())
 			after, _ := l.o.Stats()
 			dropped := after.ReflectDrop - before.ReflectDrop
 			if c.refused && (act != xdpDrop || dropped != 1) {
@@ -151,17 +151,17 @@ func TestXDPBackendSource(t *testing.T) {
 func TestXDPFlowFlood(t *testing.T) {
 	l := newXDPLab(t)
 	_, reply, toKV2 := l.flow(false, 44000, 1)
-	if act, _ := l.run(toKV2, reply.frame()); act != xdpRedirect {
+	if act, _ := l.run(toKV2, reply.Frame()); act != xdpRedirect {
 		t.Fatalf("the client's reply before the flood: action %d", act)
 	}
 	// Three times the map's size, each answered by the backend as a real
 	// one would be (which marks the flow used, as the client's was).
 	const n = 3 * 65536
 	sreq := l.request(false, 45000, []byte("get "+l.keyOn(1)+"\r\n"))
-	sreq.NoCsum = true
+	sreq.NoUDPChecksum = true
 	sreply, _ := l.replyFrom(1, sreq)
-	sreply.NoCsum = true
-	req, rep := sreq.frame(), sreply.frame()
+	sreply.NoUDPChecksum = true
+	req, rep := sreq.Frame(), sreply.Frame()
 	out := make([]byte, len(req)+256)
 	run := func(dev *netlab.Iface, f []byte) (uint32, error) {
 		opts := ebpf.RunOptions{Data: f, DataOut: out,
@@ -172,11 +172,12 @@ func TestXDPFlowFlood(t *testing.T) {
 	start := time.Now()
 	err := l.topo.Host("proxy").Do(func() error {
 		for i := range n {
-			src := 0x64400000 + uint32(i) // 100.64.0.0/10
-			binary.BigEndian.PutUint32(req[26:], src)
-			binary.BigEndian.PutUint32(rep[30:], src)
-			frametest.FixIPv4Sum(req)
-			frametest.FixIPv4Sum(rep)
+			// From 100.64.0.0/10: the request's IPv4 source, the reply's destination.
+			src := 0x64400000 + uint32(i)
+			binary.BigEndian.PutUint32(req[frame.EthLen+12:], src)
+			binary.BigEndian.PutUint32(rep[frame.EthLen+16:], src)
+			frame.FixIPv4Sum(req)
+			frame.FixIPv4Sum(rep)
 			act, err := run(l.fromCli, req)
 			if err != nil {
 				return err
@@ -201,7 +202,7 @@ func TestXDPFlowFlood(t *testing.T) {
 		flows, k = flows+1, next
 	}
 	t.Logf("%d spoofed sources in %v: %d forwarded, %d flows in the map", n, took, planted, flows)
-	if act, _ := l.run(toKV2, reply.frame()); act != xdpRedirect {
+	if act, _ := l.run(toKV2, reply.Frame()); act != xdpRedirect {
 		t.Errorf("the client's reply after the flood: action %d, want XDP_REDIRECT (its flow was evicted)", act)
 	}
 	cpus, err := ebpf.PossibleCPU()

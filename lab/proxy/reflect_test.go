@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/xdplab/xdplab/lab/internal/background"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/memcache"
 )
 
@@ -24,8 +25,8 @@ func TestXDPReflectionPorts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		in := dgram{SrcMAC: l.client.MAC, DstMAC: l.fromCli.MAC, Src: netip.AddrPortFrom(l.client.IPv4.Addr(), c.port),
-			Dst: netip.AddrPortFrom(l.fromCli.IPv4.Addr(), 11211), Total: 1, Payload: []byte("get k\r\n")}.frame()
+		in := frame.Datagram{SrcMAC: l.client.MAC, DstMAC: l.fromCli.MAC, Src: netip.AddrPortFrom(l.client.IPv4.Addr(), c.port),
+			Dst: netip.AddrPortFrom(l.fromCli.IPv4.Addr(), 11211), Total: 1, Payload: []byte("get k\r\n")}.Frame()
 		act, _ := l.run(l.fromCli, in)
 		after, err := l.o.Stats()
 		if err != nil {

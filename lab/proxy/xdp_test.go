@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/internal/testutils"
 	"github.com/xdplab/xdplab/lab/netlab"
 )
@@ -105,12 +106,12 @@ func (l *xdpLab) run(dev *netlab.Iface, frame []byte) (uint32, []byte) {
 }
 
 // request is a client's datagram to the proxy.
-func (l *xdpLab) request(v6 bool, port uint16, payload []byte) dgram {
+func (l *xdpLab) request(v6 bool, port uint16, payload []byte) frame.Datagram {
 	src, dst := l.client.IPv4.Addr(), l.fromCli.IPv4.Addr()
 	if v6 {
 		src, dst = l.client.IPv6.Addr(), l.fromCli.IPv6.Addr()
 	}
-	return dgram{
+	return frame.Datagram{
 		SrcMAC: l.client.MAC, DstMAC: l.fromCli.MAC,
 		Src: netip.AddrPortFrom(src, port), Dst: netip.AddrPortFrom(dst, 11211),
 		ID: port ^ 0x5a5a, Total: 1, Payload: payload,
@@ -120,14 +121,14 @@ func (l *xdpLab) request(v6 bool, port uint16, payload []byte) dgram {
 // checkRequest runs one request and holds the program to Route: routed
 // requests leave rewritten for the backend Route names, the rest pass
 // unchanged. It returns Route's answer.
-func (l *xdpLab) checkRequest(d dgram) int {
+func (l *xdpLab) checkRequest(d frame.Datagram) int {
 	l.t.Helper()
-	in := d.frame()
+	in := d.Frame()
 	want := Route(l.ring, d.Payload)
 	// Beyond the route decision, the FIB must let the datagram out: one
 	// larger than the backend link's MTU (1500 on veth) passes, for the
 	// slow path to send in fragments.
-	if want >= 0 && len(in)-14 > 1500 {
+	if want >= 0 && len(in)-frame.EthLen > 1500 {
 		want = -1
 		l.tooBig++
 	}
@@ -141,7 +142,7 @@ func (l *xdpLab) checkRequest(d dgram) int {
 	if act != xdpRedirect {
 		l.t.Fatalf("%s %.80q: action %d, want XDP_REDIRECT to backend %d", d.Src.Addr(), d.Payload, act, want)
 	}
-	got, err := parseFrame(out)
+	got, err := frame.Parse(out)
 	if err != nil {
 		l.t.Fatalf("%.80q: forwarded frame: %v", d.Payload, err)
 	}
@@ -362,24 +363,24 @@ func TestXDPFrames(t *testing.T) {
 		t.Fatal("the baseline request is not routed")
 	}
 	kv1 := l.topo.Host("kv1")
-	for name, mut := range map[string]func(*dgram){
-		"two datagrams": func(d *dgram) { d.Total = 2 },
-		"seq 1":         func(d *dgram) { d.Seq = 1 },
-		"other port":    func(d *dgram) { d.Dst = netip.AddrPortFrom(d.Dst.Addr(), 11212) },
-		"to a backend":  func(d *dgram) { d.Dst = netip.AddrPortFrom(kv1.IPv4(), 11211) },
-		"ttl 1":         func(d *dgram) { d.TTL = 1 },
-		"no payload":    func(d *dgram) { d.Payload = nil },
+	for name, mut := range map[string]func(*frame.Datagram){
+		"two datagrams": func(d *frame.Datagram) { d.Total = 2 },
+		"seq 1":         func(d *frame.Datagram) { d.Seq = 1 },
+		"other port":    func(d *frame.Datagram) { d.Dst = netip.AddrPortFrom(d.Dst.Addr(), 11212) },
+		"to a backend":  func(d *frame.Datagram) { d.Dst = netip.AddrPortFrom(kv1.IPv4(), 11211) },
+		"ttl 1":         func(d *frame.Datagram) { d.TTL = 1 },
+		"no payload":    func(d *frame.Datagram) { d.Payload = nil },
 	} {
 		d := ok
 		mut(&d)
-		in := d.frame()
+		in := d.Frame()
 		if act, out := l.run(l.fromCli, in); act != xdpPass || !bytes.Equal(in, out) {
 			t.Errorf("%s: action %d, changed %v; want XDP_PASS untouched", name, act, !bytes.Equal(in, out))
 		}
 	}
 	// A frame header cut short, and a UDP length beyond the frame.
-	in := ok.frame()
-	for _, f := range [][]byte{in[:14+20+8+4], append(in[:len(in)-3:len(in)-3], 0)} {
+	in := ok.Frame()
+	for _, f := range [][]byte{in[:frame.EthLen+frame.IPv4Len+frame.UDPLen+4], append(in[:len(in)-3:len(in)-3], 0)} {
 		f = append([]byte{}, f...)
 		if act, out := l.run(l.fromCli, f); act != xdpPass || !bytes.Equal(f, out) {
 			t.Errorf("truncated frame (%d bytes): action %d", len(f), act)
@@ -387,7 +388,7 @@ func TestXDPFrames(t *testing.T) {
 	}
 	// IPv4 without a UDP checksum keeps none.
 	nc := ok
-	nc.NoCsum = true
+	nc.NoUDPChecksum = true
 	if l.checkRequest(nc) < 0 {
 		t.Error("request without UDP checksum not routed")
 	}
@@ -405,7 +406,7 @@ func TestXDPReplies(t *testing.T) {
 		req := l.request(v6, 41000, []byte("get "+key+"\r\n"))
 		reply, toKV2 := l.replyFrom(1, req)
 		reply.Payload = []byte("VALUE " + key + " 0 1\r\nx\r\nEND\r\n")
-		in := reply.frame()
+		in := reply.Frame()
 		if act, out := l.run(toKV2, in); act != xdpPass || !bytes.Equal(in, out) {
 			t.Fatalf("v6 %v: reply before any request: action %d, want XDP_PASS untouched", v6, act)
 		}
@@ -416,7 +417,7 @@ func TestXDPReplies(t *testing.T) {
 		if act != xdpRedirect {
 			t.Fatalf("v6 %v: reply: action %d, want XDP_REDIRECT", v6, act)
 		}
-		got, err := parseFrame(out)
+		got, err := frame.Parse(out)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -435,21 +436,21 @@ func TestXDPReplies(t *testing.T) {
 		}{{0, "CLIENT_ERROR bad data chunk\r\n"}, {1, "ERROR\r\n"}} {
 			d := reply
 			d.Seq, d.Total, d.Payload = e.seq, 2, []byte(e.payload)
-			if act, _ := l.run(toKV2, d.frame()); act != xdpRedirect {
+			if act, _ := l.run(toKV2, d.Frame()); act != xdpRedirect {
 				t.Fatalf("v6 %v: reply %q: action %d, want XDP_REDIRECT", v6, e.payload, act)
 			}
 		}
 		// The same client port talking to kv1 directly, and kv2 writing
 		// to another port of the client: not ours.
-		for _, d := range []dgram{
-			func() dgram { d := reply; d.Dst = netip.AddrPortFrom(req.Src.Addr(), 41001); return d }(),
-			func() dgram {
+		for _, d := range []frame.Datagram{
+			func() frame.Datagram { d := reply; d.Dst = netip.AddrPortFrom(req.Src.Addr(), 41001); return d }(),
+			func() frame.Datagram {
 				d := reply
 				d.Src = netip.AddrPortFrom(reply.Src.Addr(), 11212)
 				return d
 			}(),
 		} {
-			in := d.frame()
+			in := d.Frame()
 			if act, out := l.run(toKV2, in); act != xdpPass || !bytes.Equal(in, out) {
 				t.Errorf("v6 %v: %s -> %s: action %d, want XDP_PASS untouched", v6, d.Src, d.Dst, act)
 			}
@@ -465,12 +466,12 @@ func TestXDPReplies(t *testing.T) {
 	l.backends[1], l.backends[2] = l.backends[2], l.backends[1]
 	l.setBackends(nil)
 	toKV3 := proxy.IfaceTo("kv3")
-	stray := dgram{
+	stray := frame.Datagram{
 		SrcMAC: toKV3.Peer.MAC, DstMAC: toKV3.MAC,
 		Src: netip.AddrPortFrom(l.topo.Host("kv3").IPv4(), 11211), Dst: netip.AddrPortFrom(l.client.IPv4.Addr(), 41000),
 		Total: 1, Payload: []byte("END\r\n"),
 	}
-	in := stray.frame()
+	in := stray.Frame()
 	if act, out := l.run(toKV3, in); act != xdpPass || !bytes.Equal(in, out) {
 		t.Errorf("after reordering backends, kv3 -> client: action %d, want XDP_PASS untouched", act)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/xdplab/xdplab/lab/kv"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/memcache"
 	"github.com/xdplab/xdplab/lab/netlab"
 )
@@ -42,9 +42,9 @@ var (
 )
 
 // Request is a memcached UDP request from Client to Server, request id id.
-func Request(id uint16, payload string) kv.Datagram {
-	return kv.Datagram{Src: Client, Dst: Server, ID: id, Payload: []byte(payload),
-		SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2}}
+func Request(id uint16, payload string) frame.Datagram {
+	return frame.Datagram{Src: Client, Dst: Server, ID: id, Payload: []byte(payload),
+		SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}}
 }
 
 // Run runs the program once on frame with BPF_PROG_TEST_RUN and returns its
@@ -110,7 +110,7 @@ func ARPFrame() []byte {
 // program sees of it is the same up to the protocol byte.
 func TCPFrame() []byte {
 	b := Request(1, "get foo\r\n").Frame()
-	b[14+9] = 6
+	b[frame.EthLen+9] = 6 // IPv4 protocol
 	return b
 }
 

@@ -5,14 +5,18 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/xdplab/xdplab/lab/internal/frame"
+	"github.com/xdplab/xdplab/lab/memcache"
 )
 
-// Lesson 2's counters, after lesson 1's, and its longest key.
+// Lesson 2's counters, after lesson 1's, and its longest key (KEY_MAX in
+// the lessons' C): memcached's, as the codec has it.
 const (
 	cGet   = 2
 	cSet   = 3
 	cOther = 4
-	keyMax = 250
+	keyMax = memcache.MaxKeyLen
 )
 
 // Lesson 2's checks.
@@ -159,7 +163,7 @@ var notGets = map[string]string{
 	"get a b\r\n":            "a get of two keys",
 	"get foo":                "a get without \"\\r\\n\"",
 	"get foo\r\nget bar\r\n": "two requests in one datagram",
-	"get " + strings.Repeat("x", 251) + "\r\n": "a get of a 251-byte key (memcached's limit is 250)",
+	"get " + strings.Repeat("x", keyMax+1) + "\r\n": fmt.Sprintf("a get of a %d-byte key (memcached's limit is %d)", keyMax+1, keyMax),
 	"":            "an empty request",
 	"GET foo\r\n": "GET in capitals (memcached's commands are lower case)",
 }
@@ -187,7 +191,7 @@ func parseOther(e *Env) error {
 	multi.Total = 2
 	for what, f := range map[string][]byte{
 		"the first of 2 datagrams of a request":             multi.Frame(),
-		"a datagram shorter than memcached's 8-byte header": udpTo(11211)[:14+20+8+4],
+		"a datagram shorter than memcached's 8-byte header": udpTo(11211)[:frame.EthLen+frame.IPv4Len+frame.UDPLen+4],
 	} {
 		if err := e.ResetCounters("counters"); err != nil {
 			return err

@@ -1,10 +1,11 @@
 package workshop
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 
-	"github.com/xdplab/xdplab/lab/kv"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 )
 
 // Lesson 3's checks.
@@ -37,17 +38,17 @@ func init() {
 
 // reply runs a request and returns the reply it was answered with, parsed
 // and checked for lengths and checksums.
-func (e *Env) reply(req kv.Datagram) (kv.Datagram, error) {
+func (e *Env) reply(req frame.Datagram) (frame.Datagram, error) {
 	act, out, err := e.Run(req.Frame())
 	if err != nil {
-		return kv.Datagram{}, err
+		return frame.Datagram{}, err
 	}
 	if act != XDPTX {
-		return kv.Datagram{}, fmt.Errorf("%q came back %s, want XDP_TX", req.Payload, ActionName(act))
+		return frame.Datagram{}, fmt.Errorf("%q came back %s, want XDP_TX", req.Payload, ActionName(act))
 	}
-	r, err := kv.ParseFrame(out)
+	r, err := frame.Parse(out)
 	if err != nil {
-		return kv.Datagram{}, fmt.Errorf("the reply to %q is no well-formed frame: %v", req.Payload, err)
+		return frame.Datagram{}, fmt.Errorf("the reply to %q is no well-formed frame: %v", req.Payload, err)
 	}
 	return r, nil
 }
@@ -77,8 +78,8 @@ func replyAddr(e *Env) error {
 	if err != nil {
 		return err
 	}
-	if r.SrcMAC != req.DstMAC || r.DstMAC != req.SrcMAC {
-		return fmt.Errorf("the reply goes from MAC %x to %x; the request came from %x to %x, so swap them", r.SrcMAC, r.DstMAC, req.SrcMAC, req.DstMAC)
+	if !bytes.Equal(r.SrcMAC, req.DstMAC) || !bytes.Equal(r.DstMAC, req.SrcMAC) {
+		return fmt.Errorf("the reply goes from MAC %s to %s; the request came from %s to %s, so swap them", r.SrcMAC, r.DstMAC, req.SrcMAC, req.DstMAC)
 	}
 	if r.Src != req.Dst || r.Dst != req.Src {
 		return fmt.Errorf("the reply goes from %s to %s; the request came from %s to %s, so swap addresses and ports", r.Src, r.Dst, req.Src, req.Dst)
@@ -87,7 +88,7 @@ func replyAddr(e *Env) error {
 }
 
 func replyText(e *Env) error {
-	for _, req := range []kv.Datagram{Request(0x1234, "get foo\r\n"), Request(7, "get a-much-longer-key-than-foo\r\n")} {
+	for _, req := range []frame.Datagram{Request(0x1234, "get foo\r\n"), Request(7, "get a-much-longer-key-than-foo\r\n")} {
 		r, err := e.reply(req)
 		if err != nil {
 			return err

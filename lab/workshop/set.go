@@ -12,7 +12,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdplab/xdplab/lab/kv"
+	"github.com/xdplab/xdplab/lab/internal/frame"
 	"github.com/xdplab/xdplab/lab/memcache"
 )
 
@@ -220,7 +220,7 @@ func setConcurrent(e *Env) error {
 					errs <- err
 					return
 				}
-				r, err := kv.ParseFrame(out)
+				r, err := frame.Parse(out)
 				if act != XDPTX || err != nil {
 					errs <- fmt.Errorf("a get while sets ran came back %s (%v)", ActionName(act), err)
 					return

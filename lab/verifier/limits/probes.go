@@ -126,7 +126,7 @@ func TailCallDepth() (Probe, error) {
 	if err != nil {
 		return Probe{}, err
 	}
-	if ret != xdpPass {
+	if ret != uint32(xdpPass) {
 		return Probe{}, fmt.Errorf("the chain returned %d, want XDP_PASS (%d)", ret, xdpPass)
 	}
 	var runs uint32

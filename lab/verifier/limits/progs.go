@@ -4,9 +4,13 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/xdplab/xdplab/lab/kv"
 )
 
-const xdpPass = 2
+// xdpPass is what every probe program returns: XDP_PASS, from the store's
+// generated enum xdp_action, not retyped.
+const xdpPass = int32(kv.XDPPass)
 
 func xdp(name string, insns asm.Instructions) *ebpf.ProgramSpec {
 	return &ebpf.ProgramSpec{Name: name, Type: ebpf.XDP, License: "GPL", Instructions: insns}

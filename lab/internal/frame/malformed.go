@@ -1,24 +1,19 @@
-// Package frametest holds the malformed frames the XDP programs' tests
-// share (bpf/include/frame.h is the rule they test): each turns a good
-// Ethernet + IPv4/IPv6 (no options) + UDP frame into one the kernel would
-// not take as this host's, so a program must pass it untouched.
-package frametest
+package frame
 
 import (
 	"bytes"
 	"encoding/binary"
 )
 
-// Offsets in an Ethernet frame carrying IPv4 without options or IPv6.
+// Offsets of the fields the mutations spoil, in a frame carrying IPv4
+// without options or IPv6.
 const (
-	eth     = 14
-	v4Len   = eth + 2  // IPv4 total length
-	v4Sum   = eth + 10 // IPv4 header checksum
-	v4UDP   = eth + 20
-	v6Len   = eth + 4 // IPv6 payload length
-	udpLen  = 4       // in the UDP header
-	v4Hdr   = 20
-	version = eth
+	version = EthLen
+	v4Len   = EthLen + 2  // IPv4 total length
+	v4Sum   = EthLen + 10 // IPv4 header checksum
+	v4UDP   = EthLen + IPv4Len
+	v6Len   = EthLen + 4 // IPv6 payload length
+	udpLen  = 4          // in the UDP header
 )
 
 // Mutation spoils a frame in place.
@@ -33,19 +28,14 @@ func add16(f []byte, at, d int) {
 
 // FixIPv4Sum rewrites an IPv4 frame's header checksum.
 func FixIPv4Sum(f []byte) {
-	h := f[eth : eth+v4Hdr]
+	h := f[EthLen : EthLen+IPv4Len]
 	h[10], h[11] = 0, 0
-	var s uint32
-	for i := 0; i < len(h); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(h[i:]))
-	}
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	binary.BigEndian.PutUint16(h[10:], ^uint16(s))
+	binary.BigEndian.PutUint16(h[10:], ^fold(sum(h, 0)))
 }
 
-// Malformed is every way a frame of the family is spoiled.
+// Malformed is every way a good frame of the family is spoiled into one
+// the kernel would not take as this host's (bpf/include/frame.h is the
+// rule), so a program must pass it untouched.
 func Malformed(v6 bool) []Mutation {
 	ms := []Mutation{
 		{"multicast destination", func(f []byte) { copy(f, []byte{0x01, 0x00, 0x5e, 0x00, 0x00, 0x01}) }},
