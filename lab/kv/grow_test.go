@@ -33,8 +33,8 @@ func growth(n int) int {
 // then gets) and the largest value the store answers in XDP (counted by its
 // xdp_tx, never the slow path's replies), over IPv4 and IPv6, and records
 // both for the matrix report. It holds the store to the room the probe
-// found: a value whose reply fits the smaller of the head room and the
-// tail room is answered in XDP; every reply, from XDP or the slow path, is
+// found: a value whose reply fits the head room and the tail room
+// together, as every frame had them, is answered in XDP; every reply, from XDP or the slow path, is
 // byte-exact and the same as the slow path's over TCP.
 func TestVethValueRoom(t *testing.T) {
 	topo := netlab.ForTest(t, netlab.PairSpec(netlab.Options{PeerXDP: true}))
@@ -121,10 +121,10 @@ func TestVethValueRoom(t *testing.T) {
 		if xdp(maxVal) < growTries {
 			best = sort.Search(maxVal+1, func(n int) bool { return xdp(n) < growTries }) - 1
 		}
-		// What the store must answer in XDP: a value whose reply fits at
-		// one end of the frame, with the room every frame had.
+		// What the store must answer in XDP: a value whose reply fits the
+		// room every frame had, at both ends.
 		must := -1
-		for n := 0; n <= maxVal && growth(n) <= max(r.lo.Head, r.lo.Tail); n++ {
+		for n := 0; n <= maxVal && growth(n) <= r.lo.Head+r.lo.Tail; n++ {
 			must = n
 		}
 		t.Logf("%s: GET %d bytes, room head %d..%d tail %d..%d; largest value always answered in XDP %d bytes (reply grows %d); must be at least %d (grows %d)",
