@@ -1063,6 +1063,28 @@ static __always_inline int over_rate(const void *src, __u32 n, __u64 now)
 
 enum { GROW_PASS = 1, GROW_DROP = 2 };
 
+/* Copies the frame's first hlen bytes (in words, HDR_MAX at most) to hdr,
+ * or back from it when out is 1: 0, or -1 when the frame is shorter. */
+static __always_inline int hdr_copy(struct xdp_md *ctx, __u8 *hdr, __u32 hlen, int out)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	for (__u32 i = 0; i < HDR_MAX / 8; i++) {
+		void *p = data + i * 8;
+
+		if (i * 8 >= hlen)
+			break;
+		if (p + 8 > data_end)
+			return -1;
+		if (out)
+			CP8(p, &hdr[i * 8]);
+		else
+			CP8(&hdr[i * 8], p);
+	}
+	return 0;
+}
+
 /* Makes the frame delta bytes longer (or shorter) for the reply, its
  * headers kept at its front: 0; GROW_PASS when it cannot, with the frame as
  * it came, for the slow path; GROW_DROP when the frame broke.
@@ -1077,9 +1099,7 @@ enum { GROW_PASS = 1, GROW_DROP = 2 };
 __noinline int grow_reply(struct xdp_md *ctx, __u32 slot, int delta, __u32 hlen)
 {
 	struct scratch *s = get_scratch(slot);
-	void *data, *data_end;
 	int got;
-	__u32 i;
 
 	if (!s)
 		return GROW_PASS;
@@ -1089,17 +1109,8 @@ __noinline int grow_reply(struct xdp_md *ctx, __u32 slot, int delta, __u32 hlen)
 	 * headers, grow, put them back. */
 	if (delta <= 0)
 		return GROW_PASS;
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	for (i = 0; i < HDR_MAX / 8; i++) {
-		void *p = data + i * 8;
-
-		if (i * 8 >= hlen)
-			break;
-		if (p + 8 > data_end)
-			return GROW_PASS;
-		CP8(&s->hdr[i * 8], p);
-	}
+	if (hdr_copy(ctx, s->hdr, hlen, 0))
+		return GROW_PASS;
 	if (bpf_xdp_adjust_head(ctx, -delta)) {
 		/* Less than delta at the head: all it gives, in halving
 		 * steps, and the rest at the tail. */
@@ -1115,18 +1126,7 @@ __noinline int grow_reply(struct xdp_md *ctx, __u32 slot, int delta, __u32 hlen)
 			/* The frame as it came, for the slow path. */
 			return bpf_xdp_adjust_head(ctx, got) ? GROW_DROP : GROW_PASS;
 	}
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	for (i = 0; i < HDR_MAX / 8; i++) {
-		void *p = data + i * 8;
-
-		if (i * 8 >= hlen)
-			break;
-		if (p + 8 > data_end)
-			return GROW_DROP;
-		CP8(p, &s->hdr[i * 8]);
-	}
-	return 0;
+	return hdr_copy(ctx, s->hdr, hlen, 1) ? GROW_DROP : 0;
 }
 
 SEC("xdp")

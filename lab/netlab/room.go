@@ -104,15 +104,9 @@ func (p *RoomProbe) Close() error {
 // entry (seq, head, tail: seq counts the frames) and drop the frame.
 // Anything else passes.
 func roomInsns(port uint16, mapFD int) asm.Instructions {
-	be := func(v uint16) int32 { return int32(v>>8 | v<<8&0xff00) } // network order, loaded little-endian
-	insns := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // data
-		asm.LoadMem(asm.R3, asm.R1, 4, asm.Word), // data_end
-		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, 14+20+8),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
-		asm.LoadMem(asm.R4, asm.R2, 12, asm.Half),
+	be := be16
+	insns := append(asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}, xdpFrameStart(14+20+8)...)
+	insns = append(insns,
 		asm.JEq.Imm(asm.R4, be(unix.ETH_P_IP), "v4"),
 		asm.JNE.Imm(asm.R4, be(unix.ETH_P_IPV6), "pass"),
 		asm.Mov.Reg(asm.R4, asm.R2),
@@ -131,7 +125,7 @@ func roomInsns(port uint16, mapFD int) asm.Instructions {
 		asm.JNE.Imm(asm.R4, be(port), "pass"),
 		asm.Mov.Imm(asm.R7, 0).WithSymbol("probe"), // head
 		asm.Mov.Imm(asm.R8, 0),                     // tail
-	}
+	)
 	grow := func(reg asm.Register, fn asm.BuiltinFunc, sign int32, from int32, label string) {
 		for step := from; step > 0; step /= 2 {
 			skip := fmt.Sprintf("%s%d", label, step)
@@ -165,6 +159,24 @@ func roomInsns(port uint16, mapFD int) asm.Instructions {
 		asm.Return(),
 	)
 	return insns
+}
+
+// be16 is v in network order, as a 16-bit load reads it on a little-endian
+// machine, for comparing with an immediate.
+func be16(v uint16) int32 { return int32(v>>8 | v<<8&0xff00) }
+
+// xdpFrameStart loads an XDP frame's data into R2 and data_end into R3
+// (from the context in R1), jumps to "pass" when the frame is shorter than
+// n bytes, and loads its EtherType into R4 (network order).
+func xdpFrameStart(n int32) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // data
+		asm.LoadMem(asm.R3, asm.R1, 4, asm.Word), // data_end
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, n),
+		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.LoadMem(asm.R4, asm.R2, 12, asm.Half),
+	}
 }
 
 // UDPFrameLen is the length of the Ethernet frame carrying a UDP datagram
