@@ -135,11 +135,18 @@ func TestVethValueRoom(t *testing.T) {
 		if best < must {
 			t.Errorf("%s: the largest value answered in XDP is %d bytes, but every frame had room for %d", family, best, must)
 		}
-		// Past any frame's room the slow path answers, byte-exact (xdp
-		// checks the bytes).
-		if growth(maxVal) > r.hi.Head+r.hi.Tail {
-			if k := xdp(maxVal); k != 0 {
-				t.Errorf("%s: a value of %d bytes, whose reply outgrows any frame's room, was answered in XDP %d times", family, maxVal, k)
+		// The in-kernel limit's GETs, answered where they fit, byte-exact
+		// either way (xdp checks the bytes). No count is asserted: the
+		// frame that is its page_pool page's last has the page's
+		// remainder too, which depends on the frames before it.
+		if best < maxVal {
+			// The largest value a frame with the most room seen fits.
+			n := best
+			for n < maxVal && growth(n+1) <= r.hi.Head+r.hi.Tail {
+				n++
+			}
+			for _, n := range []int{n, maxVal} {
+				t.Logf("%s: %d bytes (reply grows %d): %d of %d GETs answered in XDP", family, n, growth(n), xdp(n), growTries)
 			}
 		}
 		found = append(found, verifier.Limit{
