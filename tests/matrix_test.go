@@ -328,6 +328,11 @@ func runKernel(t *testing.T, root string, k *kernels.Kernel, bins map[string]str
 	} else {
 		kr.Limits = ls
 	}
+	if rs, err := report.ReadRoom(results); err != nil {
+		t.Errorf("%s: room: %v", k.Name, err)
+	} else {
+		kr.Room = rs
+	}
 	if fs, err := report.ReadFeatures(results); err != nil {
 		t.Errorf("%s: features: %v", k.Name, err)
 	} else {

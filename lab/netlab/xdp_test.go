@@ -18,7 +18,7 @@ import (
 func reflector(t *testing.T, port uint16) *ebpf.Program {
 	t.Helper()
 	RemoveMemlock()
-	be := func(v uint16) int32 { return int32(v>>8 | v<<8&0xff00) } // network order, loaded little-endian
+	be := be16
 	swap := func(a, b int16, size asm.Size) asm.Instructions {
 		return asm.Instructions{
 			asm.LoadMem(asm.R4, asm.R2, a, size),
@@ -27,13 +27,7 @@ func reflector(t *testing.T, port uint16) *ebpf.Program {
 			asm.StoreMem(asm.R2, b, asm.R4, size),
 		}
 	}
-	insns := asm.Instructions{
-		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // data
-		asm.LoadMem(asm.R3, asm.R1, 4, asm.Word), // data_end
-		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, 14+20+8),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
-		asm.LoadMem(asm.R4, asm.R2, 12, asm.Half),
+	insns := append(xdpFrameStart(14+20+8),
 		asm.JNE.Imm(asm.R4, be(0x0800), "pass"),
 		asm.LoadMem(asm.R4, asm.R2, 14, asm.Byte),
 		asm.JNE.Imm(asm.R4, 0x45, "pass"),
@@ -41,7 +35,7 @@ func reflector(t *testing.T, port uint16) *ebpf.Program {
 		asm.JNE.Imm(asm.R4, 17, "pass"),
 		asm.LoadMem(asm.R4, asm.R2, 36, asm.Half),
 		asm.JNE.Imm(asm.R4, be(port), "pass"),
-	}
+	)
 	insns = append(insns, swap(0, 6, asm.Word)...)
 	insns = append(insns, swap(4, 10, asm.Half)...)
 	insns = append(insns, swap(26, 30, asm.Word)...)
@@ -156,20 +150,14 @@ func TestTakeXDPPass(t *testing.T) {
 func redirector(t *testing.T, port uint16, ifindex int, src, dst net.HardwareAddr) *ebpf.Program {
 	t.Helper()
 	RemoveMemlock()
-	be := func(v uint16) int32 { return int32(v>>8 | v<<8&0xff00) }
+	be := be16
 	mac := func(off int16, m net.HardwareAddr) asm.Instructions {
 		return asm.Instructions{
 			asm.StoreImm(asm.R2, off, int64(int32(binary.LittleEndian.Uint32(m[:4]))), asm.Word),
 			asm.StoreImm(asm.R2, off+4, int64(binary.LittleEndian.Uint16(m[4:])), asm.Half),
 		}
 	}
-	insns := asm.Instructions{
-		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word),
-		asm.LoadMem(asm.R3, asm.R1, 4, asm.Word),
-		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, 14+20+8),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
-		asm.LoadMem(asm.R4, asm.R2, 12, asm.Half),
+	insns := append(xdpFrameStart(14+20+8),
 		asm.JNE.Imm(asm.R4, be(0x0800), "pass"),
 		asm.LoadMem(asm.R4, asm.R2, 14, asm.Byte),
 		asm.JNE.Imm(asm.R4, 0x45, "pass"),
@@ -177,7 +165,7 @@ func redirector(t *testing.T, port uint16, ifindex int, src, dst net.HardwareAdd
 		asm.JNE.Imm(asm.R4, 17, "pass"),
 		asm.LoadMem(asm.R4, asm.R2, 36, asm.Half),
 		asm.JNE.Imm(asm.R4, be(port), "pass"),
-	}
+	)
 	insns = append(insns, mac(0, dst)...)
 	insns = append(insns, mac(6, src)...)
 	insns = append(insns,

@@ -57,6 +57,9 @@ type Kernel struct {
 	// Features are the kernel features the shipped programs call on or
 	// pick a code path by, as probed there (ReadFeatures).
 	Features []verifier.Feature `json:"features,omitempty"`
+	// Room is how far an XDP reply could grow on a veth there, and the
+	// largest value the store answered in XDP (ReadRoom).
+	Room []verifier.Limit `json:"room,omitempty"`
 	// Throughput and ProxyThroughput are the throughput suites' results.
 	Throughput      json.RawMessage `json:"throughput,omitempty"`
 	ProxyThroughput json.RawMessage `json:"proxy_throughput,omitempty"`
@@ -239,6 +242,9 @@ func (r *Report) Markdown() string {
 	if v := r.limitsTable(); v != "" {
 		md.WriteString("\nVerifier limits, per kernel (found by search with each kernel's verifier; ≥: nothing was refused as far as the search went):\n\n" + v)
 	}
+	if v := r.roomTable(); v != "" {
+		md.WriteString("\nXDP reply room on a veth, per kernel (measured on a veth pair: the bytes bpf_xdp_adjust_head and bpf_xdp_adjust_tail would add to a GET request; the largest value the store answered in XDP):\n\n" + v)
+	}
 	if v := r.featuresTable(); v != "" {
 		md.WriteString("\nKernel features the programs use, probed per kernel (→ the code path taken):\n\n" + v)
 	}
@@ -290,6 +296,12 @@ func (r *Report) limitsTable() string {
 	return verifier.LimitsTable(perKernel(r, func(k *Kernel) []verifier.Limit { return k.Limits }))
 }
 
+// roomTable is the runs' XDP room measurements, a row per measure.
+func (r *Report) roomTable() string {
+	runs, ids := perKernel(r, func(k *Kernel) []verifier.Limit { return k.Room })
+	return verifier.FactsTable("measure", runs, ids)
+}
+
 // featuresTable is the runs' feature probes, a row per feature.
 func (r *Report) featuresTable() string {
 	return verifier.FeaturesTable(perKernel(r, func(k *Kernel) []verifier.Feature { return k.Features }))
@@ -315,7 +327,14 @@ func perKernel[T any](r *Report, get func(*Kernel) []T) (map[string][]T, []strin
 const (
 	LimitsFilePattern   = "limits-*.json"
 	FeaturesFilePattern = "features-*.json"
+	RoomFilePattern     = "room-*.json"
 )
+
+// ReadRoom collects every XDP room file in a results directory
+// (testutils.RecordRoom), in file name order.
+func ReadRoom(dir string) ([]verifier.Limit, error) {
+	return readAll[verifier.Limit](dir, RoomFilePattern)
+}
 
 // ReadLimits collects every limits file in a results directory, in file
 // name order.

@@ -164,6 +164,39 @@ func TestLimits(t *testing.T) {
 	}
 }
 
+// TestRoom: the room probes' files (room-*.json, not limits) make a table
+// of their own, a row per measure, a column per kernel that measured.
+func TestRoom(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"room-netlab.json": `[{"name":"veth head room, GET IPv4","value":216,"unit":"bytes"}]`,
+		"room-kv.json":     `[{"name":"largest value answered in XDP, GET IPv4","value":257,"unit":"bytes","note":"its reply grows 272 bytes"}]`,
+		"limits-kv.json":   `[{"name":"key length","value":2048,"unit":"bytes"}]`,
+		"features-kv.json": `[]`,
+		"verifier-kv.json": `[{"program":"kv_xdp"}]`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs, err := ReadRoom(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || rs[0].Value != 257 || rs[1].Value != 216 {
+		t.Fatalf("ReadRoom = %+v, want kv's then netlab's", rs)
+	}
+	r := shard("6.12")
+	r.Kernels[0].Room = rs
+	r.Kernels = append(r.Kernels, shard("7.2").Kernels[0]) // measured nothing
+	md := r.Markdown()
+	for _, want := range []string{"XDP reply room on a veth", "| measure | 6.12 |\n", "| largest value answered in XDP, GET IPv4 | 257 bytes |", "| veth head room, GET IPv4 | 216 bytes |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}
+
 // TestReason: a failure's reason is its first message, a skip's its last
 // (what the test logged before t.Skip is not why it skipped).
 func TestReason(t *testing.T) {

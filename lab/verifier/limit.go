@@ -60,6 +60,12 @@ func LimitsTable(runs map[string][]Limit, kernels []string) string {
 	return factTable("limit", runs, kernels)
 }
 
+// FactsTable is LimitsTable with another name for its first column, for
+// per-kernel measurements that are not the verifier's (first: "measure").
+func FactsTable(first string, runs map[string][]Limit, kernels []string) string {
+	return factTable(first, runs, kernels)
+}
+
 // fact is a per-kernel finding a table shows: a row name and a cell.
 type fact interface {
 	row() string

@@ -125,6 +125,18 @@ func RecordLimits(tb testing.TB, name string, limits []verifier.Limit) {
 	writeResults(tb, "limits-"+name+".json", limits)
 }
 
+// RecordRoom logs what a probe measured of how far XDP replies can grow
+// on this kernel (on a veth: head and tail room, the largest value the
+// store answers in XDP) and, in the kernel matrix ($XDPLAB_RESULTS set),
+// writes it to $XDPLAB_RESULTS/room-NAME.json, which the report collects.
+func RecordRoom(tb testing.TB, name string, room []verifier.Limit) {
+	tb.Helper()
+	for _, l := range room {
+		tb.Logf("%s", l)
+	}
+	writeResults(tb, "room-"+name+".json", room)
+}
+
 // CheckFeatures records what the feature probes found, for the matrix
 // report ($XDPLAB_RESULTS/features-NAME.json), and holds them to what the
 // kernel must have: a feature a program can do without (Since set) stops
