@@ -107,8 +107,31 @@ int reflect_xdp(struct xdp_md *ctx)
 		__be16 id = fr->id;
 		__u32 rlen = get ? reply_len : sizeof(*fr) + sizeof(stored);
 
-		if (bpf_xdp_adjust_tail(ctx, (int)rlen - (int)(sizeof(*fr) + plen)))
-			goto pass;
+		int delta = (int)rlen - (int)(sizeof(*fr) + plen);
+
+		if (bpf_xdp_adjust_tail(ctx, delta)) {
+			/* A veth leaves little tailroom but always 256 bytes of
+			 * headroom: grow at the head and move the headers
+			 * there, front to back (they move to lower addresses). */
+			__u32 hlen = p.hoff + sizeof(struct udphdr), d;
+			void *data, *data_end;
+
+			if (delta <= 0 || delta > 256 || bpf_xdp_adjust_head(ctx, -delta))
+				goto pass;
+			d = delta & 511;
+			data = (void *)(long)ctx->data;
+			data_end = (void *)(long)ctx->data_end;
+			for (i = 0; i < 8; i++) {
+				void *to = data + i * 8, *from = to + d;
+
+				if (i * 8 >= hlen)
+					break;
+				PIN(from);
+				if (to + 8 > data_end || from + 8 > data_end)
+					return XDP_DROP;
+				CP8(to, from);
+			}
+		}
 		if (pkt_reload(&p, ctx) < 0)
 			return XDP_DROP;
 		fr = (void *)(p.udp + 1);

@@ -168,3 +168,40 @@ func ReadKnobs(k *Knobs, w *Workload) error {
 	w.Duration, w.Warmup = k.Round, k.Round/4
 	return nil
 }
+
+// Goals is the project's two throughput goals for the store (issue 13), as
+// measured in this comparison: its GETs/s over memcached's (goal ≥ 4×) and
+// over the reflector's, the ceiling the client and the path allow (goal ≥
+// 90%), with each one's median p99 and CPU per request beside. Targets the
+// comparison lacks are left out. Reported, never asserted.
+func (c *Comparison) Goals(store, memcached, reflector string) string {
+	var b strings.Builder
+	row := func(t string) string {
+		return fmt.Sprintf("%s %.0f/s, p99 %.1f µs, %.2f CPU µs/req", t, c.Median(t, Ops), c.Median(t, P99), c.Median(t, CPU))
+	}
+	ratio := func(a, b string) float64 {
+		if d := c.Median(b, Ops); d > 0 {
+			return c.Median(a, Ops) / d
+		}
+		return 0
+	}
+	if len(c.Results[store]) == 0 {
+		return ""
+	}
+	if len(c.Results[memcached]) > 0 {
+		r := ratio(store, memcached)
+		fmt.Fprintf(&b, "goal store ÷ memcached ≥ 4×: %.2f× %s (%s; %s)\n", r, met(r >= 4), row(store), row(memcached))
+	}
+	if len(c.Results[reflector]) > 0 {
+		r := ratio(store, reflector)
+		fmt.Fprintf(&b, "goal store ÷ reflector ≥ 90%%: %.0f%% %s (%s; %s)\n", 100*r, met(r >= 0.9), row(store), row(reflector))
+	}
+	return b.String()
+}
+
+func met(ok bool) string {
+	if ok {
+		return "(met)"
+	}
+	return "(missed)"
+}

@@ -357,11 +357,19 @@ type phases struct {
 	measure, end time.Duration
 }
 
+// Value is the value of n bytes every SET of the benchmark stores (with
+// flags 0), and so what every GET hit returns.
+func Value(n int) []byte {
+	v := make([]byte, n)
+	for i := range v {
+		v[i] = 'a' + byte(i%26)
+	}
+	return v
+}
+
 func newWorkload(w *Workload, keys *keySet, seed uint64) *workload {
 	tail := []byte(" 0 0 " + strconv.Itoa(w.ValueSize) + "\r\n")
-	for i := range w.ValueSize {
-		tail = append(tail, 'a'+byte(i%26))
-	}
+	tail = append(tail, Value(w.ValueSize)...)
 	tail = append(tail, "\r\n"...)
 	return &workload{w: w, keys: keys, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)), setTail: tail}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xdplab/xdplab/lab/bench"
+	"github.com/xdplab/xdplab/lab/bench/reflector"
 	"github.com/xdplab/xdplab/lab/internal/background"
 	"github.com/xdplab/xdplab/lab/netlab"
 	"github.com/xdplab/xdplab/lab/peer"
@@ -44,10 +45,11 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 			{Name: "client", Role: "client", XDPPass: true},
 			{Name: "kv", Role: "kv"},
 			{Name: "mc", Role: "memcached"},
+			{Name: "rf", Role: "kv"},
 		},
-		Links: []netlab.LinkSpec{{A: "client", B: "kv"}, {A: "client", B: "mc"}},
+		Links: []netlab.LinkSpec{{A: "client", B: "kv"}, {A: "client", B: "mc"}, {A: "client", B: "rf"}},
 	})
-	client, kvh, mch := topo.Host("client"), topo.Host("kv"), topo.Host("mc")
+	client, kvh, mch, rfh := topo.Host("client"), topo.Host("kv"), topo.Host("mc"), topo.Host("rf")
 
 	o := loadForTest(b, Config{})
 	l, err := netlab.AttachXDP(kvh, kvh.Dev(), o.Program())
@@ -70,9 +72,23 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 		b.Cleanup(func() { mc.Stop() })
 	}
 
+	// The reflector: the ceiling, answering every GET with the bytes a
+	// store hit of the workload's value gives (see lab/bench/reflector).
+	rf, err := reflector.Load(reflector.Config{Port: o.Config().Port, KeySize: w0.KeySize, Value: bench.Value(w0.ValueSize)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { rf.Close() })
+	rl, err := netlab.AttachXDP(rfh, rfh.Dev(), rf.Program())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { rl.Close() })
+
 	dial := client.Dial
 	targets := []bench.Target{
 		{Name: "store", Addr: netip.AddrPortFrom(kvh.IPv4(), o.Config().Port).String(), Dial: dial},
+		{Name: "reflector", Addr: netip.AddrPortFrom(rfh.IPv4(), o.Config().Port).String(), Dial: dial},
 		{Name: "memcached", Addr: netip.AddrPortFrom(mch.IPv4(), mcPort).String(), Dial: dial},
 		{Name: "memcached+xdp", Addr: netip.AddrPortFrom(kvh.IPv4(), mcPort).String(), Dial: dial},
 	}
@@ -86,7 +102,11 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 			w := w0
 			w.GetRatio, w.KeyPrefix = wl.getRatio, wl.name+":"
 			before := xdpCounters(b, srv)
-			dropsBefore := udpDrops(b, client, kvh, mch)
+			dropsBefore := udpDrops(b, client, kvh, mch, rfh)
+			rfBefore, err := rf.Stats()
+			if err != nil {
+				b.Fatal(err)
+			}
 			cmp, err := bench.Compare(ctx, targets, w, knobs.Rounds, "memcached")
 			if err != nil {
 				b.Fatal(err)
@@ -102,9 +122,16 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 				tx, pass, after["xdp_drop"]-before["xdp_drop"])
 			// Lost requests: UDP datagrams dropped for a full receive
 			// buffer, per namespace, tell whether a socket overflowed.
-			dropsAfter := udpDrops(b, client, kvh, mch)
+			rfAfter, err := rf.Stats()
+			if err != nil {
+				b.Fatal(err)
+			}
+			fmt.Fprintf(&table, "reflector: %d GETs and %d SETs answered, %d passed\n",
+				rfAfter.Gets-rfBefore.Gets, rfAfter.Sets-rfBefore.Sets, rfAfter.Passed-rfBefore.Passed)
+			table.WriteString(cmp.Goals("store", "memcached", "reflector"))
+			dropsAfter := udpDrops(b, client, kvh, mch, rfh)
 			table.WriteString("UDP receive-buffer drops during the runs:")
-			for _, h := range []*netlab.Host{client, kvh, mch} {
+			for _, h := range []*netlab.Host{client, kvh, mch, rfh} {
 				fmt.Fprintf(&table, " %s %d", h.Name, dropsAfter[h.Name]-dropsBefore[h.Name])
 			}
 			table.WriteString("\n")
@@ -120,6 +147,8 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 			b.ReportMetric(cmp.Median("store", bench.Ops), "store-ops/s")
 			b.ReportMetric(cmp.Median("memcached", bench.Ops), "memcached-ops/s")
 			b.ReportMetric(cmp.Ratio("store", bench.Ops), "store/memcached")
+			b.ReportMetric(cmp.Median("reflector", bench.Ops), "reflector-ops/s")
+			b.ReportMetric(cmp.Median("store", bench.Ops)/cmp.Median("reflector", bench.Ops), "store/reflector")
 			b.ReportMetric(cmp.Median("store", bench.P50), "store-p50-us")
 			b.ReportMetric(cmp.Median("store", bench.P99), "store-p99-us")
 			b.ReportMetric(cmp.Median("memcached", bench.P50), "memcached-p50-us")
