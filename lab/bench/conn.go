@@ -47,6 +47,9 @@ type udpConn struct {
 
 	rd readDeadline
 	tally
+
+	// raw is the pinned client's I/O (nil for the netpoll client's).
+	raw *rawIO
 }
 
 // slot is one request: in flight, or the next to send.
@@ -211,6 +214,9 @@ func (c *udpConn) send(src source, now time.Duration, inFlight int) error {
 				c.infl--
 				src.lost(&c.tally, s, now)
 			}
+			if c.raw != nil {
+				c.wbufs[k] = c.raw.slot(c, k)
+			}
 			b := memcache.AppendHeader(c.wbufs[k][:0], memcache.Header{RequestID: id, Total: 1})
 			b, ok := src.fill(s, b)
 			if !ok {
@@ -225,20 +231,26 @@ func (c *udpConn) send(src source, now time.Duration, inFlight int) error {
 		if k == 0 {
 			return nil
 		}
-		sentN := 0
-		for sentN < k {
-			n, err := c.bc.WriteBatch(c.wmsgs[sentN:k], 0)
-			if err != nil {
-				if errors.Is(err, syscall.ECONNREFUSED) {
-					c.st.errors++ // an earlier datagram was refused
-					continue
-				}
-				if errors.Is(err, net.ErrClosed) {
-					return nil
-				}
-				return fmt.Errorf("bench: send: %w", err)
+		if c.raw != nil {
+			if err := c.raw.write(c, k); err != nil {
+				return err
 			}
-			sentN += n
+		} else {
+			sentN := 0
+			for sentN < k {
+				n, err := c.bc.WriteBatch(c.wmsgs[sentN:k], 0)
+				if err != nil {
+					if errors.Is(err, syscall.ECONNREFUSED) {
+						c.st.errors++ // an earlier datagram was refused
+						continue
+					}
+					if errors.Is(err, net.ErrClosed) {
+						return nil
+					}
+					return fmt.Errorf("bench: send: %w", err)
+				}
+				sentN += n
+			}
 		}
 		for _, id := range c.wids[:k] {
 			s := &c.slots[id]

@@ -3,8 +3,11 @@ package bench
 import (
 	"bytes"
 	"os"
+	"runtime"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // cpuTimes is the machine's CPU time from /proc/stat's first line, in
@@ -54,6 +57,26 @@ type cpuMeter struct {
 	done chan struct{}
 	busy float64 // cores busy on average over the window
 	ok   bool
+	// self is this process's CPU time (getrusage) in the window; allocs
+	// its heap allocations.
+	self   time.Duration
+	selfOK bool
+	allocs uint64
+}
+
+// selfCPU is this process's user and system time so far.
+func selfCPU() (time.Duration, bool) {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0, false
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
+}
+
+func mallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
 }
 
 func startCPUMeter(ph phases) *cpuMeter {
@@ -62,8 +85,13 @@ func startCPUMeter(ph phases) *cpuMeter {
 		defer close(m.done)
 		time.Sleep(time.Until(ph.base.Add(ph.measure)))
 		a, ok1 := readCPU()
+		sa, sok1 := selfCPU()
+		ma := mallocs()
 		time.Sleep(time.Until(ph.base.Add(ph.end)))
 		b, ok2 := readCPU()
+		sb, sok2 := selfCPU()
+		m.allocs = mallocs() - ma
+		m.self, m.selfOK = sb-sa, sok1 && sok2
 		if ok1 && ok2 && b.total > a.total {
 			m.busy = float64(b.busy-a.busy) / float64(b.total-a.total) * float64(b.cpus)
 			m.ok = true

@@ -1,0 +1,317 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/xdplab/xdplab/lab/memcache"
+	"golang.org/x/sys/unix"
+)
+
+// The pinned client: the same closed loop per socket (requests, slots,
+// matching, checks and counts are udpConn's), driven differently, so that a
+// request costs the client less:
+//
+//   - fewer threads than CPUs (one per CPU but one, at most one per socket),
+//     each locked to its OS thread and pinned to a CPU with
+//     sched_setaffinity, serving its sockets in turn: no goroutine per
+//     socket, no netpoller wake-ups, no migrations;
+//   - sendmmsg and recvmmsg called directly (MSG_DONTWAIT) on message
+//     headers built once, over one buffer that holds a batch's requests
+//     back to back: nothing is allocated per batch or per request;
+//   - a thread blocks (poll) only when none of its sockets had a reply.
+//
+// UDP GSO (UDP_SEGMENT, one send for a batch of equal-sized requests) needs
+// the sending device to offload checksums (the kernel refuses a GSO send
+// whose checksum it would have to finish in software, EIO), and netlab turns
+// that offload off on its veths (the XDP_TX quirk netlab documents), so the
+// client does not use it; see rawIO.gso.
+
+// Client engines, Target.Client.
+const (
+	// ClientPinned is the default: pinned threads, raw batches.
+	ClientPinned = "pinned"
+	// ClientNetpoll is the first client: a goroutine per socket, x/net's
+	// batch calls through Go's netpoller. Kept to compare against.
+	ClientNetpoll = "netpoll"
+)
+
+// mmsghdr is struct mmsghdr (x/sys/unix has Msghdr but not this).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
+	_   [4]byte
+}
+
+// rawIO is one socket's raw batch I/O: its descriptor, a send buffer that
+// holds a batch back to back, and the message headers, all made once.
+type rawIO struct {
+	fd    int
+	sbuf  []byte
+	start []int
+	siov  []unix.Iovec
+	smsgs []mmsghdr
+	rbufs [][]byte
+	riov  []unix.Iovec
+	rmsgs []mmsghdr
+	rctl  []byte
+	gro   bool
+}
+
+func newRawIO(c *udpConn) (*rawIO, error) {
+	sc, ok := c.nc.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("bench: %T has no descriptor", c.nc)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	r := &rawIO{fd: -1}
+	// The descriptor stays the net.Conn's (non-blocking, closed with it);
+	// the loop uses it only while the conn is open.
+	if err := rc.Control(func(fd uintptr) { r.fd = int(fd) }); err != nil {
+		return nil, err
+	}
+	r.sbuf = make([]byte, maxBatch*memcache.MaxDatagram)
+	r.start = make([]int, maxBatch)
+	r.siov = make([]unix.Iovec, maxBatch)
+	r.smsgs = make([]mmsghdr, maxBatch)
+	for i := range maxBatch {
+		r.smsgs[i].hdr.Iov = &r.siov[i]
+		r.smsgs[i].hdr.SetIovlen(1)
+	}
+	// UDP GRO: replies of one size that arrive together reach the socket
+	// as one datagram train, split here by the segment size the kernel
+	// gives in a control message. Where the kernel lacks it, or it is
+	// turned off, one datagram per message as before.
+	nmsg, size := maxBatch, 2048
+	if os.Getenv("XDPLAB_BENCH_GRO") != "0" && unix.SetsockoptInt(r.fd, unix.SOL_UDP, unix.UDP_GRO, 1) == nil {
+		r.gro = true
+		nmsg, size = groMsgs, 1<<16
+	}
+	r.rbufs = make([][]byte, nmsg)
+	r.riov = make([]unix.Iovec, nmsg)
+	r.rmsgs = make([]mmsghdr, nmsg)
+	r.rctl = make([]byte, nmsg*ctlSpace)
+	for i := range nmsg {
+		r.rbufs[i] = make([]byte, size)
+		r.riov[i].Base = &r.rbufs[i][0]
+		r.riov[i].SetLen(len(r.rbufs[i]))
+		r.rmsgs[i].hdr.Iov = &r.riov[i]
+		r.rmsgs[i].hdr.SetIovlen(1)
+		if r.gro {
+			r.rmsgs[i].hdr.Control = &r.rctl[i*ctlSpace]
+		}
+	}
+	return r, nil
+}
+
+const (
+	// groMsgs is the messages per recvmmsg with GRO: each up to 64 KiB.
+	groMsgs = 8
+	// ctlSpace holds one UDP_GRO control message (an int).
+	ctlSpace = unix.SizeofCmsghdr + 8
+)
+
+// groSize is the segment size of message i's UDP_GRO control message, or
+// 0 when it has none (one datagram).
+func (r *rawIO) groSize(i int) int {
+	h := &r.rmsgs[i].hdr
+	if h.Controllen < unix.SizeofCmsghdr+4 {
+		return 0
+	}
+	c := (*unix.Cmsghdr)(unsafe.Pointer(h.Control))
+	if c.Level != unix.SOL_UDP || c.Type != unix.UDP_GRO {
+		return 0
+	}
+	return int(*(*int32)(unsafe.Pointer(uintptr(unsafe.Pointer(h.Control)) + unix.SizeofCmsghdr)))
+}
+
+// slot is where request k of a batch is built: right after request k-1.
+func (r *rawIO) slot(c *udpConn, k int) []byte {
+	off := 0
+	if k > 0 {
+		off = r.start[k-1] + len(c.wbufs[k-1])
+	}
+	r.start[k] = off
+	end := min(off+memcache.MaxDatagram, len(r.sbuf))
+	return r.sbuf[off:off:end]
+}
+
+// write sends requests 0..k of the batch with sendmmsg, waiting (poll) while
+// the socket's buffer is full.
+func (r *rawIO) write(c *udpConn, k int) error {
+	for i := range k {
+		r.siov[i].Base = &c.wbufs[i][0]
+		r.siov[i].SetLen(len(c.wbufs[i]))
+	}
+	sent := 0
+	for sent < k {
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(r.fd), uintptr(unsafe.Pointer(&r.smsgs[sent])), uintptr(k-sent), unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0:
+			sent += int(n)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			fds := []unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLOUT}}
+			unix.Poll(fds, 1)
+		case unix.ECONNREFUSED:
+			c.st.errors++ // an earlier datagram was refused
+		case unix.EBADF:
+			return net.ErrClosed
+		default:
+			return fmt.Errorf("bench: send: %w", e)
+		}
+	}
+	return nil
+}
+
+// read takes what the socket holds, up to a batch, without waiting; it
+// returns how many datagrams it handed to c.receive.
+func (r *rawIO) read(c *udpConn, src source, now time.Duration) (int, error) {
+	if r.gro {
+		for i := range r.rmsgs {
+			r.rmsgs[i].hdr.SetControllen(ctlSpace)
+		}
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(r.fd), uintptr(unsafe.Pointer(&r.rmsgs[0])), uintptr(len(r.rmsgs)), unix.MSG_DONTWAIT, 0, 0)
+	switch e {
+	case 0:
+	case unix.EAGAIN, unix.EINTR:
+		return 0, nil
+	case unix.ECONNREFUSED:
+		// ICMP port unreachable for an earlier datagram: those requests
+		// time out as lost.
+		c.st.errors++
+		return 0, nil
+	case unix.EBADF:
+		return 0, net.ErrClosed
+	default:
+		return 0, fmt.Errorf("bench: receive: %w", e)
+	}
+	got := 0
+	for i := range int(n) {
+		d := r.rbufs[i][:r.rmsgs[i].n]
+		seg := 0
+		if r.gro {
+			seg = r.groSize(i)
+		}
+		if seg <= 0 {
+			c.receive(src, d, now)
+			got++
+			continue
+		}
+		for len(d) > 0 {
+			k := min(seg, len(d))
+			c.receive(src, d[:k], now)
+			d = d[k:]
+			got++
+		}
+	}
+	return got, nil
+}
+
+// pinnedThreads is how many threads the pinned client runs for n sockets:
+// one per CPU but one, at least one, at most one per socket.
+func pinnedThreads(n int) int {
+	if v, err := strconv.Atoi(os.Getenv("XDPLAB_BENCH_THREADS")); err == nil && v > 0 {
+		return min(n, v)
+	}
+	return max(1, min(n, runtime.NumCPU()-1))
+}
+
+// runPinned drives conns (each with its source) from pinned threads until
+// stop, ctx's end, or every source is done with nothing in flight.
+func runPinned(ctx context.Context, conns []*udpConn, srcs []source, base time.Time, stop time.Duration, inFlight int, timeout time.Duration) error {
+	for _, c := range conns {
+		if c.raw == nil {
+			r, err := newRawIO(c)
+			if err != nil {
+				return err
+			}
+			c.raw = r
+		}
+	}
+	nt := pinnedThreads(len(conns))
+	errc := make(chan error, nt)
+	for t := range nt {
+		var mine []*udpConn
+		var msrc []source
+		for i := t; i < len(conns); i += nt {
+			mine, msrc = append(mine, conns[i]), append(msrc, srcs[i])
+		}
+		go func() { errc <- pinnedLoop(ctx, t, mine, msrc, base, stop, inFlight, timeout) }()
+	}
+	var first error
+	for range nt {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func pinnedLoop(ctx context.Context, cpu int, conns []*udpConn, srcs []source, base time.Time, stop time.Duration, inFlight int, timeout time.Duration) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var set unix.CPUSet
+	set.Set(cpu % runtime.NumCPU())
+	_ = unix.SchedSetaffinity(0, &set) // best effort: a cpuset may forbid it
+	defer func() {
+		set.Zero()
+		for i := range runtime.NumCPU() {
+			set.Set(i)
+		}
+		_ = unix.SchedSetaffinity(0, &set)
+	}()
+	fds := make([]unix.PollFd, len(conns))
+	for i, c := range conns {
+		fds[i] = unix.PollFd{Fd: int32(c.raw.fd), Events: unix.POLLIN}
+		c.rd.start(timeout)
+	}
+	tick := int(max(conns[0].rd.tick/time.Millisecond, 1))
+	for ctx.Err() == nil {
+		now := time.Since(base)
+		if now >= stop {
+			return nil
+		}
+		got, busy := 0, false
+		for i, c := range conns {
+			src := srcs[i]
+			if src.done() && c.infl == 0 {
+				continue
+			}
+			busy = true
+			c.expire(src, now, timeout)
+			if err := c.send(src, now, inFlight); err != nil {
+				return err
+			}
+			if c.infl == 0 {
+				continue
+			}
+			n, err := c.raw.read(c, src, time.Since(base))
+			if err != nil {
+				if err == net.ErrClosed {
+					return nil
+				}
+				return err
+			}
+			got += n
+		}
+		if !busy {
+			return nil
+		}
+		if got == 0 {
+			unix.Poll(fds, tick)
+		}
+	}
+	return nil
+}
