@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -63,6 +64,12 @@ type rawIO struct {
 	rmsgs []mmsghdr
 	rctl  []byte
 	gro   bool
+
+	// gso: batches of equal-sized requests go as one UDP_SEGMENT send.
+	gso    bool
+	gsoMsg unix.Msghdr
+	gsoIov unix.Iovec
+	gsoCtl []byte
 }
 
 func newRawIO(c *udpConn) (*rawIO, error) {
@@ -88,6 +95,15 @@ func newRawIO(c *udpConn) (*rawIO, error) {
 		r.smsgs[i].hdr.Iov = &r.siov[i]
 		r.smsgs[i].hdr.SetIovlen(1)
 	}
+	r.gso = os.Getenv("XDPLAB_BENCH_GSO") != "0"
+	r.gsoCtl = make([]byte, unix.CmsgSpace(2))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&r.gsoCtl[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	r.gsoMsg.Iov = &r.gsoIov
+	r.gsoMsg.SetIovlen(1)
+	r.gsoMsg.Control = &r.gsoCtl[0]
+	r.gsoMsg.SetControllen(len(r.gsoCtl))
 	// UDP GRO: replies of one size that arrive together reach the socket
 	// as one datagram train, split here by the segment size the kernel
 	// gives in a control message. Where the kernel lacks it, or it is
@@ -146,9 +162,65 @@ func (r *rawIO) slot(c *udpConn, k int) []byte {
 	return r.sbuf[off:off:end]
 }
 
-// write sends requests 0..k of the batch with sendmmsg, waiting (poll) while
-// the socket's buffer is full.
+// gsoOK says whether requests 0..k of the batch, back to back in sbuf,
+// can go as one UDP GSO send: all of one size but the last (which may be
+// shorter), within a GSO send's bounds. It returns the segment size and the
+// total.
+func (r *rawIO) gsoOK(c *udpConn, k int) (seg, total int, ok bool) {
+	if !r.gso || k < 2 || k > 64 {
+		return 0, 0, false
+	}
+	seg = len(c.wbufs[0])
+	for i := 1; i < k; i++ {
+		n := len(c.wbufs[i])
+		if n > seg || (n < seg && i < k-1) {
+			return 0, 0, false
+		}
+	}
+	total = r.start[k-1] + len(c.wbufs[k-1])
+	return seg, total, total <= 65000
+}
+
+// writeGSO sends the batch as one datagram train that the kernel cuts
+// into seg-byte datagrams (UDP_SEGMENT): one pass through the UDP and IP
+// layers for the batch instead of one per request. false when the kernel
+// refused GSO on this socket's path (EIO: the device does not offload
+// checksums; EINVAL: a kernel without it), which turns it off for the
+// socket.
+func (r *rawIO) writeGSO(c *udpConn, seg, total int) (bool, error) {
+	r.gsoIov.Base = &r.sbuf[0]
+	r.gsoIov.SetLen(total)
+	*(*uint16)(unsafe.Pointer(&r.gsoCtl[unix.SizeofCmsghdr])) = uint16(seg)
+	for {
+		_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(r.fd), uintptr(unsafe.Pointer(&r.gsoMsg)), unix.MSG_DONTWAIT)
+		switch e {
+		case 0:
+			return true, nil
+		case unix.EINTR:
+		case unix.EAGAIN, unix.ENOBUFS:
+			fds := []unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLOUT}}
+			unix.Poll(fds, 1)
+		case unix.ECONNREFUSED:
+			c.st.errors++ // an earlier datagram was refused
+		case unix.EIO, unix.EINVAL, unix.ENOPROTOOPT, unix.EOPNOTSUPP:
+			r.gso = false
+			return false, nil
+		case unix.EBADF:
+			return false, net.ErrClosed
+		default:
+			return false, fmt.Errorf("bench: send: %w", e)
+		}
+	}
+}
+
+// write sends requests 0..k of the batch, as one GSO train where it can,
+// else with sendmmsg, waiting (poll) while the socket's buffer is full.
 func (r *rawIO) write(c *udpConn, k int) error {
+	if seg, total, ok := r.gsoOK(c, k); ok {
+		if sent, err := r.writeGSO(c, seg, total); sent || err != nil {
+			return err
+		}
+	}
 	for i := range k {
 		r.siov[i].Base = &c.wbufs[i][0]
 		r.siov[i].SetLen(len(c.wbufs[i]))
@@ -198,12 +270,17 @@ func (r *rawIO) read(c *udpConn, src source, now time.Duration) (int, error) {
 		return 0, fmt.Errorf("bench: receive: %w", e)
 	}
 	got := 0
+	debugCalls.Add(1)
 	for i := range int(n) {
 		d := r.rbufs[i][:r.rmsgs[i].n]
 		seg := 0
 		if r.gro {
 			seg = r.groSize(i)
 		}
+		if seg > 0 && seg < len(d) {
+			debugTrains.Add(1)
+		}
+		debugMsgs.Add(1)
 		if seg <= 0 {
 			c.receive(src, d, now)
 			got++
@@ -240,6 +317,11 @@ func runPinned(ctx context.Context, conns []*udpConn, srcs []source, base time.T
 			c.raw = r
 		}
 	}
+	defer func() {
+		if os.Getenv("XDPLAB_BENCH_DEBUG") != "" {
+			fmt.Fprintf(os.Stderr, "recvmmsg calls %d msgs %d trains %d\n", debugCalls.Swap(0), debugMsgs.Swap(0), debugTrains.Swap(0))
+		}
+	}()
 	nt := pinnedThreads(len(conns))
 	errc := make(chan error, nt)
 	for t := range nt {
@@ -315,3 +397,5 @@ func pinnedLoop(ctx context.Context, cpu int, conns []*udpConn, srcs []source, b
 	}
 	return nil
 }
+
+var debugTrains, debugMsgs, debugCalls atomic.Int64
