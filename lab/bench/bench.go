@@ -215,11 +215,14 @@ type Result struct {
 	Hits   uint64 `json:"hits"`
 	Misses uint64 `json:"misses"`
 	// Errors are replies other than the expected kind (SET not STORED, a
-	// GET reply that is not VALUE.../END, an error line), or send and
-	// receive errors such as ICMP port unreachable.
+	// GET reply that is not VALUE.../END, an error line, a value other
+	// than the workload's, byte for byte, or for a key not asked for), or
+	// send and receive errors such as ICMP port unreachable.
 	Errors uint64 `json:"errors"`
 	// Lost requests got no reply within Workload.Timeout.
 	Lost uint64 `json:"lost"`
+	// Late replies came after their request was counted lost (UDP only).
+	Late uint64 `json:"late"`
 	// OpsPerSec is Requests / Elapsed.
 	OpsPerSec float64 `json:"ops_per_sec"`
 	// CPUBusy is how many of the machine's CPUs were busy on average in

@@ -70,9 +70,6 @@ func selfCPU() (time.Duration, bool) {
 	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
 		return 0, false
 	}
-	if os.Getenv("XDPLAB_BENCH_DEBUG") != "" {
-		println("utime", ru.Utime.Nano()/1000, "stime", ru.Stime.Nano()/1000)
-	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
 }
 

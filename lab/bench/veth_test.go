@@ -59,7 +59,7 @@ func TestClientsAgainstReflector(t *testing.T) {
 					t.Fatal(err)
 				}
 				after, _ := rf.Stats()
-				if r.Client != c || r.Requests == 0 || r.Errors != 0 || r.Lost != 0 || r.Misses != 0 || r.Hits != r.Gets || r.Gets+r.Sets != r.Requests {
+				if r.Client != c || r.Requests == 0 || r.Errors != 0 || r.Lost != 0 || r.Late != 0 || r.Misses != 0 || r.Hits != r.Gets || r.Gets+r.Sets != r.Requests {
 					t.Errorf("%+v", r)
 				}
 				if ratio < 1 && r.Sets == 0 {
