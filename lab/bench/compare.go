@@ -138,8 +138,9 @@ func WriteJSON(path string, results []*Result) error {
 //	XDPLAB_BENCH_ROUND=2s     measured time per target and round
 //	XDPLAB_BENCH_JSON=FILE    also write every result as JSON
 //	XDPLAB_BENCH_VALUE=100    value size in bytes
-//	XDPLAB_BENCH_SOCKETS=2    client sockets (one goroutine each)
+//	XDPLAB_BENCH_SOCKETS=2    client sockets
 //	XDPLAB_BENCH_INFLIGHT=32  requests in flight per socket
+//	XDPLAB_BENCH_THREADS=1    the pinned client's threads (default: CPUs − 1)
 type Knobs struct {
 	Rounds int
 	Round  time.Duration
