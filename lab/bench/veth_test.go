@@ -26,16 +26,7 @@ func reflectorLab(t testing.TB, w bench.Workload) (*netlab.Host, netip.AddrPort,
 	})
 	client, rfh := topo.Host("client"), topo.Host("rf")
 	const port = 11211
-	rf, err := reflector.Load(reflector.Config{Port: port, KeySize: w.KeySize, Value: bench.Value(w.ValueSize)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rf.Close() })
-	l, err := netlab.AttachXDP(rfh, rfh.Dev(), rf.Program())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	rf := reflector.ForTest(t, rfh, reflector.Config{Port: port, KeySize: w.KeySize, Value: bench.Value(w.ValueSize)})
 	return client, netip.AddrPortFrom(rfh.IPv4(), port), rf
 }
 

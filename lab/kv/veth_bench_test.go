@@ -80,16 +80,7 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 
 	// The reflector: the ceiling, answering every GET with the bytes a
 	// store hit of the workload's value gives (see lab/bench/reflector).
-	rf, err := reflector.Load(reflector.Config{Port: o.Config().Port, KeySize: w0.KeySize, Value: bench.Value(w0.ValueSize)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { rf.Close() })
-	rl, err := netlab.AttachXDP(rfh, rfh.Dev(), rf.Program())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { rl.Close() })
+	rf := reflector.ForTest(b, rfh, reflector.Config{Port: o.Config().Port, KeySize: w0.KeySize, Value: bench.Value(w0.ValueSize)})
 
 	dial := client.Dial
 	targets := []bench.Target{

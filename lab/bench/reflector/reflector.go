@@ -12,10 +12,12 @@ package reflector
 import (
 	"fmt"
 	"strconv"
+	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/xdplab/xdplab/lab/bpfload"
 	"github.com/xdplab/xdplab/lab/memcache"
+	"github.com/xdplab/xdplab/lab/netlab"
 )
 
 // Config is what the reflector answers.
@@ -144,3 +146,21 @@ func (r *Reflector) Stats() (Stats, error) {
 
 // Close unloads the program.
 func (r *Reflector) Close() error { return r.objs.Close() }
+
+// ForTest loads the reflector for cfg and attaches it to h's device
+// (native XDP), for the rest of the test or benchmark.
+func ForTest(tb testing.TB, h *netlab.Host, cfg Config) *Reflector {
+	tb.Helper()
+	netlab.RemoveMemlock()
+	r, err := Load(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { r.Close() })
+	l, err := netlab.AttachXDP(h, h.Dev(), r.Program())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	return r
+}
