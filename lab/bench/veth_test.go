@@ -21,7 +21,7 @@ func reflectorLab(t testing.TB, w bench.Workload) (*netlab.Host, netip.AddrPort,
 	}
 	netlab.RemoveMemlock()
 	topo := netlab.ForTest(t, netlab.Spec{
-		Hosts: []netlab.HostSpec{{Name: "client", Role: "client", XDPPass: true}, {Name: "rf", Role: "kv"}},
+		Hosts: []netlab.HostSpec{{Name: "client", Role: "client", XDPPass: true, GRO: true}, {Name: "rf", Role: "kv"}},
 		Links: []netlab.LinkSpec{{A: "client", B: "rf"}},
 	})
 	client, rfh := topo.Host("client"), topo.Host("rf")
