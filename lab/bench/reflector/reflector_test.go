@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/xdplab/xdplab/lab/memcache"
@@ -215,5 +216,45 @@ func TestReflectorPasses(t *testing.T) {
 	// And the shape it does answer, as a control.
 	if ret, _ := run(t, r, frame(cl, sv, msg(1, "get abcd\r\n"))); ret != 3 {
 		t.Errorf("control GET: action %d, want XDP_TX", ret)
+	}
+}
+
+// BenchmarkReflectorXDP is the reflector's cost per GET in
+// BPF_PROG_TEST_RUN (one run per request, as lab/kv's BenchmarkXDP/GetHit
+// measures the store's: same key and value sizes), the floor under any
+// store's: `go test -run '^$' -bench ReflectorXDP ./lab/bench/reflector`.
+func BenchmarkReflectorXDP(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	netlab.RemoveMemlock()
+	value := make([]byte, 100)
+	for i := range value {
+		value[i] = 'a' + byte(i%26)
+	}
+	r, err := Load(Config{Port: 11211, KeySize: 16, Value: value})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	for _, pair := range [][2]string{{"198.18.0.2", "198.18.0.1"}, {"fd00::2", "fd00::1"}} {
+		cl := netip.AddrPortFrom(netip.MustParseAddr(pair[0]), 40000)
+		sv := netip.AddrPortFrom(netip.MustParseAddr(pair[1]), 11211)
+		f := frame(cl, sv, msg(1, "get b:00000000000001\r\n"))
+		name := "GetHit"
+		if sv.Addr().Is6() {
+			name += "IPv6"
+		}
+		b.Run(name, func(b *testing.B) {
+			var total time.Duration
+			for range b.N {
+				ret, d, err := r.Program().Benchmark(f, 1, nil)
+				if err != nil || ret != 3 {
+					b.Fatalf("action %d, %v", ret, err)
+				}
+				total += d
+			}
+			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/req")
+		})
 	}
 }
