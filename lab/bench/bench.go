@@ -240,6 +240,11 @@ type Result struct {
 	// not measured.
 	ClientUsPerReq float64 `json:"client_us_per_req"`
 	ServerUsPerReq float64 `json:"server_us_per_req"`
+	// SoftirqUsPerReq is the machine's softirq time per answered request
+	// (/proc/stat): the packet path, where an XDP server's work is
+	// accounted where the kernel times softirqs apart; part of
+	// CPUUsPerReq, and of the client's or the rest's.
+	SoftirqUsPerReq float64 `json:"softirq_us_per_req"`
 	// AllocsPerReq is the Go heap allocations of this process per
 	// answered request in the measured time.
 	AllocsPerReq float64 `json:"allocs_per_req"`
@@ -353,6 +358,7 @@ func Run(ctx context.Context, t Target, w Workload) (*Result, error) {
 		if cpu.ok && res.Requests > 0 {
 			res.CPUBusy = cpu.busy
 			res.CPUUsPerReq = cpu.busy * res.Elapsed.Seconds() * 1e6 / float64(res.Requests)
+			res.SoftirqUsPerReq = cpu.softirq * res.Elapsed.Seconds() * 1e6 / float64(res.Requests)
 			if cpu.selfOK {
 				res.ClientUsPerReq = cpu.self.Seconds() * 1e6 / float64(res.Requests)
 				res.ServerUsPerReq = max(0, res.CPUUsPerReq-res.ClientUsPerReq)

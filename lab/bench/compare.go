@@ -72,9 +72,11 @@ func P50(r *Result) float64 { return r.Latency.P50Us }
 func P99(r *Result) float64 { return r.Latency.P99Us }
 func CPU(r *Result) float64 { return r.CPUUsPerReq }
 
-// ClientCPU and RestCPU split CPU: this process's share and the rest.
-func ClientCPU(r *Result) float64 { return r.ClientUsPerReq }
-func RestCPU(r *Result) float64   { return r.ServerUsPerReq }
+// ClientCPU and RestCPU split CPU: this process's share and the rest;
+// SoftirqCPU is the packet path's share, wherever it ran.
+func ClientCPU(r *Result) float64  { return r.ClientUsPerReq }
+func RestCPU(r *Result) float64    { return r.ServerUsPerReq }
+func SoftirqCPU(r *Result) float64 { return r.SoftirqUsPerReq }
 
 // All is every result, round by round, for JSON.
 func (c *Comparison) All() []*Result {
@@ -103,11 +105,11 @@ func (c *Comparison) Markdown() string {
 		b.WriteString(row.MarkdownRow())
 	}
 	rounds := len(c.Results[c.Baseline])
-	fmt.Fprintf(&b, "\n| median of %d rounds | via | ops/s | p50 µs | p99 µs | CPU µs/req | client µs/req | rest µs/req | ops/s vs %s | p99 vs %s | CPU/req vs %s |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+	fmt.Fprintf(&b, "\n| median of %d rounds | via | ops/s | p50 µs | p99 µs | CPU µs/req | client µs/req | rest µs/req | softirq µs/req | ops/s vs %s | p99 vs %s | CPU/req vs %s |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
 		rounds, c.Baseline, c.Baseline, c.Baseline)
 	for _, t := range c.Targets {
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f× | %.2f× | %.2f× |\n", t, c.Results[t][0].via(),
-			c.Median(t, Ops), c.Median(t, P50), c.Median(t, P99), c.Median(t, CPU), c.Median(t, ClientCPU), c.Median(t, RestCPU),
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f× | %.2f× | %.2f× |\n", t, c.Results[t][0].via(),
+			c.Median(t, Ops), c.Median(t, P50), c.Median(t, P99), c.Median(t, CPU), c.Median(t, ClientCPU), c.Median(t, RestCPU), c.Median(t, SoftirqCPU),
 			c.Ratio(t, Ops), c.Ratio(t, P99), c.Ratio(t, CPU))
 	}
 	return b.String()

@@ -15,6 +15,7 @@ import (
 // softirq, steal) and all; and how many CPUs (its cpuN lines).
 type cpuTimes struct {
 	busy, total uint64
+	softirq     uint64 // of busy: softirq, where XDP and the packet path run
 	cpus        int
 }
 
@@ -39,6 +40,9 @@ func readCPU() (cpuTimes, bool) {
 		if i != 3 && i != 4 {
 			t.busy += v
 		}
+		if i == 6 {
+			t.softirq = v
+		}
 	}
 	for _, l := range bytes.Split(rest, []byte("\n")) {
 		if bytes.HasPrefix(l, []byte("cpu")) {
@@ -54,9 +58,10 @@ func readCPU() (cpuTimes, bool) {
 // the cost the throughput is bought with, and it varies less with the
 // client's shape than throughput does.
 type cpuMeter struct {
-	done chan struct{}
-	busy float64 // cores busy on average over the window
-	ok   bool
+	done    chan struct{}
+	busy    float64 // cores busy on average over the window
+	softirq float64 // of them, in softirq
+	ok      bool
 	// self is this process's CPU time (getrusage) in the window; allocs
 	// its heap allocations.
 	self   time.Duration
@@ -94,6 +99,7 @@ func startCPUMeter(ph phases) *cpuMeter {
 		m.self, m.selfOK = sb-sa, sok1 && sok2
 		if ok1 && ok2 && b.total > a.total {
 			m.busy = float64(b.busy-a.busy) / float64(b.total-a.total) * float64(b.cpus)
+			m.softirq = float64(b.softirq-a.softirq) / float64(b.total-a.total) * float64(b.cpus)
 			m.ok = true
 		}
 	}()
