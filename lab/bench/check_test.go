@@ -78,8 +78,10 @@ func TestClientCounting(t *testing.T) {
 			}
 		}
 	}()
-	for _, c := range []string{ClientPinned, ClientNetpoll} {
-		r, err := Run(t.Context(), Target{Addr: pc.LocalAddr().String(), Client: c}, w)
+	for _, c := range []string{ClientPinned, ClientPinned + " without GSO", ClientNetpoll} {
+		noGSO = strings.HasSuffix(c, "without GSO")
+		r, err := Run(t.Context(), Target{Addr: pc.LocalAddr().String(), Client: strings.Fields(c)[0]}, w)
+		noGSO = false
 		if err != nil {
 			t.Fatal(err)
 		}

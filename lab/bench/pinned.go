@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -74,6 +75,8 @@ type rawIO struct {
 	rctl   []byte
 	gro    bool
 	gso    bool
+	gbuf   []byte // a batch's requests of one size, back to back
+	done   []bool // which of a batch went by GSO
 	gsoMsg unix.Msghdr
 	gsoIov unix.Iovec
 	gsoCtl []byte
@@ -96,13 +99,15 @@ func newRawIO(c *udpConn, inFlight int) (*rawIO, error) {
 	}
 	r.sbuf = make([]byte, maxBatch*memcache.MaxDatagram)
 	r.start = make([]int, maxBatch)
+	r.done = make([]bool, maxBatch)
 	r.siov = make([]unix.Iovec, maxBatch)
 	r.smsgs = make([]mmsghdr, maxBatch)
 	for i := range maxBatch {
 		r.smsgs[i].hdr.Iov = &r.siov[i]
 		r.smsgs[i].hdr.SetIovlen(1)
 	}
-	r.gso = true
+	r.gso = !noGSO
+	r.gbuf = make([]byte, 0, 1<<16)
 	r.gsoCtl = make([]byte, unix.CmsgSpace(2))
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&r.gsoCtl[0]))
 	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
@@ -166,34 +171,15 @@ func (r *rawIO) slot(c *udpConn, k int) []byte {
 	return r.sbuf[off:off:end]
 }
 
-// gsoOK says whether requests 0..k of the batch, back to back in sbuf,
-// can go as one UDP GSO send: all of one size but the last (which may be
-// shorter), within a GSO send's bounds. It returns the segment size and the
-// total.
-func (r *rawIO) gsoOK(c *udpConn, k int) (seg, total int, ok bool) {
-	if !r.gso || k < 2 || k > 64 {
-		return 0, 0, false
-	}
-	seg = len(c.wbufs[0])
-	for i := 1; i < k; i++ {
-		n := len(c.wbufs[i])
-		if n > seg || (n < seg && i < k-1) {
-			return 0, 0, false
-		}
-	}
-	total = r.start[k-1] + len(c.wbufs[k-1])
-	return seg, total, total <= 65000
-}
-
-// writeGSO sends the batch as one datagram train that the kernel cuts
-// into seg-byte datagrams (UDP_SEGMENT): one pass through the UDP and IP
-// layers for the batch instead of one per request. false when the kernel
-// refused GSO on this socket's path (EIO: the device does not offload
-// checksums; EINVAL: a kernel without it), which turns it off for the
-// socket.
-func (r *rawIO) writeGSO(c *udpConn, seg, total int) (bool, error) {
-	r.gsoIov.Base = &r.sbuf[0]
-	r.gsoIov.SetLen(total)
+// writeGSO sends buf, datagrams of seg bytes back to back (the last may be
+// shorter), as one train that the kernel cuts into datagrams (UDP_SEGMENT):
+// one pass through the UDP and IP layers for them all instead of one each.
+// false when the kernel refused GSO on this socket's path (EIO: the device
+// does not offload checksums; EINVAL: a kernel without it), which turns it
+// off for the socket.
+func (r *rawIO) writeGSO(c *udpConn, buf []byte, seg int) (bool, error) {
+	r.gsoIov.Base = &buf[0]
+	r.gsoIov.SetLen(len(buf))
 	*(*uint16)(unsafe.Pointer(&r.gsoCtl[unix.SizeofCmsghdr])) = uint16(seg)
 	for {
 		_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(r.fd), uintptr(unsafe.Pointer(&r.gsoMsg)), unix.MSG_DONTWAIT)
@@ -217,18 +203,101 @@ func (r *rawIO) writeGSO(c *udpConn, seg, total int) (bool, error) {
 	}
 }
 
-// write sends requests 0..k of the batch, as one GSO train where it can,
-// else with sendmmsg, waiting (poll) while the socket's buffer is full.
+// noGSO turns GSO off, for tests of the sendmmsg path.
+var noGSO bool
+
+// gsoMax bounds a GSO send: the kernel's segment limit (UDP_MAX_SEGMENTS,
+// 64 on older kernels) and a datagram's 64 KiB.
+const gsoMax, gsoBytes = 64, 65000
+
+// write sends requests 0..k of the batch: grouped by size (a workload's
+// GETs are all one size, its SETs another), each group as GSO trains, and
+// with sendmmsg what GSO does not take; it waits (poll) while the socket's
+// buffer is full. The order within a batch is not kept across sizes; the
+// requests are independent, and replies are matched by request id.
 func (r *rawIO) write(c *udpConn, k int) error {
-	if seg, total, ok := r.gsoOK(c, k); ok {
-		if sent, err := r.writeGSO(c, seg, total); sent || err != nil {
+	clear(r.done[:k])
+	if r.gso && k > 1 {
+		sent, err := r.writeGrouped(c, k)
+		if err != nil {
 			return err
 		}
+		if sent {
+			return nil
+		}
 	}
+	n := 0
 	for i := range k {
-		r.siov[i].Base = &c.wbufs[i][0]
-		r.siov[i].SetLen(len(c.wbufs[i]))
+		if !r.done[i] {
+			r.siov[n].Base = &c.wbufs[i][0]
+			r.siov[n].SetLen(len(c.wbufs[i]))
+			n++
+		}
 	}
+	return r.writeMmsg(c, n)
+}
+
+// writeGrouped sends the batch as GSO trains, one size at a time; true
+// when all went. Where GSO is refused it marks in r.done what went, for
+// sendmmsg to send the rest.
+func (r *rawIO) writeGrouped(c *udpConn, k int) (bool, error) {
+	var sizes [4]int
+	ns := 0
+	for i := range k {
+		n := len(c.wbufs[i])
+		if !slices.Contains(sizes[:ns], n) {
+			if ns == len(sizes) {
+				return false, nil // no workload makes so many sizes
+			}
+			sizes[ns], ns = n, ns+1
+		}
+	}
+	if ns == 1 && k <= gsoMax && r.start[k-1]+len(c.wbufs[k-1]) <= gsoBytes {
+		// One size (a GET-only workload): the batch is one train as built.
+		ok, err := r.writeGSO(c, r.sbuf[:r.start[k-1]+len(c.wbufs[k-1])], sizes[0])
+		if ok {
+			return true, err
+		}
+		return false, err
+	}
+	for _, size := range sizes[:ns] {
+		per := min(gsoMax, gsoBytes/size)
+		from, b := 0, r.gbuf[:0]
+		for i := range k {
+			if len(c.wbufs[i]) != size {
+				continue
+			}
+			b = append(b, c.wbufs[i]...)
+			if len(b)/size == per {
+				ok, err := r.writeGSO(c, b, size)
+				if !ok || err != nil {
+					return false, err
+				}
+				for j := from; j <= i; j++ {
+					if len(c.wbufs[j]) == size {
+						r.done[j] = true
+					}
+				}
+				from, b = i+1, b[:0]
+			}
+		}
+		if len(b) > 0 {
+			ok, err := r.writeGSO(c, b, size)
+			if !ok || err != nil {
+				return false, err
+			}
+			for j := from; j < k; j++ {
+				if len(c.wbufs[j]) == size {
+					r.done[j] = true
+				}
+			}
+		}
+	}
+	return true, nil
+}
+
+// writeMmsg sends the n datagrams r.siov holds with sendmmsg.
+func (r *rawIO) writeMmsg(c *udpConn, k int) error {
 	sent := 0
 	for sent < k {
 		n, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(r.fd), uintptr(unsafe.Pointer(&r.smsgs[sent])), uintptr(k-sent), unix.MSG_DONTWAIT, 0, 0)
