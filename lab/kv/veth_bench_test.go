@@ -135,7 +135,7 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 			fmt.Fprintf(&table, "reflector: %d GETs and %d SETs answered, %d passed\n",
 				rfAfter.Gets-rfBefore.Gets, rfAfter.Sets-rfBefore.Sets, rfAfter.Passed-rfBefore.Passed)
 			table.WriteString(cmp.Goals("store", "memcached", "reflector"))
-			table.WriteString("client: pinned ÷ netpoll GETs/s (goal ≥ 1.5× against the reflector):")
+			table.WriteString("client: pinned ÷ netpoll ops/s (goal ≥ 1.5× against the reflector):")
 			for _, t := range []string{"reflector", "store", "memcached"} {
 				fmt.Fprintf(&table, " %s %.2f×", t, cmp.Median(t, bench.Ops)/cmp.Median(t+"/netpoll-client", bench.Ops))
 			}
