@@ -62,6 +62,9 @@ var suites = []suite{
 	{name: "netlab", pkg: "lab/netlab"},
 	{name: "peer", pkg: "lab/peer"},
 	{name: "bpfload", pkg: "lab/bpfload"},
+	// The benchmarks' reflector (bpf/reflect.bpf.c): it loads and answers
+	// byte for byte on every kernel the throughput suite measures it on.
+	{name: "reflector", pkg: "lab/bench/reflector"},
 	// The verifier's limits on this kernel, found by search, and programs
 	// every kernel must refuse.
 	{name: "limits", pkg: "lab/verifier/limits"},
@@ -73,7 +76,9 @@ var suites = []suite{
 		// Numbers for the report, never a pass/fail on speed: the side-by-
 		// side comparisons (by convention Benchmark*Vs*), one short round
 		// each. Under TCG the absolute rates are the emulator's; the
-		// ratios are the systems'. Store vs memcached over a veth pair:
+		// ratios are the systems'. Store vs memcached and vs the
+		// reflector (the ceiling), each with the pinned client and the
+		// netpoll one, over veth pairs:
 		name:  "throughput",
 		pkg:   "lab/kv",
 		bench: "Vs",

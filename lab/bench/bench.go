@@ -164,6 +164,23 @@ type Target struct {
 	// Dial opens each socket; nil means net.Dial. Set it to open the
 	// sockets in another network namespace.
 	Dial func(network, addr string) (net.Conn, error)
+	// Client is how the measured part drives UDP sockets: ClientPinned
+	// (the default: pinned threads, fewer than CPUs, raw sendmmsg and
+	// recvmmsg over buffers made once) or ClientNetpoll (a goroutine per
+	// socket through Go's netpoller, the first client, kept to compare
+	// with). Both send and check the same requests; TCP always uses the
+	// netpoll loop.
+	Client string
+}
+
+func (t Target) client() string {
+	if t.network() == "tcp" {
+		return ClientNetpoll
+	}
+	if t.Client == "" {
+		return ClientPinned
+	}
+	return t.Client
 }
 
 func (t Target) network() string {
@@ -182,9 +199,11 @@ func (t Target) name() string {
 
 // Result is what one run measured.
 type Result struct {
-	Target   string   `json:"target"`
-	Addr     string   `json:"addr"`
-	Network  string   `json:"network"`
+	Target  string `json:"target"`
+	Addr    string `json:"addr"`
+	Network string `json:"network"`
+	// Client is the client engine that drove it (Target.Client).
+	Client   string   `json:"client"`
 	Workload Workload `json:"workload"`
 	// Elapsed is the measured time, close to Workload.Duration.
 	Elapsed time.Duration `json:"elapsed_ns"`
@@ -196,11 +215,14 @@ type Result struct {
 	Hits   uint64 `json:"hits"`
 	Misses uint64 `json:"misses"`
 	// Errors are replies other than the expected kind (SET not STORED, a
-	// GET reply that is not VALUE.../END, an error line), or send and
-	// receive errors such as ICMP port unreachable.
+	// GET reply that is not VALUE.../END, an error line, a value other
+	// than the workload's, byte for byte, or for a key not asked for), or
+	// send and receive errors such as ICMP port unreachable.
 	Errors uint64 `json:"errors"`
 	// Lost requests got no reply within Workload.Timeout.
 	Lost uint64 `json:"lost"`
+	// Late replies came after their request was counted lost (UDP only).
+	Late uint64 `json:"late"`
 	// OpsPerSec is Requests / Elapsed.
 	OpsPerSec float64 `json:"ops_per_sec"`
 	// CPUBusy is how many of the machine's CPUs were busy on average in
@@ -209,6 +231,23 @@ type Result struct {
 	// does not say (no /proc/stat).
 	CPUBusy     float64 `json:"cpu_busy"`
 	CPUUsPerReq float64 `json:"cpu_us_per_req"`
+	// ClientUsPerReq is the CPU time of this process (the client, and any
+	// server the process hosts, idle in the benchmarks' XDP runs) per
+	// answered request, user and system, from getrusage: softirq work
+	// done on the client's threads counts as theirs (XDP on a veth runs
+	// there). ServerUsPerReq is the rest of the machine's busy time per
+	// request: a server process, softirq elsewhere, other load. 0 where
+	// not measured.
+	ClientUsPerReq float64 `json:"client_us_per_req"`
+	ServerUsPerReq float64 `json:"server_us_per_req"`
+	// SoftirqUsPerReq is the machine's softirq time per answered request
+	// (/proc/stat): the packet path, where an XDP server's work is
+	// accounted where the kernel times softirqs apart; part of
+	// CPUUsPerReq, and of the client's or the rest's.
+	SoftirqUsPerReq float64 `json:"softirq_us_per_req"`
+	// AllocsPerReq is the Go heap allocations of this process per
+	// answered request in the measured time.
+	AllocsPerReq float64 `json:"allocs_per_req"`
 	// Latency is measured per request over the answered ones.
 	Latency Latency `json:"latency"`
 	// Preloaded keys, and how many of them were never stored.
@@ -250,7 +289,10 @@ func Run(ctx context.Context, t Target, w Workload) (*Result, error) {
 	if n := t.network(); n != "udp" && n != "tcp" {
 		return nil, fmt.Errorf("bench: network %q: want udp or tcp", n)
 	}
-	res := &Result{Target: t.name(), Addr: t.Addr, Network: t.network(), Workload: w, hist: new(Histogram)}
+	if c := t.client(); c != ClientPinned && c != ClientNetpoll {
+		return nil, fmt.Errorf("bench: client %q: want %s or %s", c, ClientPinned, ClientNetpoll)
+	}
+	res := &Result{Target: t.name(), Addr: t.Addr, Network: t.network(), Client: t.client(), Workload: w, hist: new(Histogram)}
 	conns, err := dialAll(t, w.Sockets)
 	if err != nil {
 		return nil, err
@@ -271,18 +313,32 @@ func Run(ctx context.Context, t Target, w Workload) (*Result, error) {
 	start := time.Now()
 	ph := phases{base: start, measure: w.Warmup, end: w.Warmup + w.Duration}
 	cpu := startCPUMeter(ph)
-	errc := make(chan error, len(conns))
-	for i, c := range conns {
-		go func() { errc <- run(ctx, c, &w, keys, ph, w.Seed+uint64(i)) }()
-	}
-	var errs []error
-	for range conns {
-		if err := <-errc; err != nil {
-			errs = append(errs, err)
+	if t.client() == ClientPinned {
+		udp := make([]*udpConn, len(conns))
+		srcs := make([]source, len(conns))
+		for i, c := range conns {
+			udp[i] = c.(*udpConn)
+			l := newWorkload(&w, keys, w.Seed+uint64(i))
+			l.measure, l.end = ph.measure, ph.end
+			srcs[i] = l
 		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		if err := runPinned(ctx, udp, srcs, ph.base, ph.end, w.InFlight, w.Timeout); err != nil {
+			return nil, err
+		}
+	} else {
+		errc := make(chan error, len(conns))
+		for i, c := range conns {
+			go func() { errc <- run(ctx, c, &w, keys, ph, w.Seed+uint64(i)) }()
+		}
+		var errs []error
+		for range conns {
+			if err := <-errc; err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
 	}
 	for _, c := range conns {
 		t := c.counts()
@@ -302,6 +358,12 @@ func Run(ctx context.Context, t Target, w Workload) (*Result, error) {
 		if cpu.ok && res.Requests > 0 {
 			res.CPUBusy = cpu.busy
 			res.CPUUsPerReq = cpu.busy * res.Elapsed.Seconds() * 1e6 / float64(res.Requests)
+			res.SoftirqUsPerReq = cpu.softirq * res.Elapsed.Seconds() * 1e6 / float64(res.Requests)
+			if cpu.selfOK {
+				res.ClientUsPerReq = cpu.self.Seconds() * 1e6 / float64(res.Requests)
+				res.ServerUsPerReq = max(0, res.CPUUsPerReq-res.ClientUsPerReq)
+			}
+			res.AllocsPerReq = float64(cpu.allocs) / float64(res.Requests)
 		}
 	}
 	h := res.hist

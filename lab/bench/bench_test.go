@@ -82,9 +82,12 @@ func TestRunAgainstMemcached(t *testing.T) {
 		// A generous timeout: a loaded machine must not turn a slow reply
 		// into a lost one, which the test counts as a failure.
 		w.Duration, w.Warmup, w.Timeout = 300*time.Millisecond, 50*time.Millisecond, 2*time.Second
-		for _, network := range []string{"udp", "tcp"} {
-			t.Run(network+"/"+w.String(), func(t *testing.T) {
-				testRunAgainst(t, Target{Name: "memcached", Addr: addr, Network: network}, w)
+		for _, tgt := range []Target{
+			{Network: "udp", Client: ClientPinned}, {Network: "udp", Client: ClientNetpoll}, {Network: "tcp"},
+		} {
+			tgt.Name, tgt.Addr = "memcached", addr
+			t.Run(tgt.Network+"/"+tgt.client()+"/"+w.String(), func(t *testing.T) {
+				testRunAgainst(t, tgt, w)
 			})
 		}
 	}
@@ -108,8 +111,8 @@ func testRunAgainst(t *testing.T, tgt Target, w Workload) {
 		t.Fatal(err)
 	}
 	t.Logf("\n%s", MarkdownTable(r))
-	if r.Requests == 0 || r.Requests != r.Gets+r.Sets || r.Errors != 0 || r.Lost != 0 {
-		t.Errorf("requests %d (gets %d sets %d) errors %d lost %d", r.Requests, r.Gets, r.Sets, r.Errors, r.Lost)
+	if r.Requests == 0 || r.Requests != r.Gets+r.Sets || r.Errors != 0 || r.Lost != 0 || r.Late != 0 || r.Client != tgt.client() {
+		t.Errorf("requests %d (gets %d sets %d) errors %d lost %d late %d client %q", r.Requests, r.Gets, r.Sets, r.Errors, r.Lost, r.Late, r.Client)
 	}
 	if r.Histogram().Count() != r.Requests || r.Latency.P50Us <= 0 || r.Latency.P99Us < r.Latency.P50Us {
 		t.Errorf("latency: %+v over %d records", r.Latency, r.Histogram().Count())

@@ -47,6 +47,9 @@ type udpConn struct {
 
 	rd readDeadline
 	tally
+
+	// raw is the pinned client's I/O (nil for the netpoll client's).
+	raw *rawIO
 }
 
 // slot is one request: in flight, or the next to send.
@@ -54,7 +57,8 @@ type slot struct {
 	active bool
 	get    bool
 	nkeys  int
-	key    int // preload: the key stored, to retry it
+	key    int     // the key stored (preload, to retry it) or asked for (a GET)
+	keys   []int32 // a multi-key GET's keys, in order
 	try    int
 	sent   time.Duration
 	buf    []byte // reply collected so far, when it spans datagrams
@@ -66,7 +70,7 @@ type sent struct {
 }
 
 type stats struct {
-	requests, gets, sets, hits, misses, errors, lost uint64
+	requests, gets, sets, hits, misses, errors, lost, late uint64
 }
 
 func (s *stats) addTo(r *Result) {
@@ -77,6 +81,7 @@ func (s *stats) addTo(r *Result) {
 	r.Misses += s.misses
 	r.Errors += s.errors
 	r.Lost += s.lost
+	r.Late += s.late
 }
 
 // tally is what a socket counted in the measured time.
@@ -153,6 +158,8 @@ type source interface {
 	fill(s *slot, b []byte) ([]byte, bool)
 	reply(t *tally, s *slot, r []byte, now time.Duration)
 	lost(t *tally, s *slot, now time.Duration)
+	// late takes a reply to a request already counted lost.
+	late(t *tally, now time.Duration)
 	done() bool
 }
 
@@ -211,6 +218,9 @@ func (c *udpConn) send(src source, now time.Duration, inFlight int) error {
 				c.infl--
 				src.lost(&c.tally, s, now)
 			}
+			if c.raw != nil {
+				c.wbufs[k] = c.raw.slot(c, k)
+			}
 			b := memcache.AppendHeader(c.wbufs[k][:0], memcache.Header{RequestID: id, Total: 1})
 			b, ok := src.fill(s, b)
 			if !ok {
@@ -225,20 +235,26 @@ func (c *udpConn) send(src source, now time.Duration, inFlight int) error {
 		if k == 0 {
 			return nil
 		}
-		sentN := 0
-		for sentN < k {
-			n, err := c.bc.WriteBatch(c.wmsgs[sentN:k], 0)
-			if err != nil {
-				if errors.Is(err, syscall.ECONNREFUSED) {
-					c.st.errors++ // an earlier datagram was refused
-					continue
-				}
-				if errors.Is(err, net.ErrClosed) {
-					return nil
-				}
-				return fmt.Errorf("bench: send: %w", err)
+		if c.raw != nil {
+			if err := c.raw.write(c, k); err != nil {
+				return err
 			}
-			sentN += n
+		} else {
+			sentN := 0
+			for sentN < k {
+				n, err := c.bc.WriteBatch(c.wmsgs[sentN:k], 0)
+				if err != nil {
+					if errors.Is(err, syscall.ECONNREFUSED) {
+						c.st.errors++ // an earlier datagram was refused
+						continue
+					}
+					if errors.Is(err, net.ErrClosed) {
+						return nil
+					}
+					return fmt.Errorf("bench: send: %w", err)
+				}
+				sentN += n
+			}
 		}
 		for _, id := range c.wids[:k] {
 			s := &c.slots[id]
@@ -282,7 +298,8 @@ func (c *udpConn) receive(src source, d []byte, now time.Duration) {
 	}
 	s := &c.slots[binary.BigEndian.Uint16(d)]
 	if !s.active {
-		return // late, after it was declared lost
+		src.late(&c.tally, now) // after it was declared lost
+		return
 	}
 	total := binary.BigEndian.Uint16(d[4:])
 	p := d[memcache.HeaderLen:]
@@ -319,25 +336,37 @@ func (c *udpConn) forget() {
 	c.infl, c.fifo, c.head = 0, c.fifo[:0], 0
 }
 
-// countValues counts the VALUE blocks of a get reply; ok when it ends in END.
-func countValues(r []byte) (n int, ok bool) {
+// checkGet checks a GET reply byte for byte: VALUE blocks, each for a key
+// asked for (in the order asked, as servers answer), flags 0 and exactly
+// the workload's value, then END and nothing after. It returns the hits and
+// whether the reply was right.
+func checkGet(r []byte, keys *keySet, asked func(j int) int, nasked int, value []byte) (hits int, ok bool) {
+	j := 0
 	for len(r) > 0 {
 		eol := bytes.IndexByte(r, '\n')
 		if eol < 0 {
-			return n, false
+			return hits, false
 		}
 		line := bytes.TrimSuffix(r[:eol], []byte("\r"))
 		if bytes.Equal(line, []byte("END")) {
-			return n, eol+1 == len(r)
+			return hits, eol+1 == len(r)
 		}
 		v, err := memcache.ParseValueLine(line)
-		if err != nil || len(r) < eol+1+v.Bytes+2 {
-			return n, false
+		end := eol + 1 + v.Bytes
+		if err != nil || len(r) < end+2 || r[end] != '\r' || r[end+1] != '\n' {
+			return hits, false
 		}
-		n++
-		r = r[eol+1+v.Bytes+2:]
+		for j < nasked && !bytes.Equal(keys.key(asked(j)), v.Key) {
+			j++
+		}
+		if j == nasked || v.Flags != 0 || !bytes.Equal(r[eol+1:end], value) {
+			return hits, false
+		}
+		j++
+		hits++
+		r = r[end+2:]
 	}
-	return n, false
+	return hits, false
 }
 
 var stored = []byte("STORED\r\n")
@@ -348,6 +377,7 @@ type workload struct {
 	keys    *keySet
 	rng     *rand.Rand
 	setTail []byte // " 0 0 N\r\nVALUE\r\n"
+	value   []byte // what every hit returns
 	measure time.Duration
 	end     time.Duration
 }
@@ -357,13 +387,21 @@ type phases struct {
 	measure, end time.Duration
 }
 
+// Value is the value of n bytes every SET of the benchmark stores (with
+// flags 0), and so what every GET hit returns.
+func Value(n int) []byte {
+	v := make([]byte, n)
+	for i := range v {
+		v[i] = 'a' + byte(i%26)
+	}
+	return v
+}
+
 func newWorkload(w *Workload, keys *keySet, seed uint64) *workload {
 	tail := []byte(" 0 0 " + strconv.Itoa(w.ValueSize) + "\r\n")
-	for i := range w.ValueSize {
-		tail = append(tail, 'a'+byte(i%26))
-	}
+	tail = append(tail, Value(w.ValueSize)...)
 	tail = append(tail, "\r\n"...)
-	return &workload{w: w, keys: keys, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)), setTail: tail}
+	return &workload{w: w, keys: keys, rng: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15)), setTail: tail, value: Value(w.ValueSize)}
 }
 
 func (l *workload) fill(s *slot, b []byte) ([]byte, bool) {
@@ -371,9 +409,15 @@ func (l *workload) fill(s *slot, b []byte) ([]byte, bool) {
 	if s.get {
 		s.nkeys = l.w.MultiGet
 		b = append(b, "get"...)
+		s.keys = s.keys[:0]
 		for range l.w.MultiGet {
+			k := l.rng.IntN(l.w.Keys)
 			b = append(b, ' ')
-			b = append(b, l.keys.key(l.rng.IntN(l.w.Keys))...)
+			b = append(b, l.keys.key(k)...)
+			if l.w.MultiGet > 1 {
+				s.keys = append(s.keys, int32(k))
+			}
+			s.key = k
 		}
 		return append(b, "\r\n"...), true
 	}
@@ -399,7 +443,11 @@ func (l *workload) reply(t *tally, s *slot, r []byte, now time.Duration) {
 		return
 	}
 	st.gets++
-	n, ok := countValues(r)
+	asked := func(int) int { return s.key }
+	if s.nkeys > 1 {
+		asked = func(j int) int { return int(s.keys[j]) }
+	}
+	n, ok := checkGet(r, l.keys, asked, s.nkeys, l.value)
 	if !ok {
 		st.errors++
 	}
@@ -410,6 +458,12 @@ func (l *workload) reply(t *tally, s *slot, r []byte, now time.Duration) {
 func (l *workload) lost(t *tally, s *slot, now time.Duration) {
 	if l.in(now) {
 		t.st.lost++
+	}
+}
+
+func (l *workload) late(t *tally, now time.Duration) {
+	if l.in(now) {
+		t.st.late++
 	}
 }
 
@@ -462,6 +516,8 @@ func (l *loader) lost(t *tally, s *slot, now time.Duration) {
 	}
 	l.failed++
 }
+
+func (l *loader) late(t *tally, now time.Duration) {}
 
 func (l *loader) done() bool { return len(l.todo) == 0 || l.dead() }
 

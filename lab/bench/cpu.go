@@ -3,8 +3,11 @@ package bench
 import (
 	"bytes"
 	"os"
+	"runtime"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // cpuTimes is the machine's CPU time from /proc/stat's first line, in
@@ -12,6 +15,7 @@ import (
 // softirq, steal) and all; and how many CPUs (its cpuN lines).
 type cpuTimes struct {
 	busy, total uint64
+	softirq     uint64 // of busy: softirq, where XDP and the packet path run
 	cpus        int
 }
 
@@ -36,6 +40,9 @@ func readCPU() (cpuTimes, bool) {
 		if i != 3 && i != 4 {
 			t.busy += v
 		}
+		if i == 6 {
+			t.softirq = v
+		}
 	}
 	for _, l := range bytes.Split(rest, []byte("\n")) {
 		if bytes.HasPrefix(l, []byte("cpu")) {
@@ -51,9 +58,30 @@ func readCPU() (cpuTimes, bool) {
 // the cost the throughput is bought with, and it varies less with the
 // client's shape than throughput does.
 type cpuMeter struct {
-	done chan struct{}
-	busy float64 // cores busy on average over the window
-	ok   bool
+	done    chan struct{}
+	busy    float64 // cores busy on average over the window
+	softirq float64 // of them, in softirq
+	ok      bool
+	// self is this process's CPU time (getrusage) in the window; allocs
+	// its heap allocations.
+	self   time.Duration
+	selfOK bool
+	allocs uint64
+}
+
+// selfCPU is this process's user and system time so far.
+func selfCPU() (time.Duration, bool) {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0, false
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
+}
+
+func mallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
 }
 
 func startCPUMeter(ph phases) *cpuMeter {
@@ -62,10 +90,16 @@ func startCPUMeter(ph phases) *cpuMeter {
 		defer close(m.done)
 		time.Sleep(time.Until(ph.base.Add(ph.measure)))
 		a, ok1 := readCPU()
+		sa, sok1 := selfCPU()
+		ma := mallocs()
 		time.Sleep(time.Until(ph.base.Add(ph.end)))
 		b, ok2 := readCPU()
+		sb, sok2 := selfCPU()
+		m.allocs = mallocs() - ma
+		m.self, m.selfOK = sb-sa, sok1 && sok2
 		if ok1 && ok2 && b.total > a.total {
 			m.busy = float64(b.busy-a.busy) / float64(b.total-a.total) * float64(b.cpus)
+			m.softirq = float64(b.softirq-a.softirq) / float64(b.total-a.total) * float64(b.cpus)
 			m.ok = true
 		}
 	}()

@@ -7,16 +7,16 @@ import (
 
 // MarkdownHeader is the header of the table MarkdownRow fills.
 func MarkdownHeader() string {
-	return "| target | via | workload | ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | hits | errors | lost | CPUs busy | CPU µs/req |\n" +
-		"|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+	return "| target | via | workload | ops/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | hits | errors | lost/late | CPUs busy | CPU µs/req | client µs/req | rest µs/req | softirq µs/req | allocs/req |\n" +
+		"|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
 }
 
 // MarkdownRow is one line of the table, with a trailing newline.
 func (r *Result) MarkdownRow() string {
 	l := r.Latency
-	return fmt.Sprintf("| %s | %s | %s | %.0f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f%% | %d | %d | %.2f | %.2f |\n",
-		r.Target, r.Network, r.Workload.String(), r.OpsPerSec, l.P50Us, l.P90Us, l.P99Us, l.P999Us, l.MaxUs,
-		100*r.HitRatio(), r.Errors, r.Lost, r.CPUBusy, r.CPUUsPerReq)
+	return fmt.Sprintf("| %s | %s | %s | %.0f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f%% | %d | %d/%d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n",
+		r.Target, r.via(), r.Workload.String(), r.OpsPerSec, l.P50Us, l.P90Us, l.P99Us, l.P999Us, l.MaxUs,
+		100*r.HitRatio(), r.Errors, r.Lost, r.Late, r.CPUBusy, r.CPUUsPerReq, r.ClientUsPerReq, r.ServerUsPerReq, r.SoftirqUsPerReq, r.AllocsPerReq)
 }
 
 // MarkdownTable is the header and a row per result.
@@ -36,4 +36,12 @@ func (w Workload) String() string {
 		s += fmt.Sprintf(" ×%d keys", w.MultiGet)
 	}
 	return s + fmt.Sprintf(" k%d v%d %d keys %d×%d %v", w.KeySize, w.ValueSize, w.Keys, w.Sockets, w.InFlight, w.Duration)
+}
+
+// via is the transport and, over UDP, the client engine: "udp/pinned".
+func (r *Result) via() string {
+	if r.Network == "udp" && r.Client != "" {
+		return r.Network + "/" + r.Client
+	}
+	return r.Network
 }

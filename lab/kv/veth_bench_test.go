@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xdplab/xdplab/lab/bench"
+	"github.com/xdplab/xdplab/lab/bench/reflector"
 	"github.com/xdplab/xdplab/lab/internal/background"
 	"github.com/xdplab/xdplab/lab/netlab"
 	"github.com/xdplab/xdplab/lab/peer"
@@ -31,8 +32,14 @@ import (
 // own namespace, nothing attached: memcached as deployed). A third target,
 // "memcached+xdp", is memcached in kv's namespace on another port, behind
 // the store's program (which passes its packets): what XDP on the path
-// costs a server that does not use it. The client's ends carry XDP_PASS,
-// which XDP_TX on veth needs; replies of all three cross it.
+// costs a server that does not use it. The fourth, "reflector", is
+// client — rf with bpf/reflect.bpf.c on rf's end (lab/bench/reflector): it
+// answers every GET with the bytes a store hit gives and keeps no state, the
+// ceiling the client and the path allow, so store ÷ reflector says how near
+// the store runs to it. The client's ends carry XDP_PASS, which XDP_TX on
+// veth needs; replies of all four cross it. Every target runs with the
+// pinned client (the default) and again, as NAME/netpoll-client, with the
+// first one (bench.ClientNetpoll), alternating in the same rounds.
 func BenchmarkVethStoreVsMemcached(b *testing.B) {
 	knobs := bench.Knobs{Rounds: 3, Round: 2 * time.Second}
 	w0 := bench.DefaultWorkload()
@@ -41,13 +48,16 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 	}
 	topo := netlab.ForTest(b, netlab.Spec{
 		Hosts: []netlab.HostSpec{
-			{Name: "client", Role: "client", XDPPass: true},
+			// GRO on the client's ends, as on a NIC: the pinned
+			// client takes a batch's replies as one train.
+			{Name: "client", Role: "client", XDPPass: true, GRO: true},
 			{Name: "kv", Role: "kv"},
 			{Name: "mc", Role: "memcached"},
+			{Name: "rf", Role: "kv"},
 		},
-		Links: []netlab.LinkSpec{{A: "client", B: "kv"}, {A: "client", B: "mc"}},
+		Links: []netlab.LinkSpec{{A: "client", B: "kv"}, {A: "client", B: "mc"}, {A: "client", B: "rf"}},
 	})
-	client, kvh, mch := topo.Host("client"), topo.Host("kv"), topo.Host("mc")
+	client, kvh, mch, rfh := topo.Host("client"), topo.Host("kv"), topo.Host("mc"), topo.Host("rf")
 
 	o := loadForTest(b, Config{})
 	l, err := netlab.AttachXDP(kvh, kvh.Dev(), o.Program())
@@ -70,11 +80,23 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 		b.Cleanup(func() { mc.Stop() })
 	}
 
+	// The reflector: the ceiling, answering every GET with the bytes a
+	// store hit of the workload's value gives (see lab/bench/reflector).
+	rf := reflector.ForTest(b, rfh, reflector.Config{Port: o.Config().Port, KeySize: w0.KeySize, Value: bench.Value(w0.ValueSize)})
+
 	dial := client.Dial
 	targets := []bench.Target{
 		{Name: "store", Addr: netip.AddrPortFrom(kvh.IPv4(), o.Config().Port).String(), Dial: dial},
+		{Name: "reflector", Addr: netip.AddrPortFrom(rfh.IPv4(), o.Config().Port).String(), Dial: dial},
 		{Name: "memcached", Addr: netip.AddrPortFrom(mch.IPv4(), mcPort).String(), Dial: dial},
 		{Name: "memcached+xdp", Addr: netip.AddrPortFrom(kvh.IPv4(), mcPort).String(), Dial: dial},
+	}
+	// The first client (a goroutine per socket through the netpoller)
+	// against the reflector, the store and memcached: what the pinned
+	// client (the default) gains, side by side in the same rounds.
+	for _, t := range targets[:3] {
+		t.Name, t.Client = t.Name+"/netpoll-client", bench.ClientNetpoll
+		targets = append(targets, t)
 	}
 
 	var all []*bench.Result
@@ -86,7 +108,11 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 			w := w0
 			w.GetRatio, w.KeyPrefix = wl.getRatio, wl.name+":"
 			before := xdpCounters(b, srv)
-			dropsBefore := udpDrops(b, client, kvh, mch)
+			dropsBefore := udpDrops(b, client, kvh, mch, rfh)
+			rfBefore, err := rf.Stats()
+			if err != nil {
+				b.Fatal(err)
+			}
 			cmp, err := bench.Compare(ctx, targets, w, knobs.Rounds, "memcached")
 			if err != nil {
 				b.Fatal(err)
@@ -102,9 +128,21 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 				tx, pass, after["xdp_drop"]-before["xdp_drop"])
 			// Lost requests: UDP datagrams dropped for a full receive
 			// buffer, per namespace, tell whether a socket overflowed.
-			dropsAfter := udpDrops(b, client, kvh, mch)
+			rfAfter, err := rf.Stats()
+			if err != nil {
+				b.Fatal(err)
+			}
+			fmt.Fprintf(&table, "reflector: %d GETs and %d SETs answered, %d passed\n",
+				rfAfter.Gets-rfBefore.Gets, rfAfter.Sets-rfBefore.Sets, rfAfter.Passed-rfBefore.Passed)
+			table.WriteString(cmp.Goals("store", "memcached", "reflector"))
+			table.WriteString("client: pinned ÷ netpoll ops/s (goal ≥ 1.5× against the reflector):")
+			for _, t := range []string{"reflector", "store", "memcached"} {
+				fmt.Fprintf(&table, " %s %.2f×", t, cmp.Median(t, bench.Ops)/cmp.Median(t+"/netpoll-client", bench.Ops))
+			}
+			table.WriteString("\n")
+			dropsAfter := udpDrops(b, client, kvh, mch, rfh)
 			table.WriteString("UDP receive-buffer drops during the runs:")
-			for _, h := range []*netlab.Host{client, kvh, mch} {
+			for _, h := range []*netlab.Host{client, kvh, mch, rfh} {
 				fmt.Fprintf(&table, " %s %d", h.Name, dropsAfter[h.Name]-dropsBefore[h.Name])
 			}
 			table.WriteString("\n")
@@ -120,6 +158,9 @@ func BenchmarkVethStoreVsMemcached(b *testing.B) {
 			b.ReportMetric(cmp.Median("store", bench.Ops), "store-ops/s")
 			b.ReportMetric(cmp.Median("memcached", bench.Ops), "memcached-ops/s")
 			b.ReportMetric(cmp.Ratio("store", bench.Ops), "store/memcached")
+			b.ReportMetric(cmp.Median("reflector", bench.Ops), "reflector-ops/s")
+			b.ReportMetric(cmp.Median("store", bench.Ops)/cmp.Median("reflector", bench.Ops), "store/reflector")
+			b.ReportMetric(cmp.Median("reflector", bench.Ops)/cmp.Median("reflector/netpoll-client", bench.Ops), "pinned/netpoll-client")
 			b.ReportMetric(cmp.Median("store", bench.P50), "store-p50-us")
 			b.ReportMetric(cmp.Median("store", bench.P99), "store-p99-us")
 			b.ReportMetric(cmp.Median("memcached", bench.P50), "memcached-p50-us")

@@ -12,6 +12,8 @@ import (
 const (
 	ethtoolGTXCSUM = 0x16
 	ethtoolSTXCSUM = 0x17
+	ethtoolGGRO    = 0x2b
+	ethtoolSGRO    = 0x2c
 )
 
 type ethtoolValue struct{ cmd, data uint32 }
@@ -54,6 +56,23 @@ func setTxChecksum(dev string, on bool) error {
 // txChecksum is whether `ethtool -k dev` shows tx-checksumming on.
 func txChecksum(dev string) (bool, error) {
 	v := ethtoolValue{cmd: ethtoolGTXCSUM}
+	err := ethtool(dev, &v)
+	return v.data != 0, err
+}
+
+// setGRO is `ethtool -K dev gro on|off`.
+func setGRO(dev string, on bool) error {
+	v := ethtoolValue{cmd: ethtoolSGRO}
+	if on {
+		v.data = 1
+	}
+	return ethtool(dev, &v)
+}
+
+// GRO is whether `ethtool -k dev` shows generic-receive-offload on, for
+// dev in the calling thread's namespace.
+func GRO(dev string) (bool, error) {
+	v := ethtoolValue{cmd: ethtoolGGRO}
 	err := ethtool(dev, &v)
 	return v.data != 0, err
 }

@@ -440,3 +440,25 @@ func TestNewCleansUpOnFailure(t *testing.T) {
 		t.Errorf("failed New left %v", left)
 	}
 }
+
+// TestHostGRO: GRO is on for the interfaces of a host that asks for it,
+// and stays off (a veth's default) elsewhere; traffic flows either way.
+func TestHostGRO(t *testing.T) {
+	topo := ForTest(t, Spec{
+		Hosts: []HostSpec{{Name: "client", Role: "client", GRO: true}, {Name: "kv", Role: "kv"}},
+		Links: []LinkSpec{{A: "client", B: "kv"}},
+	})
+	for _, c := range []struct {
+		h    *Host
+		want bool
+	}{{topo.Host("client"), true}, {topo.Host("kv"), false}} {
+		var on bool
+		if err := c.h.Do(func() (err error) { on, err = GRO(c.h.Dev()); return err }); err != nil || on != c.want {
+			t.Errorf("%s: GRO %v, %v; want %v", c.h.Name, on, err, c.want)
+		}
+	}
+	kv := topo.Host("kv")
+	if err := roundTrip(topo.Host("client"), udpEcho(t, kv, kv.IPv4(), 7009), 2*time.Second); err != nil {
+		t.Error(err)
+	}
+}

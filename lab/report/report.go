@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -223,18 +224,22 @@ func (r *Report) Missing(want []string) []string {
 func (r *Report) Markdown() string {
 	r.sort()
 	var md strings.Builder
-	md.WriteString("| kernel | release | accel | boot+run s | pass | fail | skip | kv_xdp insns verified | proxy_xdp insns verified | GET ops/s store / memcached | GET ops/s XDP proxy / nutcracker, memcached backends | same, XDP-store backends |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	md.WriteString("| kernel | release | accel | boot+run s | pass | fail | skip | kv_xdp insns verified | proxy_xdp insns verified | GET ops/s store / memcached | GET ops/s store / reflector | GET ops/s XDP proxy / nutcracker, memcached backends | same, XDP-store backends |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, k := range r.Kernels {
 		pass, fail, skip := k.Counts()
 		accel := k.Accel
 		if k.Backend != "" {
 			accel += ", " + k.Backend
 		}
-		fmt.Fprintf(&md, "| %s | %s | %s | %.0f | %d | %d | %d | %s | %s | %s | %s | %s |\n", k.ID(), k.Release, accel, k.Seconds, pass, fail, skip,
+		fmt.Fprintf(&md, "| %s | %s | %s | %.0f | %d | %d | %d | %s | %s | %s | %s | %s | %s |\n", k.ID(), k.Release, accel, k.Seconds, pass, fail, skip,
 			verifiedInsns(k.Verifier, "kv_xdp"), verifiedInsns(k.Verifier, "proxy_xdp"),
 			getThroughput(k.Throughput, "store", "memcached"),
+			getThroughput(k.Throughput, "store", "reflector"),
 			getThroughput(k.ProxyThroughput, "xdp-proxy→memcached", "nutcracker→memcached"),
 			getThroughput(k.ProxyThroughput, "xdp-proxy→kv", "nutcracker→kv"))
+	}
+	if v := r.throughputTable(); v != "" {
+		md.WriteString("\nStore throughput, per kernel (GETs, veth pairs, medians of the rounds; the reflector answers every GET with a store hit's bytes and keeps no state: the ceiling; netpoll: the first client; CPU: the whole machine's, and this process's, per request; goals store ÷ memcached ≥ 4×, store ÷ reflector ≥ 90%, reported, not asserted):\n\n" + v)
 	}
 	if v := r.verifierTable(); v != "" {
 		md.WriteString("\nVerifier, per program and kernel (headroom: of the 1M-instruction limit):\n\n" + v)
@@ -433,27 +438,92 @@ func verifiedInsns(raw json.RawMessage, program string) string {
 	return fmt.Sprint(max)
 }
 
-// getThroughput summarises a GET-only comparison of a throughput suite:
-// target a's ops/s against b's.
-func getThroughput(raw json.RawMessage, a, b string) string {
-	var rs []struct {
-		Target   string  `json:"target"`
-		Ops      float64 `json:"ops_per_sec"`
-		Workload struct {
-			GetRatio float64 `json:"get_ratio"`
-		} `json:"workload"`
-	}
+// getResult is one result of a throughput suite's JSON, what the report
+// reads of it.
+type getResult struct {
+	Target   string  `json:"target"`
+	Client   string  `json:"client"`
+	Ops      float64 `json:"ops_per_sec"`
+	CPU      float64 `json:"cpu_us_per_req"`
+	ClientUs float64 `json:"client_us_per_req"`
+	Latency  struct {
+		P99 float64 `json:"p99_us"`
+	} `json:"latency"`
+	Workload struct {
+		GetRatio float64 `json:"get_ratio"`
+	} `json:"workload"`
+}
+
+// getMedians is each target's GET-only results of a throughput suite's
+// JSON, as medians over its rounds (of an even count, the mean of the
+// middle two), in the order the targets first appear; nil when raw says
+// nothing.
+func getMedians(raw json.RawMessage) ([]string, map[string]getResult) {
+	var rs []getResult
 	if json.Unmarshal(raw, &rs) != nil {
+		return nil, nil
+	}
+	var order []string
+	all := map[string][]getResult{}
+	for _, r := range rs {
+		if r.Workload.GetRatio != 1 {
+			continue
+		}
+		if _, ok := all[r.Target]; !ok {
+			order = append(order, r.Target)
+		}
+		all[r.Target] = append(all[r.Target], r)
+	}
+	med := map[string]getResult{}
+	for t, rs := range all {
+		m := func(f func(getResult) float64) float64 {
+			v := make([]float64, len(rs))
+			for i, r := range rs {
+				v[i] = f(r)
+			}
+			slices.Sort(v)
+			return (v[(len(v)-1)/2] + v[len(v)/2]) / 2
+		}
+		g := getResult{Target: t, Client: rs[0].Client}
+		g.Ops = m(func(r getResult) float64 { return r.Ops })
+		g.CPU = m(func(r getResult) float64 { return r.CPU })
+		g.ClientUs = m(func(r getResult) float64 { return r.ClientUs })
+		g.Latency.P99 = m(func(r getResult) float64 { return r.Latency.P99 })
+		med[t] = g
+	}
+	return order, med
+}
+
+// getThroughput summarises a GET-only comparison of a throughput suite:
+// target a's ops/s against b's (medians over rounds).
+func getThroughput(raw json.RawMessage, a, b string) string {
+	_, med := getMedians(raw)
+	if med[a].Ops == 0 || med[b].Ops == 0 {
 		return "-"
 	}
-	ops := map[string]float64{}
-	for _, r := range rs {
-		if r.Workload.GetRatio == 1 {
-			ops[r.Target] = r.Ops
+	return fmt.Sprintf("%.0f / %.0f = %.2f×", med[a].Ops, med[b].Ops, med[a].Ops/med[b].Ops)
+}
+
+// throughputTable is the store suite's GET targets per kernel: rate, p99,
+// CPU per request, and the ratios to memcached and the reflector.
+func (r *Report) throughputTable() string {
+	var b strings.Builder
+	for _, k := range r.Kernels {
+		order, med := getMedians(k.Throughput)
+		ratio := func(t, base string) string {
+			if med[base].Ops == 0 || med[t].Ops == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2f×", med[t].Ops/med[base].Ops)
+		}
+		for _, t := range order {
+			g := med[t]
+			fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %.1f | %.2f | %.2f | %s | %s |\n", k.ID(), t, g.Client, g.Ops, g.Latency.P99, g.CPU, g.ClientUs,
+				ratio(t, "memcached"), ratio(t, "reflector"))
 		}
 	}
-	if ops[a] == 0 || ops[b] == 0 {
-		return "-"
+	if b.Len() == 0 {
+		return ""
 	}
-	return fmt.Sprintf("%.0f / %.0f = %.2f×", ops[a], ops[b], ops[a]/ops[b])
+	return "| kernel | target | client | GETs/s | p99 µs | CPU µs/req | client µs/req | ÷ memcached | ÷ reflector |\n|---|---|---|--:|--:|--:|--:|--:|--:|\n" + b.String()
 }

@@ -208,3 +208,28 @@ func TestReason(t *testing.T) {
 		t.Errorf("failure reason %q", got)
 	}
 }
+
+// TestThroughputRows: the store's GETs/s beside memcached's and the
+// reflector's, medians over rounds, in the summary row and the per-kernel
+// table; mixed workloads left out.
+func TestThroughputRows(t *testing.T) {
+	r := shard("6.1")
+	r.Kernels[0].Throughput = []byte(`[
+	 {"target":"store","client":"pinned","ops_per_sec":300,"cpu_us_per_req":4,"client_us_per_req":3,"latency":{"p99_us":50},"workload":{"get_ratio":1}},
+	 {"target":"reflector","client":"pinned","ops_per_sec":400,"cpu_us_per_req":3,"client_us_per_req":2,"latency":{"p99_us":40},"workload":{"get_ratio":1}},
+	 {"target":"memcached","client":"pinned","ops_per_sec":100,"cpu_us_per_req":9,"client_us_per_req":3,"latency":{"p99_us":90},"workload":{"get_ratio":1}},
+	 {"target":"store","client":"pinned","ops_per_sec":500,"cpu_us_per_req":2,"client_us_per_req":1,"latency":{"p99_us":30},"workload":{"get_ratio":1}},
+	 {"target":"store","client":"pinned","ops_per_sec":400,"cpu_us_per_req":3,"client_us_per_req":2,"latency":{"p99_us":40},"workload":{"get_ratio":1}},
+	 {"target":"store","client":"pinned","ops_per_sec":9999,"workload":{"get_ratio":0.9}}
+	]`)
+	md := r.Markdown()
+	for _, want := range []string{
+		"| 400 / 100 = 4.00× | 400 / 400 = 1.00× |",
+		"| 6.1 | store | pinned | 400 | 40.0 | 3.00 | 2.00 | 4.00× | 1.00× |",
+		"| 6.1 | memcached | pinned | 100 | 90.0 | 9.00 | 3.00 | 1.00× | 0.25× |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}

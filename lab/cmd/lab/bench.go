@@ -26,6 +26,7 @@ func benchRun(args []string) error {
 	name := fs.String("name", "", "label of the result (default: the address)")
 	ns := fs.String("netns", "", "open the client sockets in this network namespace (a name under /run/netns, or a path)")
 	asJSON := fs.Bool("json", false, "print the result as JSON instead of a Markdown table")
+	client := fs.String("client", bench.ClientPinned, "UDP client engine: "+bench.ClientPinned+" (pinned threads, fewer than CPUs, batches sent with UDP GSO) or "+bench.ClientNetpoll+" (a goroutine per socket through Go's netpoller, the first client)")
 	w := d
 	fs.DurationVar(&w.Duration, "duration", 10*time.Second, "measured time")
 	fs.DurationVar(&w.Warmup, "warmup", d.Warmup, "load before measuring, not counted")
@@ -36,7 +37,7 @@ func benchRun(args []string) error {
 	fs.IntVar(&w.ValueSize, "value-size", d.ValueSize, "SET value size in bytes")
 	fs.IntVar(&w.MultiGet, "multiget", d.MultiGet, "keys per GET")
 	fs.IntVar(&w.InFlight, "inflight", d.InFlight, "requests in flight per socket")
-	fs.IntVar(&w.Sockets, "sockets", d.Sockets, "client sockets, one goroutine each")
+	fs.IntVar(&w.Sockets, "sockets", d.Sockets, "client sockets")
 	fs.BoolVar(&w.Preload, "preload", true, "set every key once before the run, so GETs hit")
 	fs.StringVar(&w.KeyPrefix, "prefix", d.KeyPrefix, "start of every key")
 	fs.Uint64Var(&w.Seed, "seed", d.Seed, "seed of the key sequence")
@@ -46,7 +47,7 @@ func benchRun(args []string) error {
 	if *addr == "" || fs.NArg() > 0 {
 		return usageError{"usage: lab bench --addr HOST:PORT [--duration 10s] [--get-ratio 0.9] [--netns NAME] ... (see lab bench -h)"}
 	}
-	t := bench.Target{Name: *name, Addr: *addr, Network: "udp"}
+	t := bench.Target{Name: *name, Addr: *addr, Network: "udp", Client: *client}
 	if *tcp {
 		t.Network = "tcp"
 	}
