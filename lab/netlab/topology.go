@@ -46,7 +46,8 @@ type HostSpec struct {
 	// so that XDP_TX/XDP_REDIRECT frames sent towards it are delivered.
 	XDPPass bool
 	// GRO turns generic receive offload on for every interface of the
-	// host (a veth has it off, as `ethtool -K dev gro on`): a socket
+	// host (`ethtool -K dev gro on`; without it netlab turns it off, a
+	// veth's default on 6.x but not on 5.10): a socket
 	// with UDP_GRO then gets same-sized datagrams that arrive together
 	// as one train, as on a NIC, which a benchmark client reads for a
 	// fraction of the per-datagram cost. Sockets without UDP_GRO get
@@ -302,11 +303,11 @@ func (t *Topology) build(spec Spec) error {
 				return fmt.Errorf("netlab: host %s: routes: %w", h.Name, err)
 			}
 		}
-		if hs.GRO {
-			for _, i := range h.Ifaces {
-				if err := h.Do(func() error { return setGRO(i.Name, true) }); err != nil {
-					return fmt.Errorf("netlab: host %s: gro on %s: %w", h.Name, i.Name, err)
-				}
+		// Set either way: a veth's default differs by kernel (on in
+		// 5.10, off on 6.x), and a topology should be the same on all.
+		for _, i := range h.Ifaces {
+			if err := h.Do(func() error { return setGRO(i.Name, hs.GRO) }); err != nil {
+				return fmt.Errorf("netlab: host %s: gro %v on %s: %w", h.Name, hs.GRO, i.Name, err)
 			}
 		}
 		if hs.XDPPass {
