@@ -142,7 +142,7 @@ struct proxy_backend_stats {
 const volatile __u16 port = 11211;
 const volatile __u8 has_listen4 = 0;
 const volatile __be32 listen4 = 0;
-const volatile __u32 new_flows = 1024; /* flows each CPU may plant a second */
+const volatile __u32 new_flows; /* flows each CPU may plant a second: lab/proxy always sets it (Config.NewFlows) */
 const volatile __u8 has_listen6 = 0;
 const volatile __u32 listen6[4] = {}; /* network order */
 
