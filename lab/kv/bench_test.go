@@ -125,6 +125,13 @@ func BenchmarkXDP(b *testing.B) {
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) { benchRun(b, o, c) })
 	}
+	// The same GET hit from a store that sends IPv4 replies without a
+	// UDP checksum (Config.UDPZeroChecksum).
+	oz := loadForTest(b, Config{UDPZeroChecksum: true})
+	mustRun(b, oz, benchCase{src: bench4Client, dst: bench4Server, req: setReq(keys[0], benchValLen), want: 3, check: wantPrefix("STORED")})
+	b.Run("GetHit/UDPZeroChecksum", func(b *testing.B) {
+		benchRun(b, oz, benchCase{src: bench4Client, dst: bench4Server, req: getReq(keys[0]), want: 3, repeat: 1, check: wantValues(1)})
+	})
 }
 
 // BenchmarkXDPModel varies one size at a time on a GET hit and a SET, to

@@ -189,6 +189,7 @@ const (
 	kvVarReplyMax        = "reply_max"
 	kvVarSlowToken       = "slow_token"
 	kvVarUdpOff          = "udp_off"
+	kvVarUdpZeroCsum     = "udp_zero_csum"
 	kvVarUnixOffsetNs    = "unix_offset_ns"
 	kvVarUnusedKvCtl     = "unused_kv_ctl"
 	kvVarUnusedKvLimit   = "unused_kv_limit"
@@ -266,6 +267,7 @@ type kvVariableSpecs struct {
 	ReplyMax        *ebpf.VariableSpec `ebpf:"reply_max"`
 	SlowToken       *ebpf.VariableSpec `ebpf:"slow_token"`
 	UdpOff          *ebpf.VariableSpec `ebpf:"udp_off"`
+	UdpZeroCsum     *ebpf.VariableSpec `ebpf:"udp_zero_csum"`
 	UnixOffsetNs    *ebpf.VariableSpec `ebpf:"unix_offset_ns"`
 	UnusedKvCtl     *ebpf.VariableSpec `ebpf:"unused_kv_ctl"`
 	UnusedKvLimit   *ebpf.VariableSpec `ebpf:"unused_kv_limit"`
@@ -323,6 +325,7 @@ type kvVariables struct {
 	ReplyMax        *ebpf.Variable `ebpf:"reply_max"`
 	SlowToken       *ebpf.Variable `ebpf:"slow_token"`
 	UdpOff          *ebpf.Variable `ebpf:"udp_off"`
+	UdpZeroCsum     *ebpf.Variable `ebpf:"udp_zero_csum"`
 	UnixOffsetNs    *ebpf.Variable `ebpf:"unix_offset_ns"`
 	UnusedKvCtl     *ebpf.Variable `ebpf:"unused_kv_ctl"`
 	UnusedKvLimit   *ebpf.Variable `ebpf:"unused_kv_limit"`

@@ -91,6 +91,13 @@ type Config struct {
 	UDPAmplification int   // a UDP reply at most this many times its request's payload; 0 no ratio
 	UDPRate          int64 // reply bytes per second per source address, enforced in XDP
 	UDPBurst         int64 // that budget's bucket, bytes
+
+	// UDPZeroChecksum sends IPv4 replies from XDP with no UDP checksum
+	// (0, which IPv4 allows and BMC does), saving the sum over each
+	// reply. Off by default: the checksum is what catches a reply damaged
+	// where no link CRC covers it, and memcached's own replies carry one.
+	// IPv6 replies always carry one (IPv6 requires it).
+	UDPZeroChecksum bool
 }
 
 // byDefault sets *v to d if it is zero: a zero Config field means the default.
@@ -194,9 +201,12 @@ func Load(cfg Config) (*Objects, error) {
 	if cfg.UDPRate != Unlimited {
 		rate, burst = uint64(cfg.UDPRate), uint64(cfg.UDPBurst)
 	}
-	udpOff := uint8(0)
+	udpOff, zeroCsum := uint8(0), uint8(0)
 	if cfg.NoUDP {
 		udpOff = 1
+	}
+	if cfg.UDPZeroChecksum {
+		zeroCsum = 1
 	}
 	for _, set := range []struct {
 		v   *ebpf.VariableSpec
@@ -205,6 +215,7 @@ func Load(cfg Config) (*Objects, error) {
 		{specs.Port, cfg.Port}, {specs.ValCap, capacity}, {specs.ReplyMax, replyMax},
 		{specs.SlowToken, o.token}, {specs.CoarseClock, coarse}, {specs.UdpOff, udpOff},
 		{specs.AmpRatio, uint32(cfg.UDPAmplification)}, {specs.RateBytes, rate}, {specs.RateBurst, burst},
+		{specs.UdpZeroCsum, zeroCsum},
 	} {
 		if err := set.v.Set(set.val); err != nil {
 			return nil, fmt.Errorf("set %s: %w", set.v.Name, err)

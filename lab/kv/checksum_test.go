@@ -1,0 +1,38 @@
+package kv
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+)
+
+// TestUDPZeroChecksum: with Config.UDPZeroChecksum, IPv4 replies from XDP
+// carry a UDP checksum of 0 and IPv6 ones a right one; without it both
+// carry a right one (ParseFrame checks any non-zero checksum).
+func TestUDPZeroChecksum(t *testing.T) {
+	for _, zero := range []bool{false, true} {
+		o := loadForTest(t, Config{UDPZeroChecksum: zero})
+		for _, c := range []struct{ src, dst string }{{"198.18.0.1:40000", "198.18.0.2:11211"}, {"[fd00::1]:40000", "[fd00::2]:11211"}} {
+			d := Datagram{Src: netip.MustParseAddrPort(c.src), Dst: netip.MustParseAddrPort(c.dst), ID: 7}
+			for _, req := range []string{setReq("csum", 100), getReq("csum"), getReq("nokey")} {
+				d.Payload = []byte(req)
+				act, out := runFrame(t, o, d.Frame())
+				if act != 3 {
+					t.Fatalf("zero %v, %s, %.20q: action %d, want XDP_TX", zero, c.dst, req, act)
+				}
+				if _, err := ParseFrame(out); err != nil {
+					t.Fatalf("zero %v, %s, %.20q: %v", zero, c.dst, req, err)
+				}
+				v6 := d.Dst.Addr().Is6()
+				ipl := ipv4Len
+				if v6 {
+					ipl = ipv6Len
+				}
+				sum := binary.BigEndian.Uint16(out[ethLen+ipl+6:])
+				if want0 := zero && !v6; (sum == 0) != want0 {
+					t.Errorf("zero %v, %s, %.20q: UDP checksum %#04x", zero, c.dst, req, sum)
+				}
+			}
+		}
+	}
+}
