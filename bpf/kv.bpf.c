@@ -55,6 +55,9 @@ const volatile __u64 rate_burst = 0;
 /* IPv4 replies carry no UDP checksum (0, which IPv4 allows; lab/kv.Config.
  * UDPZeroChecksum): saves summing each reply. IPv6 requires one. */
 const volatile __u8 udp_zero_csum = 0;
+/* bpf_xdp_load_bytes and bpf_xdp_store_bytes exist (5.18+): the payload's
+ * copies are one call each (pkt_copy_ctx). */
+const volatile __u8 xdp_bytes = 0;
 
 /* CLOCK_MONOTONIC to unix time, kept current by the slow path. */
 volatile __s64 unix_offset_ns = 0;
@@ -241,7 +244,7 @@ int kv_xdp(struct xdp_md *ctx)
 	if (plen > PAYLOAD_MAX || !mc_frame_single(fr))
 		goto pass;
 	WR(s->req_len, plen);
-	if (copy_pkt(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr), 0) < 0)
+	if (copy_pkt(ctx, s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr), 0) < 0)
 		goto pass;
 	WR(s->slot, slot);
 	WR(s->now, clock_ns());
@@ -341,7 +344,7 @@ int kv_xdp(struct xdp_md *ctx)
 	fr->seq = 0;
 	fr->total = bpf_htons(1);
 	fr->reserved = 0;
-	if (copy_pkt(s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr), 1) < 0)
+	if (copy_pkt(ctx, s, data, data_end, hoff + sizeof(*udp) + sizeof(*fr), 1) < 0)
 		return XDP_DROP;
 	if (p.v6 || !udp_zero_csum) { /* else udp->check stays 0 (pkt_turn) */
 		sum += frame_sum16(udp, sizeof(*udp) + sizeof(*fr));

@@ -145,6 +145,7 @@ const volatile __be32 listen4 = 0;
 const volatile __u32 new_flows; /* flows each CPU may plant a second: lab/proxy always sets it (Config.NewFlows) */
 const volatile __u8 has_listen6 = 0;
 const volatile __u32 listen6[4] = {}; /* network order */
+const volatile __u8 xdp_bytes = 0; /* bpf_xdp_load_bytes exists (5.18+): see pkt_copy_ctx */
 
 /* Which of the two rings is current; the loader writes the other, then flips. */
 volatile __u32 ring_slot = 0;
@@ -615,7 +616,7 @@ int proxy_xdp(struct xdp_md *ctx)
 			plen = LINE_COPY;
 	}
 	WR(s->copy_len, plen);
-	if (pkt_copy(p.data, p.data_end, p.hoff + sizeof(*p.udp) + sizeof(struct mc_frame), s->req, MASK,
+	if (pkt_copy_ctx(ctx, xdp_bytes, p.data, p.data_end, p.hoff + sizeof(*p.udp) + sizeof(struct mc_frame), s->req, MASK,
 		     &s->copy_len, &s->poff, 0) < 0)
 		goto slow;
 	b = route();

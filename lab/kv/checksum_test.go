@@ -36,3 +36,27 @@ func TestUDPZeroChecksum(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyLoops: the copy loops that kernels before 5.18 run (no
+// bpf_xdp_load_bytes/store_bytes) give the replies the helpers give.
+func TestCopyLoops(t *testing.T) {
+	testCopyLoops = true
+	loops := loadForTest(t, Config{})
+	testCopyLoops = false
+	fast := loadForTest(t, Config{})
+	if loops.xdpBytes {
+		t.Fatal("testCopyLoops did not take")
+	}
+	for _, c := range []struct{ src, dst string }{{"198.18.0.1:40000", "198.18.0.2:11211"}, {"[fd00::1]:40000", "[fd00::2]:11211"}} {
+		d := Datagram{Src: netip.MustParseAddrPort(c.src), Dst: netip.MustParseAddrPort(c.dst), ID: 9}
+		for _, req := range []string{setReq("k", 1), setReq("loop:key:000001", 100), setReq("loop:key:000002", 1000),
+			getReq("k"), getReq("loop:key:000001"), getReq("loop:key:000002", "k", "none"), "incr n 1\r\n", "delete k\r\n"} {
+			d.Payload = []byte(req)
+			a1, r1 := run(t, loops, d)
+			a2, r2 := run(t, fast, d)
+			if a1 != a2 || string(r1) != string(r2) {
+				t.Errorf("%s %.30q: loops %d %.60q, helpers %d %.60q", c.dst, req, a1, r1, a2, r2)
+			}
+		}
+	}
+}

@@ -196,6 +196,7 @@ const (
 	kvVarUnusedKvVal     = "unused_kv_val"
 	kvVarUnusedXdpAction = "unused_xdp_action"
 	kvVarValCap          = "val_cap"
+	kvVarXdpBytes        = "xdp_bytes"
 )
 
 // loadKv returns the embedded CollectionSpec for kv.
@@ -274,6 +275,7 @@ type kvVariableSpecs struct {
 	UnusedKvVal     *ebpf.VariableSpec `ebpf:"unused_kv_val"`
 	UnusedXdpAction *ebpf.VariableSpec `ebpf:"unused_xdp_action"`
 	ValCap          *ebpf.VariableSpec `ebpf:"val_cap"`
+	XdpBytes        *ebpf.VariableSpec `ebpf:"xdp_bytes"`
 }
 
 // kvObjects contains all objects after they have been loaded into the kernel.
@@ -332,6 +334,7 @@ type kvVariables struct {
 	UnusedKvVal     *ebpf.Variable `ebpf:"unused_kv_val"`
 	UnusedXdpAction *ebpf.Variable `ebpf:"unused_xdp_action"`
 	ValCap          *ebpf.Variable `ebpf:"val_cap"`
+	XdpBytes        *ebpf.Variable `ebpf:"xdp_bytes"`
 }
 
 // kvPrograms contains all programs after they have been loaded into the kernel.

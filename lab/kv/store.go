@@ -142,14 +142,19 @@ func (c *Config) normalize() error {
 
 // Objects are the loaded BPF programs and maps of one store.
 type Objects struct {
-	cfg    Config
-	objs   kvObjects
-	token  uint16 // marks the slow path's own requests to the XDP program
-	coarse bool   // the program reads bpf_ktime_get_coarse_ns
-	vsize  uint32 // map value size: header + capacity
+	cfg      Config
+	objs     kvObjects
+	token    uint16 // marks the slow path's own requests to the XDP program
+	coarse   bool   // the program reads bpf_ktime_get_coarse_ns
+	xdpBytes bool   // the program copies payloads with bpf_xdp_load_bytes/store_bytes
+	vsize    uint32 // map value size: header + capacity
 }
 
 var valHeaderSize = uint32(unsafe.Sizeof(kvKvVal{}))
+
+// testCopyLoops makes Load keep the copy loops where the kernel has the
+// load/store-bytes helpers, so tests on a new kernel cover what 5.10 runs.
+var testCopyLoops bool
 
 // valSlack is KV_VAL_SLACK: spare bytes after the data for 8-byte copies.
 const valSlack = uint32(kvKvLimitKV_LIMIT_VAL_SLACK)
@@ -193,6 +198,12 @@ func Load(cfg Config) (*Objects, error) {
 	case !errors.Is(err, ebpf.ErrNotSupported):
 		return nil, fmt.Errorf("probe bpf_ktime_get_coarse_ns: %w", err)
 	}
+	bytesHelpers, err := bpfload.HaveXDPBytes()
+	if err != nil {
+		return nil, err
+	}
+	bytesHelpers = bytesHelpers && !testCopyLoops
+	o.xdpBytes = bytesHelpers
 	replyMax := uint32(defaultReplyMax)
 	if cfg.UDPReplyMax != Unlimited {
 		replyMax = min(replyMax, uint32(cfg.UDPReplyMax))
@@ -215,7 +226,7 @@ func Load(cfg Config) (*Objects, error) {
 		{specs.Port, cfg.Port}, {specs.ValCap, capacity}, {specs.ReplyMax, replyMax},
 		{specs.SlowToken, o.token}, {specs.CoarseClock, coarse}, {specs.UdpOff, udpOff},
 		{specs.AmpRatio, uint32(cfg.UDPAmplification)}, {specs.RateBytes, rate}, {specs.RateBurst, burst},
-		{specs.UdpZeroCsum, zeroCsum},
+		{specs.UdpZeroCsum, zeroCsum}, {specs.XdpBytes, bpfload.Uint8(bytesHelpers)},
 	} {
 		if err := set.v.Set(set.val); err != nil {
 			return nil, fmt.Errorf("set %s: %w", set.v.Name, err)

@@ -133,6 +133,7 @@ const (
 	proxyVarRingSlot         = "ring_slot"
 	proxyVarUnusedProxyLimit = "unused_proxy_limit"
 	proxyVarUnusedXdpAction  = "unused_xdp_action"
+	proxyVarXdpBytes         = "xdp_bytes"
 )
 
 // loadProxy returns the embedded CollectionSpec for proxy.
@@ -207,6 +208,7 @@ type proxyVariableSpecs struct {
 	RingSlot         *ebpf.VariableSpec `ebpf:"ring_slot"`
 	UnusedProxyLimit *ebpf.VariableSpec `ebpf:"unused_proxy_limit"`
 	UnusedXdpAction  *ebpf.VariableSpec `ebpf:"unused_xdp_action"`
+	XdpBytes         *ebpf.VariableSpec `ebpf:"xdp_bytes"`
 }
 
 // proxyObjects contains all objects after they have been loaded into the kernel.
@@ -265,6 +267,7 @@ type proxyVariables struct {
 	RingSlot         *ebpf.Variable `ebpf:"ring_slot"`
 	UnusedProxyLimit *ebpf.Variable `ebpf:"unused_proxy_limit"`
 	UnusedXdpAction  *ebpf.Variable `ebpf:"unused_xdp_action"`
+	XdpBytes         *ebpf.Variable `ebpf:"xdp_bytes"`
 }
 
 // proxyPrograms contains all programs after they have been loaded into the kernel.

@@ -93,7 +93,12 @@ func Load(cfg Config) (*Objects, error) {
 	if err := spec.Assign(&specs); err != nil {
 		return nil, err
 	}
-	vars := map[*ebpf.VariableSpec]any{specs.Port: cfg.Port, specs.NewFlows: cfg.NewFlows}
+	bytesHelpers, err := bpfload.HaveXDPBytes()
+	if err != nil {
+		return nil, err
+	}
+	vars := map[*ebpf.VariableSpec]any{specs.Port: cfg.Port, specs.NewFlows: cfg.NewFlows,
+		specs.XdpBytes: bpfload.Uint8(bytesHelpers)}
 	if cfg.Listen4.IsValid() {
 		vars[specs.HasListen4] = uint8(1)
 		vars[specs.Listen4] = cfg.Listen4.As4()

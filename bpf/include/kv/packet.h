@@ -9,10 +9,11 @@
 /* ---- packet in, packet out ---- */
 
 /* The payload between the frame and the scratch: req in, resp out. */
-static __always_inline int copy_pkt(struct scratch *s, void *data, void *data_end, __u32 off, int out)
+static __always_inline int copy_pkt(struct xdp_md *ctx, struct scratch *s, void *data, void *data_end, __u32 off,
+				    int out)
 {
-	return pkt_copy(data, data_end, off, out ? s->resp : s->req, MASK, out ? &s->resp_len : &s->req_len,
-			&s->poff, out);
+	return pkt_copy_ctx(ctx, xdp_bytes, data, data_end, off, out ? s->resp : s->req, MASK,
+			    out ? &s->resp_len : &s->req_len, &s->poff, out);
 }
 
 /* Ones' complement sum of resp[0..resp_len), padded with zeros to 4 bytes. */
