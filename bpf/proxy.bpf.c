@@ -293,7 +293,7 @@ __noinline int find_line(void)
 	if (!s)
 		return -1;
 	n = RD(s->copy_len);
-	/* Whole words without a '\n' first, then the few bytes to it. */
+	/* Whole words without a '\n' first, then the word holding it. */
 	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
 		if (i * 8 + 8 > n || HAS_BYTE(LD8(&s->req[(i * 8) & MASK]), '\n'))
 			break;
@@ -301,15 +301,11 @@ __noinline int find_line(void)
 	WR(s->pos, i * 8);
 	p = RD(s->pos);
 	n = RD(s->copy_len);
-	for (i = 0; i < 8; i++) {
-		if (p >= n)
-			return -1;
-		if (s->req[p & MASK] == '\n')
-			break;
-		p++;
-	}
-	if (i == 8)
+	/* The first '\n' of the word there, if within what was copied. */
+	i = first_flagged(HAS_BYTE(LD8(&s->req[p & MASK]), '\n'));
+	if (p + i >= n)
 		return -1;
+	p += i;
 	WR(s->data_start, p + 1);
 	if (p > 0 && s->req[(p - 1) & MASK] == '\r')
 		p--;

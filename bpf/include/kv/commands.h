@@ -450,12 +450,12 @@ __noinline int process(__u32 slot)
 {
 	struct scratch *s = get_scratch(slot);
 	__u32 len, i, nl = 0;
-	int found = 0;
 
 	if (!s)
 		return ACT_PASS;
 	len = RD(s->req_len);
-	/* Skip whole words holding neither '\n' nor NUL, then look at bytes. */
+	/* Skip whole words holding neither '\n' nor NUL, then look into the word
+	 * that holds one (or the payload's end). */
 	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
 		__u64 w = LD8(&s->req[i * 8]);
 
@@ -463,21 +463,19 @@ __noinline int process(__u32 slot)
 			break;
 	}
 	WR(s->data_start, i * 8);
-	for (i = 0; i < 8; i++) {
-		__u32 at = RD(s->data_start) + i;
+	/* The first '\n' or NUL of the word there, if within the payload. */
+	{
+		__u32 at = RD(s->data_start), k;
+		__u64 w = LD8(&s->req[at & MASK]);
 
-		if (at >= RD(s->req_len))
-			break;
+		k = first_flagged(HAS_BYTE(w, '\n') | HAS_ZERO(w));
+		if (at + k >= RD(s->req_len))
+			return ACT_PASS;
+		at += k;
 		if (s->req[at & MASK] == 0) /* memcached stops a line at NUL: the slow path's job */
 			return ACT_PASS;
-		if (s->req[at & MASK] == '\n') {
-			WR(s->data_start, at + 1);
-			found = 1;
-			break;
-		}
+		WR(s->data_start, at + 1);
 	}
-	if (!found)
-		return ACT_PASS;
 	nl = RD(s->data_start) - 1;
 	if (nl > 0 && s->req[(nl - 1) & MASK] == '\r')
 		nl--;
