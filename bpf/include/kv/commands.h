@@ -102,7 +102,9 @@ __noinline int do_get(__u32 slot, __u32 with_cas)
 		if (get_one(slot, with_cas) < 0)
 			return ACT_PASS;
 	}
-	if (k == 0 || next_tok(slot) != 0)
+	/* A loop that ran out of keys must find the line's end; one that
+	 * found it needs no second look (each next_tok is a call). */
+	if (k == 0 || (k == GET_KEYS_MAX && next_tok(slot) != 0))
 		return ACT_PASS;
 	o = RD(s->resp_len);
 	PUT(s, &o, "END\r\n");
