@@ -3,7 +3,10 @@ package kv
 import (
 	"encoding/binary"
 	"net/netip"
+	"runtime"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestUDPZeroChecksum: with Config.UDPZeroChecksum, IPv4 replies from XDP
@@ -58,5 +61,36 @@ func TestCopyLoops(t *testing.T) {
 				t.Errorf("%s %.30q: loops %d %.60q, helpers %d %.60q", c.dst, req, a1, r1, a2, r2)
 			}
 		}
+	}
+}
+
+// TestOwnAddrForgotten: each CPU remembers the last own address it found;
+// SetAddrs removing that address makes the next frame to it pass.
+func TestOwnAddrForgotten(t *testing.T) {
+	// One CPU for all runs, so the second meets what the first remembered
+	// (the thread stays locked: it ends with the test, affinity and all).
+	runtime.LockOSThread()
+	var cpus unix.CPUSet
+	cpus.Set(0)
+	if err := unix.SchedSetaffinity(0, &cpus); err != nil {
+		t.Fatal(err)
+	}
+	o := loadForTest(t, Config{})
+	d := Datagram{Src: netip.MustParseAddrPort("198.18.0.1:40000"), Dst: netip.MustParseAddrPort("198.18.0.2:11211"),
+		ID: 3, Payload: []byte(getReq("nokey"))}
+	if act, _ := run(t, o, d); act != 3 {
+		t.Fatalf("to an own address: action %d, want XDP_TX", act)
+	}
+	if err := o.SetAddrs([]netip.Addr{netip.MustParseAddr("198.18.0.99")}); err != nil {
+		t.Fatal(err)
+	}
+	if act, _ := run(t, o, d); act != 2 {
+		t.Fatalf("to an address no longer the store's: action %d, want XDP_PASS", act)
+	}
+	if err := o.SetAddrs(testServerAddrs); err != nil {
+		t.Fatal(err)
+	}
+	if act, _ := run(t, o, d); act != 3 {
+		t.Fatalf("to an own address again: action %d, want XDP_TX", act)
 	}
 }

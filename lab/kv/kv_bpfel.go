@@ -149,6 +149,9 @@ type kvScratch struct {
 	Hash      uint64
 	CasSeq    uint64
 	Now       uint64
+	Own       [2]uint64
+	OwnGen    uint32
+	OwnOk     uint32
 	St        kvKvStats
 }
 
@@ -181,6 +184,7 @@ const (
 	kvMapUdpRate         = "udp_rate"
 	kvProgKvControl      = "kv_control"
 	kvProgKvXdp          = "kv_xdp"
+	kvVarAddrsGen        = "addrs_gen"
 	kvVarAmpRatio        = "amp_ratio"
 	kvVarCoarseClock     = "coarse_clock"
 	kvVarPort            = "port"
@@ -260,6 +264,7 @@ type kvMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kvVariableSpecs struct {
+	AddrsGen        *ebpf.VariableSpec `ebpf:"addrs_gen"`
 	AmpRatio        *ebpf.VariableSpec `ebpf:"amp_ratio"`
 	CoarseClock     *ebpf.VariableSpec `ebpf:"coarse_clock"`
 	Port            *ebpf.VariableSpec `ebpf:"port"`
@@ -319,6 +324,7 @@ func (m *kvMaps) Close() error {
 //
 // It can be passed to loadKvObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kvVariables struct {
+	AddrsGen        *ebpf.Variable `ebpf:"addrs_gen"`
 	AmpRatio        *ebpf.Variable `ebpf:"amp_ratio"`
 	CoarseClock     *ebpf.Variable `ebpf:"coarse_clock"`
 	Port            *ebpf.Variable `ebpf:"port"`

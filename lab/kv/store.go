@@ -147,6 +147,7 @@ type Objects struct {
 	token    uint16 // marks the slow path's own requests to the XDP program
 	coarse   bool   // the program reads bpf_ktime_get_coarse_ns
 	xdpBytes bool   // the program copies payloads with bpf_xdp_load_bytes/store_bytes
+	addrsGen uint32 // addrs_gen as last written (SetAddrs)
 	vsize    uint32 // map value size: header + capacity
 }
 
