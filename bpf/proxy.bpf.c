@@ -142,12 +142,18 @@ struct proxy_backend_stats {
 const volatile __u16 port = 11211;
 const volatile __u8 has_listen4 = 0;
 const volatile __be32 listen4 = 0;
-const volatile __u32 new_flows = 1024; /* flows each CPU may plant a second */
+const volatile __u32 new_flows; /* flows each CPU may plant a second: lab/proxy always sets it (Config.NewFlows) */
 const volatile __u8 has_listen6 = 0;
 const volatile __u32 listen6[4] = {}; /* network order */
+const volatile __u8 xdp_bytes = 0; /* bpf_xdp_load_bytes exists (5.18+): see pkt_copy_ctx */
 
 /* Which of the two rings is current; the loader writes the other, then flips. */
 volatile __u32 ring_slot = 0;
+
+/* The next hops' generation: lab/proxy bumps it when the FIB may have
+ * changed (a route, neighbour, link or address event, new backends), which
+ * voids every cached hop. Never 0, which no hop holds. */
+volatile __u32 fib_gen = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -176,6 +182,32 @@ struct {
 	__type(key, struct proxy_flow);
 	__type(value, __u32); /* the interface the backend is behind */
 } flows SEC(".maps");
+
+/* The FIB's answer for a request to one backend over one family, cached
+ * per CPU (no CPU reads another's half-written entry): a routed request
+ * reuses it instead of calling bpf_fib_lookup while the generation holds,
+ * it comes in on the same device, it is no longer than one the FIB took on
+ * that hop (so the MTU check stands), and HOP_USES uses are left (which
+ * bounds how long a change nobody reported stays unseen under load). */
+struct fib_hop {
+	__u32 gen;     /* fib_gen it was looked up under; 0: empty */
+	__u32 ingress; /* the device the request came in on */
+	__u32 dst[4];  /* the backend's address it was looked up for (IPv4: dst[0]) */
+	__u32 ifindex; /* out: the device towards the backend */
+	__u16 max_len; /* the longest tot_len the FIB took */
+	__u16 uses;    /* left before the FIB is asked again */
+	__u8 smac[ETH_ALEN];
+	__u8 dmac[ETH_ALEN];
+};
+
+#define HOP_USES 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BACKENDS_MAX * 2);
+	__type(key, __u32);
+	__type(value, struct fib_hop);
+} hops SEC(".maps");
 
 struct flow_budget {
 	__u64 second; /* of bpf_ktime_get_ns */
@@ -292,7 +324,7 @@ __noinline int find_line(void)
 	if (!s)
 		return -1;
 	n = RD(s->copy_len);
-	/* Whole words without a '\n' first, then the few bytes to it. */
+	/* Whole words without a '\n' first, then the word holding it. */
 	for (i = 0; i < PAYLOAD_MAX / 8; i++) {
 		if (i * 8 + 8 > n || HAS_BYTE(LD8(&s->req[(i * 8) & MASK]), '\n'))
 			break;
@@ -300,15 +332,11 @@ __noinline int find_line(void)
 	WR(s->pos, i * 8);
 	p = RD(s->pos);
 	n = RD(s->copy_len);
-	for (i = 0; i < 8; i++) {
-		if (p >= n)
-			return -1;
-		if (s->req[p & MASK] == '\n')
-			break;
-		p++;
-	}
-	if (i == 8)
+	/* The first '\n' of the word there, if within what was copied. */
+	i = first_flagged(HAS_BYTE(LD8(&s->req[p & MASK]), '\n'));
+	if (p + i >= n)
 		return -1;
+	p += i;
 	WR(s->data_start, p + 1);
 	if (p > 0 && s->req[(p - 1) & MASK] == '\r')
 		p--;
@@ -540,6 +568,59 @@ static __always_inline int next_hop(struct xdp_md *ctx, struct bpf_fib_lookup *f
 	return 0;
 }
 
+/* The next hop towards backend bi over v6 for a request of fib's tot_len,
+ * from the cache (hops) or else the FIB, which then fills the cache. 0 ok
+ * (fib's ifindex and MACs filled in), -1 pass to the stack. */
+static __always_inline int next_hop_cached(struct xdp_md *ctx, struct bpf_fib_lookup *fib, __u32 bi, int v6)
+{
+	__u32 k = (bi & (BACKENDS_MAX - 1)) * 2 + !!v6, gen = fib_gen;
+	struct fib_hop *h = bpf_map_lookup_elem(&hops, &k);
+	int same = 0;
+
+	/* The same question as the cached answer's (a backend's address may
+	 * change under its index before the generation does). */
+	if (h && h->gen == gen && h->ingress == ctx->ingress_ifindex) {
+		if (!v6)
+			same = h->dst[0] == fib->ipv4_dst;
+		else
+			same = h->dst[0] == fib->ipv6_dst[0] && h->dst[1] == fib->ipv6_dst[1] &&
+			       h->dst[2] == fib->ipv6_dst[2] && h->dst[3] == fib->ipv6_dst[3];
+	}
+	if (same && fib->tot_len <= h->max_len && h->uses) {
+		h->uses--;
+		fib->ifindex = h->ifindex;
+		__builtin_memcpy(fib->smac, h->smac, ETH_ALEN);
+		__builtin_memcpy(fib->dmac, h->dmac, ETH_ALEN);
+		return 0;
+	}
+	if (next_hop(ctx, fib) < 0)
+		return -1;
+	if (h) {
+		__u16 max = fib->tot_len;
+
+		/* The same hop as cached: the MTU check now covers the longer
+		 * of the two lengths. */
+		if (same && h->ifindex == fib->ifindex && h->max_len > max)
+			max = h->max_len;
+		h->gen = gen;
+		h->ingress = ctx->ingress_ifindex;
+		h->ifindex = fib->ifindex;
+		if (!v6) {
+			h->dst[0] = fib->ipv4_dst;
+		} else {
+			h->dst[0] = fib->ipv6_dst[0];
+			h->dst[1] = fib->ipv6_dst[1];
+			h->dst[2] = fib->ipv6_dst[2];
+			h->dst[3] = fib->ipv6_dst[3];
+		}
+		h->max_len = max;
+		h->uses = HOP_USES;
+		__builtin_memcpy(h->smac, fib->smac, ETH_ALEN);
+		__builtin_memcpy(h->dmac, fib->dmac, ETH_ALEN);
+	}
+	return 0;
+}
+
 static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, struct bpf_fib_lookup *fib)
 {
 	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
@@ -615,7 +696,7 @@ int proxy_xdp(struct xdp_md *ctx)
 			plen = LINE_COPY;
 	}
 	WR(s->copy_len, plen);
-	if (pkt_copy(p.data, p.data_end, p.hoff + sizeof(*p.udp) + sizeof(struct mc_frame), s->req, MASK,
+	if (pkt_copy_ctx(ctx, xdp_bytes, p.data, p.data_end, p.hoff + sizeof(*p.udp) + sizeof(struct mc_frame), s->req, MASK,
 		     &s->copy_len, &s->poff, 0) < 0)
 		goto slow;
 	b = route();
@@ -652,7 +733,7 @@ int proxy_xdp(struct xdp_md *ctx)
 		__builtin_memcpy(fib.ipv6_src, &p.ip6->saddr, 16);
 		__builtin_memcpy(fib.ipv6_dst, be->addr6, 16);
 	}
-	if (next_hop(ctx, &fib) < 0)
+	if (next_hop_cached(ctx, &fib, bi, p.v6) < 0)
 		goto slow;
 
 	/* Remember the client, so this backend's replies to it come back

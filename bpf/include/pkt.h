@@ -312,4 +312,31 @@ static __always_inline int pkt_copy(void *data, void *data_end, __u32 off, __u8 
 	return 0;
 }
 
+/* Copies shorter than this stay in the loops even where the helpers are:
+ * a helper call costs about what 16 words of loop do (measured on the
+ * host: the helpers saved ~80 ns on a GET of a 1000-byte value and cost
+ * ~15 ns on a 22-byte request and 130-byte reply). */
+#define PKT_COPY_HELPER_MIN 128
+
+/* pkt_copy through bpf_xdp_load_bytes/bpf_xdp_store_bytes when fast (a
+ * load-time constant: the program's probe for the helpers, 5.18+) and the
+ * copy is long: one call instead of the loops. The verifier walks only the
+ * branch the constant leaves, so older kernels never see the helpers. */
+static __always_inline int pkt_copy_ctx(struct xdp_md *ctx, int fast, void *data, void *data_end, __u32 off,
+					__u8 *buf, __u32 mask, __u32 *len, __u32 *poff, int out)
+{
+	if (fast) {
+		__u32 n = RD(*len);
+
+		if (n > PAYLOAD_MAX)
+			return -1;
+		if (n >= PKT_COPY_HELPER_MIN) {
+			if (out)
+				return bpf_xdp_store_bytes(ctx, off, buf, n) ? -1 : 0;
+			return bpf_xdp_load_bytes(ctx, off, buf, n) ? -1 : 0;
+		}
+	}
+	return pkt_copy(data, data_end, off, buf, mask, len, poff, out);
+}
+
 #endif

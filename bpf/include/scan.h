@@ -30,6 +30,18 @@
 #define HAS_LESS(w, n) (((w) - ONES * (n)) & ~(w) & (ONES << 7))
 #define LD8(p) (*(const __u64 *)__builtin_assume_aligned((const void *)(p), 8))
 
+/* The index (0..7, little-endian) of the lowest byte a HAS_ZERO-style mask
+ * m flags, or 8 when it flags none. The lowest flag of such a mask is
+ * always exact (a false one only follows a true one), so this ends a scan
+ * without a byte loop: m & -m isolates bit 8k+7, and the multiply brings k
+ * to the top byte. */
+static __always_inline __u32 first_flagged(__u64 m)
+{
+	if (!m)
+		return 8;
+	return (((m & -m) >> 7) * 0x0001020304050607ULL) >> 56;
+}
+
 /* The next space-separated token of a line: from *pos up to *end (indices
  * into req, masked by mask), its start into *ts and its length into *tl,
  * and *pos past it. Returns the length (0 at the line's end), or bad (also
@@ -67,10 +79,13 @@ static __always_inline int next_token(const __u8 *req, __u32 mask, __u32 *pos, _
 	}
 	WR(*pos, p);
 	p = RD(*pos);
-	for (i = 0; i < 8; i++) {
-		if (p >= e || req[p & mask] == ' ')
-			break;
-		p++;
+	/* Fewer than 8 bytes of the line are left, or the word at p holds a
+	 * space: the token ends at that space or at the line's end. */
+	{
+		__u32 k = first_flagged(HAS_BYTE(LD8(&req[p & mask]), ' '));
+		__u32 n = e > p ? e - p : 0;
+
+		p += k < n ? k : n;
 	}
 	WR(*pos, p);
 	WR(*tl, p - RD(*ts));

@@ -33,6 +33,13 @@ func (o *Objects) SetAddrs(addrs []netip.Addr) error {
 			return fmt.Errorf("own addresses: %w", err)
 		}
 	}
+	if len(stale) > 0 {
+		// Each CPU remembers the last address it found: forget them.
+		o.addrsGen++
+		if err := o.objs.AddrsGen.Set(o.addrsGen); err != nil {
+			return fmt.Errorf("own addresses: %w", err)
+		}
+	}
 	for k := range want {
 		if err := o.objs.OwnAddrs.Put(k, uint8(1)); err != nil {
 			return fmt.Errorf("own addresses (at most %d): %w", o.objs.OwnAddrs.MaxEntries(), err)

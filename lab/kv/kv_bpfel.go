@@ -149,6 +149,9 @@ type kvScratch struct {
 	Hash      uint64
 	CasSeq    uint64
 	Now       uint64
+	Own       [2]uint64
+	OwnGen    uint32
+	OwnOk     uint32
 	St        kvKvStats
 }
 
@@ -181,6 +184,7 @@ const (
 	kvMapUdpRate         = "udp_rate"
 	kvProgKvControl      = "kv_control"
 	kvProgKvXdp          = "kv_xdp"
+	kvVarAddrsGen        = "addrs_gen"
 	kvVarAmpRatio        = "amp_ratio"
 	kvVarCoarseClock     = "coarse_clock"
 	kvVarPort            = "port"
@@ -189,12 +193,14 @@ const (
 	kvVarReplyMax        = "reply_max"
 	kvVarSlowToken       = "slow_token"
 	kvVarUdpOff          = "udp_off"
+	kvVarUdpZeroCsum     = "udp_zero_csum"
 	kvVarUnixOffsetNs    = "unix_offset_ns"
 	kvVarUnusedKvCtl     = "unused_kv_ctl"
 	kvVarUnusedKvLimit   = "unused_kv_limit"
 	kvVarUnusedKvVal     = "unused_kv_val"
 	kvVarUnusedXdpAction = "unused_xdp_action"
 	kvVarValCap          = "val_cap"
+	kvVarXdpBytes        = "xdp_bytes"
 )
 
 // loadKv returns the embedded CollectionSpec for kv.
@@ -258,6 +264,7 @@ type kvMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kvVariableSpecs struct {
+	AddrsGen        *ebpf.VariableSpec `ebpf:"addrs_gen"`
 	AmpRatio        *ebpf.VariableSpec `ebpf:"amp_ratio"`
 	CoarseClock     *ebpf.VariableSpec `ebpf:"coarse_clock"`
 	Port            *ebpf.VariableSpec `ebpf:"port"`
@@ -266,12 +273,14 @@ type kvVariableSpecs struct {
 	ReplyMax        *ebpf.VariableSpec `ebpf:"reply_max"`
 	SlowToken       *ebpf.VariableSpec `ebpf:"slow_token"`
 	UdpOff          *ebpf.VariableSpec `ebpf:"udp_off"`
+	UdpZeroCsum     *ebpf.VariableSpec `ebpf:"udp_zero_csum"`
 	UnixOffsetNs    *ebpf.VariableSpec `ebpf:"unix_offset_ns"`
 	UnusedKvCtl     *ebpf.VariableSpec `ebpf:"unused_kv_ctl"`
 	UnusedKvLimit   *ebpf.VariableSpec `ebpf:"unused_kv_limit"`
 	UnusedKvVal     *ebpf.VariableSpec `ebpf:"unused_kv_val"`
 	UnusedXdpAction *ebpf.VariableSpec `ebpf:"unused_xdp_action"`
 	ValCap          *ebpf.VariableSpec `ebpf:"val_cap"`
+	XdpBytes        *ebpf.VariableSpec `ebpf:"xdp_bytes"`
 }
 
 // kvObjects contains all objects after they have been loaded into the kernel.
@@ -315,6 +324,7 @@ func (m *kvMaps) Close() error {
 //
 // It can be passed to loadKvObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kvVariables struct {
+	AddrsGen        *ebpf.Variable `ebpf:"addrs_gen"`
 	AmpRatio        *ebpf.Variable `ebpf:"amp_ratio"`
 	CoarseClock     *ebpf.Variable `ebpf:"coarse_clock"`
 	Port            *ebpf.Variable `ebpf:"port"`
@@ -323,12 +333,14 @@ type kvVariables struct {
 	ReplyMax        *ebpf.Variable `ebpf:"reply_max"`
 	SlowToken       *ebpf.Variable `ebpf:"slow_token"`
 	UdpOff          *ebpf.Variable `ebpf:"udp_off"`
+	UdpZeroCsum     *ebpf.Variable `ebpf:"udp_zero_csum"`
 	UnixOffsetNs    *ebpf.Variable `ebpf:"unix_offset_ns"`
 	UnusedKvCtl     *ebpf.Variable `ebpf:"unused_kv_ctl"`
 	UnusedKvLimit   *ebpf.Variable `ebpf:"unused_kv_limit"`
 	UnusedKvVal     *ebpf.Variable `ebpf:"unused_kv_val"`
 	UnusedXdpAction *ebpf.Variable `ebpf:"unused_xdp_action"`
 	ValCap          *ebpf.Variable `ebpf:"val_cap"`
+	XdpBytes        *ebpf.Variable `ebpf:"xdp_bytes"`
 }
 
 // kvPrograms contains all programs after they have been loaded into the kernel.

@@ -91,6 +91,13 @@ type Config struct {
 	UDPAmplification int   // a UDP reply at most this many times its request's payload; 0 no ratio
 	UDPRate          int64 // reply bytes per second per source address, enforced in XDP
 	UDPBurst         int64 // that budget's bucket, bytes
+
+	// UDPZeroChecksum sends IPv4 replies from XDP with no UDP checksum
+	// (0, which IPv4 allows and BMC does), saving the sum over each
+	// reply. Off by default: the checksum is what catches a reply damaged
+	// where no link CRC covers it, and memcached's own replies carry one.
+	// IPv6 replies always carry one (IPv6 requires it).
+	UDPZeroChecksum bool
 }
 
 // byDefault sets *v to d if it is zero: a zero Config field means the default.
@@ -135,14 +142,20 @@ func (c *Config) normalize() error {
 
 // Objects are the loaded BPF programs and maps of one store.
 type Objects struct {
-	cfg    Config
-	objs   kvObjects
-	token  uint16 // marks the slow path's own requests to the XDP program
-	coarse bool   // the program reads bpf_ktime_get_coarse_ns
-	vsize  uint32 // map value size: header + capacity
+	cfg      Config
+	objs     kvObjects
+	token    uint16 // marks the slow path's own requests to the XDP program
+	coarse   bool   // the program reads bpf_ktime_get_coarse_ns
+	xdpBytes bool   // the program copies payloads with bpf_xdp_load_bytes/store_bytes
+	addrsGen uint32 // addrs_gen as last written (SetAddrs)
+	vsize    uint32 // map value size: header + capacity
 }
 
 var valHeaderSize = uint32(unsafe.Sizeof(kvKvVal{}))
+
+// testCopyLoops makes Load keep the copy loops where the kernel has the
+// load/store-bytes helpers, so tests on a new kernel cover what 5.10 runs.
+var testCopyLoops bool
 
 // valSlack is KV_VAL_SLACK: spare bytes after the data for 8-byte copies.
 const valSlack = uint32(kvKvLimitKV_LIMIT_VAL_SLACK)
@@ -186,6 +199,12 @@ func Load(cfg Config) (*Objects, error) {
 	case !errors.Is(err, ebpf.ErrNotSupported):
 		return nil, fmt.Errorf("probe bpf_ktime_get_coarse_ns: %w", err)
 	}
+	bytesHelpers, err := bpfload.HaveXDPBytes()
+	if err != nil {
+		return nil, err
+	}
+	bytesHelpers = bytesHelpers && !testCopyLoops
+	o.xdpBytes = bytesHelpers
 	replyMax := uint32(defaultReplyMax)
 	if cfg.UDPReplyMax != Unlimited {
 		replyMax = min(replyMax, uint32(cfg.UDPReplyMax))
@@ -194,9 +213,12 @@ func Load(cfg Config) (*Objects, error) {
 	if cfg.UDPRate != Unlimited {
 		rate, burst = uint64(cfg.UDPRate), uint64(cfg.UDPBurst)
 	}
-	udpOff := uint8(0)
+	udpOff, zeroCsum := uint8(0), uint8(0)
 	if cfg.NoUDP {
 		udpOff = 1
+	}
+	if cfg.UDPZeroChecksum {
+		zeroCsum = 1
 	}
 	for _, set := range []struct {
 		v   *ebpf.VariableSpec
@@ -205,6 +227,7 @@ func Load(cfg Config) (*Objects, error) {
 		{specs.Port, cfg.Port}, {specs.ValCap, capacity}, {specs.ReplyMax, replyMax},
 		{specs.SlowToken, o.token}, {specs.CoarseClock, coarse}, {specs.UdpOff, udpOff},
 		{specs.AmpRatio, uint32(cfg.UDPAmplification)}, {specs.RateBytes, rate}, {specs.RateBurst, burst},
+		{specs.UdpZeroCsum, zeroCsum}, {specs.XdpBytes, bpfload.Uint8(bytesHelpers)},
 	} {
 		if err := set.v.Set(set.val); err != nil {
 			return nil, fmt.Errorf("set %s: %w", set.v.Name, err)

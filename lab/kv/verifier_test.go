@@ -43,6 +43,7 @@ func TestFeatures(t *testing.T) {
 	if !found {
 		t.Errorf("the store no longer calls %s: update this test", coarse)
 	}
+	markXDPBytes(t, fs, o.xdpBytes)
 	testutils.CheckFeatures(t, "kv", fs)
 }
 
@@ -64,4 +65,31 @@ func TestVerifierStats(t *testing.T) {
 		}
 	}
 	testutils.RecordVerifierStats(t, "kv", all)
+}
+
+// markXDPBytes marks bpf_xdp_load_bytes and bpf_xdp_store_bytes (5.18) in
+// fs as features the program can do without, with the path it took (have:
+// its loader's probe), and fails if it no longer calls them.
+func markXDPBytes(t *testing.T, fs []verifier.Feature, have bool) {
+	t.Helper()
+	for _, fn := range []asm.BuiltinFunc{asm.FnXdpLoadBytes, asm.FnXdpStoreBytes} {
+		name := verifier.HelperFeature(ebpf.XDP, fn)
+		found := false
+		for i, f := range fs {
+			if f.Name != name {
+				continue
+			}
+			found = true
+			if f.Have != have {
+				t.Errorf("%s: the probe says %v, the loader's own probe %v", f.Name, f.Have, have)
+			}
+			fs[i].Since, fs[i].Path = "5.18", "copy loops"
+			if have {
+				fs[i].Path = "one helper call per copy"
+			}
+		}
+		if !found {
+			t.Errorf("the store no longer calls %s: update this test", name)
+		}
+	}
 }

@@ -15,7 +15,9 @@
 //   - A request to the proxy's address and port whose keys all land on one
 //     backend ([Route] is the decision, in Go; the program must agree with it
 //     on every input) has its destination rewritten to that backend and is
-//     redirected to the interface the FIB names. The client's source address
+//     redirected to the interface the FIB names (its answer cached per backend
+//     and CPU until [Objects.FIBChanged], which [Objects.WatchFIB] calls on
+//     routing events, or 4096 uses). The client's source address
 //     and port, and its request id, are kept: the backend answers the client
 //     directly, through the proxy, which is its gateway. Nothing is kept per
 //     request (only per client, below), and clients whose request ids

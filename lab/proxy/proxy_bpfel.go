@@ -13,6 +13,18 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type proxyFibHop struct {
+	_       structs.HostLayout
+	Gen     uint32
+	Ingress uint32
+	Dst     [4]uint32
+	Ifindex uint32
+	MaxLen  uint16
+	Uses    uint16
+	Smac    [6]uint8
+	Dmac    [6]uint8
+}
+
 type proxyFlowBudget struct {
 	_       structs.HostLayout
 	Second  uint64
@@ -120,10 +132,12 @@ const (
 	proxyMapBackends         = "backends"
 	proxyMapFlowBudget       = "flow_budget"
 	proxyMapFlows            = "flows"
+	proxyMapHops             = "hops"
 	proxyMapRings            = "rings"
 	proxyMapScratch          = "scratch"
 	proxyMapStats            = "stats"
 	proxyProgProxyXdp        = "proxy_xdp"
+	proxyVarFibGen           = "fib_gen"
 	proxyVarHasListen4       = "has_listen4"
 	proxyVarHasListen6       = "has_listen6"
 	proxyVarListen4          = "listen4"
@@ -133,6 +147,7 @@ const (
 	proxyVarRingSlot         = "ring_slot"
 	proxyVarUnusedProxyLimit = "unused_proxy_limit"
 	proxyVarUnusedXdpAction  = "unused_xdp_action"
+	proxyVarXdpBytes         = "xdp_bytes"
 )
 
 // loadProxy returns the embedded CollectionSpec for proxy.
@@ -189,6 +204,7 @@ type proxyMapSpecs struct {
 	Backends     *ebpf.MapSpec `ebpf:"backends"`
 	FlowBudget   *ebpf.MapSpec `ebpf:"flow_budget"`
 	Flows        *ebpf.MapSpec `ebpf:"flows"`
+	Hops         *ebpf.MapSpec `ebpf:"hops"`
 	Rings        *ebpf.MapSpec `ebpf:"rings"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	Stats        *ebpf.MapSpec `ebpf:"stats"`
@@ -198,6 +214,7 @@ type proxyMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type proxyVariableSpecs struct {
+	FibGen           *ebpf.VariableSpec `ebpf:"fib_gen"`
 	HasListen4       *ebpf.VariableSpec `ebpf:"has_listen4"`
 	HasListen6       *ebpf.VariableSpec `ebpf:"has_listen6"`
 	Listen4          *ebpf.VariableSpec `ebpf:"listen4"`
@@ -207,6 +224,7 @@ type proxyVariableSpecs struct {
 	RingSlot         *ebpf.VariableSpec `ebpf:"ring_slot"`
 	UnusedProxyLimit *ebpf.VariableSpec `ebpf:"unused_proxy_limit"`
 	UnusedXdpAction  *ebpf.VariableSpec `ebpf:"unused_xdp_action"`
+	XdpBytes         *ebpf.VariableSpec `ebpf:"xdp_bytes"`
 }
 
 // proxyObjects contains all objects after they have been loaded into the kernel.
@@ -234,6 +252,7 @@ type proxyMaps struct {
 	Backends     *ebpf.Map `ebpf:"backends"`
 	FlowBudget   *ebpf.Map `ebpf:"flow_budget"`
 	Flows        *ebpf.Map `ebpf:"flows"`
+	Hops         *ebpf.Map `ebpf:"hops"`
 	Rings        *ebpf.Map `ebpf:"rings"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	Stats        *ebpf.Map `ebpf:"stats"`
@@ -246,6 +265,7 @@ func (m *proxyMaps) Close() error {
 		m.Backends,
 		m.FlowBudget,
 		m.Flows,
+		m.Hops,
 		m.Rings,
 		m.Scratch,
 		m.Stats,
@@ -256,6 +276,7 @@ func (m *proxyMaps) Close() error {
 //
 // It can be passed to loadProxyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type proxyVariables struct {
+	FibGen           *ebpf.Variable `ebpf:"fib_gen"`
 	HasListen4       *ebpf.Variable `ebpf:"has_listen4"`
 	HasListen6       *ebpf.Variable `ebpf:"has_listen6"`
 	Listen4          *ebpf.Variable `ebpf:"listen4"`
@@ -265,6 +286,7 @@ type proxyVariables struct {
 	RingSlot         *ebpf.Variable `ebpf:"ring_slot"`
 	UnusedProxyLimit *ebpf.Variable `ebpf:"unused_proxy_limit"`
 	UnusedXdpAction  *ebpf.Variable `ebpf:"unused_xdp_action"`
+	XdpBytes         *ebpf.Variable `ebpf:"xdp_bytes"`
 }
 
 // proxyPrograms contains all programs after they have been loaded into the kernel.

@@ -30,6 +30,8 @@ type Proxy struct {
 	mu   sync.Mutex
 	ring *Ring
 	live []bool
+
+	unwatch chan struct{} // closed by Close: ends WatchFIB
 }
 
 // Start loads the program, writes the ring with every backend live, and
@@ -66,6 +68,16 @@ func Start(cfg ServeConfig) (*Proxy, error) {
 		p.health.conn.Close()
 		o.Close()
 		return nil, err
+	}
+	// The program caches each backend's next hop; routing events in this
+	// namespace void the cache.
+	p.unwatch = make(chan struct{})
+	if err := o.WatchFIB(p.unwatch, nil); err != nil {
+		close(p.unwatch)
+		p.Slow.Close()
+		p.health.conn.Close()
+		o.Close()
+		return nil, fmt.Errorf("proxy: watch routing events: %w", err)
 	}
 	return p, nil
 }
@@ -113,6 +125,7 @@ func (p *Proxy) Backends() []Backend { return slices.Clone(p.cfg.Backends) }
 
 // Close closes the sockets and releases the program (detach it first).
 func (p *Proxy) Close() error {
+	close(p.unwatch)
 	return errors.Join(p.Slow.Close(), p.Objects.Close())
 }
 

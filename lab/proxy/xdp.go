@@ -64,6 +64,7 @@ type Objects struct {
 	slot  uint32                    // the ring the program reads
 	addrs map[proxyProxyAddr]uint32 // backend_addrs as last written
 	nback int
+	gen   uint32 // fib_gen as last written
 }
 
 // Load loads the proxy program through the verifier with cfg fixed in it.
@@ -93,7 +94,12 @@ func Load(cfg Config) (*Objects, error) {
 	if err := spec.Assign(&specs); err != nil {
 		return nil, err
 	}
-	vars := map[*ebpf.VariableSpec]any{specs.Port: cfg.Port, specs.NewFlows: cfg.NewFlows}
+	bytesHelpers, err := bpfload.HaveXDPBytes()
+	if err != nil {
+		return nil, err
+	}
+	vars := map[*ebpf.VariableSpec]any{specs.Port: cfg.Port, specs.NewFlows: cfg.NewFlows,
+		specs.XdpBytes: bpfload.Uint8(bytesHelpers)}
 	if cfg.Listen4.IsValid() {
 		vars[specs.HasListen4] = uint8(1)
 		vars[specs.Listen4] = cfg.Listen4.As4()
@@ -107,7 +113,7 @@ func Load(cfg Config) (*Objects, error) {
 			return nil, fmt.Errorf("set %s: %w", v.Name, err)
 		}
 	}
-	o := &Objects{cfg: cfg}
+	o := &Objects{cfg: cfg, gen: 1} // fib_gen's initial value
 	if err := spec.LoadAndAssign(&o.objs, bpfload.Options()); err != nil {
 		return nil, bpfload.Explain("proxy", err)
 	}
@@ -233,7 +239,36 @@ func (o *Objects) SetBackends(bs []Backend, live []bool) (*Ring, error) {
 		}
 	}
 	o.addrs, o.nback = addrs, len(bs)
+	// A cached next hop holds its backend's address and is checked
+	// against it, so new backends need no bump; one costs nothing.
+	if err := o.bumpFIB(); err != nil {
+		return nil, err
+	}
 	return ring, nil
+}
+
+// FIBChanged voids the program's cached next hops (the hops map; see
+// bpf/proxy.bpf.c): the next routed request to each backend asks the FIB
+// again. WatchFIB calls it on every routing event; call it after changing
+// the proxy namespace's routes, neighbours, links or addresses when
+// WatchFIB is not running there. Unreported, a change is seen after at
+// most HOP_USES (4096) requests per backend and CPU.
+func (o *Objects) FIBChanged() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.bumpFIB()
+}
+
+func (o *Objects) bumpFIB() error {
+	next := o.gen + 1
+	if next == 0 {
+		next = 1 // 0 marks an empty cache entry
+	}
+	if err := o.objs.FibGen.Set(next); err != nil {
+		return fmt.Errorf("proxy: void cached next hops: %w", err)
+	}
+	o.gen = next
+	return nil
 }
 
 func (o *Objects) flushFlows() error {

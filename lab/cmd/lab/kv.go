@@ -37,6 +37,7 @@ func kvServe(args []string) error {
 	udpAmp := fs.Int("udp-amplification", 0, "a UDP reply at most this many times its request (0: no ratio cap)")
 	udpRate := fs.Int64("udp-rate", kv.DefaultUDPRate, "UDP reply bytes per second per source address, enforced in XDP (-1: no limit)")
 	udpBurst := fs.Int64("udp-burst", kv.DefaultUDPBurst, "bytes a source may receive at once before --udp-rate applies")
+	zeroCsum := fs.Bool("udp-zero-checksum", false, "send IPv4 replies from XDP without a UDP checksum (0, as IPv4 allows): cheaper per reply, but a damaged reply goes unnoticed; IPv6 replies always carry one")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -77,7 +78,7 @@ func kvServe(args []string) error {
 		defer unregister()
 	}
 	cfg := kv.Config{Port: uint16(*port), Entries: uint32(*entries), MaxValue: uint32(*maxValue),
-		NoUDP: *noUDP, UDPReplyMax: *udpMax, UDPAmplification: *udpAmp, UDPRate: *udpRate, UDPBurst: *udpBurst,
+		NoUDP: *noUDP, UDPReplyMax: *udpMax, UDPAmplification: *udpAmp, UDPRate: *udpRate, UDPBurst: *udpBurst, UDPZeroChecksum: *zeroCsum,
 		SlowMemory: int(*slowMB) << 20, MaxConns: int(*maxConns), IdleTimeout: *idle}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// The GC would otherwise let the heap grow to twice the values
