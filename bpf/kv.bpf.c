@@ -477,6 +477,7 @@ int kv_control(struct xdp_md *ctx)
 		nv->flags = op == KV_CTL_STORE ? c->flags : 0;
 		nv->len = op == KV_CTL_STORE ? len : 0;
 		nv->slow = op == KV_CTL_MARK;
+		nv->seq = 0;
 		set_key(s, nv);
 		for (__u32 i = 0; i < KV_VAL_MAX / 8; i++) {
 			__u64 d = i * 8;
@@ -524,13 +525,16 @@ int kv_control(struct xdp_md *ctx)
 		}
 	} else if (op == KV_CTL_DELETE) {
 		if (ours) {
+			seq_begin(v);
 			v->cas = 0;
 			v->slow = 0;
 			v->len = 0;
+			seq_end(v);
 			wrote = 1;
 		}
 	} else {
 		wrote = 1;
+		seq_begin(v);
 		if (!key_eq(s, v))
 			set_key(s, v);
 		v->cas = ncas;
@@ -546,6 +550,7 @@ int kv_control(struct xdp_md *ctx)
 			PIN(d);
 			CP8(&v->data[d], &c->data[d & 1023]);
 		}
+		seq_end(v);
 		c->new_cas = ncas;
 	}
 	bpf_spin_unlock(&lk->lock);

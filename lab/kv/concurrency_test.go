@@ -115,6 +115,114 @@ func TestConcurrentIncrAndNoTear(t *testing.T) {
 	}
 }
 
+// TestOneKeySetGetExact hammers SET and GET of one key from every CPU, through
+// XDP and through the control program. GETs read the item without its stripe
+// lock (under its sequence count), so each reply must be exactly one of the
+// values written: the value a reply's flags name, byte for byte, at that
+// value's length. A GET that meets a writer twice goes up to the slow path,
+// which reads under the lock: those are checked too.
+func TestOneKeySetGetExact(t *testing.T) {
+	o := loadForTest(t, Config{})
+	const key = "hot"
+	// The value written with flags f: its length and bytes both follow f,
+	// so a reply mixing two writes (or one write's length with another's
+	// bytes) names no value.
+	value := func(f uint32) []byte {
+		d := make([]byte, 20+int(f*37%900))
+		for j := range d {
+			d[j] = 'a' + byte((f+uint32(j)*7)%26)
+		}
+		copy(d, fmt.Sprintf("%08x|", f))
+		return d
+	}
+	set := func(f uint32, id uint16, ctl bool) {
+		d := value(f)
+		if ctl {
+			o.write([]byte(key), entry{flags: f, data: d}, condAny, 0, 0)
+			return
+		}
+		xdpDo(o, id, fmt.Sprintf("set %s %d 0 %d\r\n%s\r\n", key, f, len(d), d))
+	}
+	set(0, 0, false)
+	dur := 3 * time.Second
+	if testing.Short() {
+		dur = time.Second
+	}
+	ncpu := runtime.NumCPU()
+	workers := 2 * ncpu // per CPU: a writer and a reader
+	var wg sync.WaitGroup
+	var gets, hits, passed, bad atomic.Uint64
+	errs := make(chan error, 5)
+	report := func(err error) {
+		bad.Add(1)
+		select {
+		case errs <- err:
+		default:
+		}
+	}
+	check := func(what string, f uint32, d []byte) {
+		if want := value(f); !bytes.Equal(d, want) {
+			report(fmt.Errorf("%s: flags %d with %d bytes %.40q, want %d bytes %.40q", what, f, len(d), d, len(want), want))
+		}
+	}
+	stop := time.Now().Add(dur)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var cpus unix.CPUSet
+			cpus.Set(w / 2 % ncpu)
+			unix.SchedSetaffinity(0, &cpus) // best effort: spread, not required
+			for n := 0; time.Now().Before(stop); n++ {
+				if w%2 == 0 {
+					// Writers: mostly XDP, every eighth through the control program.
+					set(uint32(w)<<20|uint32(n&0xfffff), uint16(n), n%8 == 7)
+					continue
+				}
+				cmd := "get "
+				if n%2 == 1 {
+					cmd = "gets "
+				}
+				gets.Add(1)
+				reply, _, err := xdpDo(o, uint16(n), cmd+key+"\r\n")
+				if err != nil {
+					report(err)
+					return
+				}
+				if reply == nil {
+					// Passed up: the slow path reads through the control program.
+					passed.Add(1)
+					e, ok, err := o.load([]byte(key), 0)
+					if err != nil || !ok {
+						report(fmt.Errorf("control load: %v %v", ok, err))
+						continue
+					}
+					check("control load", e.flags, e.data)
+					continue
+				}
+				items, err := memcache.ParseItems(reply)
+				if err != nil || len(items) != 1 || items[0].Key != key {
+					report(fmt.Errorf("%s%s: %.80q (%v)", cmd, key, reply, err))
+					continue
+				}
+				hits.Add(1)
+				check(cmd+key, items[0].Flags, items[0].Value)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("%d gets over %d CPUs in %v: %d answered in XDP, %d passed up, %d bad", gets.Load(), ncpu, dur, hits.Load(), passed.Load(), bad.Load())
+	if hits.Load() == 0 {
+		t.Errorf("no GET answered in XDP")
+	}
+}
+
 // TestLRUEviction fills a map far past its size: the most recent keys
 // survive, old ones are evicted, and stats count the evictions. The kernel's
 // LRU is approximate: each CPU keeps up to 128 free entries of its own, so

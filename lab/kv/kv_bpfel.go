@@ -108,7 +108,8 @@ type kvKvVal struct {
 	Len     uint32
 	Klen    uint16
 	Slow    uint8
-	Pad     [5]uint8
+	Pad     uint8
+	Seq     uint32
 	Key     [256]uint8
 	Data    [0]uint8
 }
