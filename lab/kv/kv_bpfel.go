@@ -153,6 +153,8 @@ type kvScratch struct {
 	Own       [2]uint64
 	OwnGen    uint32
 	OwnOk     uint32
+	RlSrc     [2]uint64
+	RlLease   uint64
 	St        kvKvStats
 }
 
