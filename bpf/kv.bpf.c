@@ -75,7 +75,9 @@ struct {
 
 /* A token bucket of reply bytes per source address (IPv4 as ::ffff:a.b.c.d).
  * Updated without a lock: two CPUs serving one source may both spend the same
- * tokens, so the rate holds within a factor of the CPUs serving it. A spoofed
+ * tokens, so the rate holds within a factor of the CPUs serving it. A CPU
+ * answering one source again takes a slice of its bucket at once and writes
+ * the bucket only when the slice runs out (over_rate). A spoofed
  * flood from many sources churns the LRU, but each victim address is one
  * bucket. */
 struct rate_bucket {
@@ -145,6 +147,8 @@ struct scratch {
 	__u64 own[2];  /* the last destination found in own_addrs (own_addr) */
 	__u32 own_gen; /* addrs_gen then */
 	__u32 own_ok;  /* own holds one */
+	__u64 rl_src[2]; /* the source of the last reply rate-checked (over_rate) */
+	__u64 rl_lease;  /* bytes of its budget this CPU holds (over_rate) */
 	struct kv_stats st; /* this CPU's (and slot's) counters */
 };
 
@@ -374,13 +378,13 @@ int kv_xdp(struct xdp_md *ctx)
 		if (amp_ratio && s->req[0] == 'g' && rlen > amp_ratio * RD(s->req_len))
 			goto pass;
 		if (rate_bytes) {
-			__u8 src[16];
+			__u64 src[2]; /* 16 bytes, aligned for over_rate's word compares */
 
 			/* The tail probe above moved the frame's pointers. */
 			if (pkt_reload(&p, ctx) < 0)
 				goto pass;
-			pkt_addr16(&p, src, 0);
-			if (over_rate(src, rlen, RD(s->now))) {
+			pkt_addr16(&p, (__u8 *)src, 0);
+			if (over_rate(s, src, rlen, RD(s->now))) {
 				STAT_INC(rate_drop);
 				return XDP_DROP;
 			}
@@ -477,6 +481,7 @@ int kv_control(struct xdp_md *ctx)
 		nv->flags = op == KV_CTL_STORE ? c->flags : 0;
 		nv->len = op == KV_CTL_STORE ? len : 0;
 		nv->slow = op == KV_CTL_MARK;
+		nv->seq = 0;
 		set_key(s, nv);
 		for (__u32 i = 0; i < KV_VAL_MAX / 8; i++) {
 			__u64 d = i * 8;
@@ -524,13 +529,16 @@ int kv_control(struct xdp_md *ctx)
 		}
 	} else if (op == KV_CTL_DELETE) {
 		if (ours) {
+			seq_begin(v);
 			v->cas = 0;
 			v->slow = 0;
 			v->len = 0;
+			seq_end(v);
 			wrote = 1;
 		}
 	} else {
 		wrote = 1;
+		seq_begin(v);
 		if (!key_eq(s, v))
 			set_key(s, v);
 		v->cas = ncas;
@@ -546,6 +554,7 @@ int kv_control(struct xdp_md *ctx)
 			PIN(d);
 			CP8(&v->data[d], &c->data[d & 1023]);
 		}
+		seq_end(v);
 		c->new_cas = ncas;
 	}
 	bpf_spin_unlock(&lk->lock);

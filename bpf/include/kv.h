@@ -48,7 +48,12 @@ struct kv_val {
 	__u32 len;     /* bytes of data */
 	__u16 klen;
 	__u8 slow;     /* the value lives in the Go slow path: pass every request up */
-	__u8 pad[5];
+	__u8 pad;
+	/* A sequence count for GETs, which read without the stripe lock:
+	 * odd while a writer (holding the lock) changes the item, bumped to
+	 * even after. A reader that sees it odd, or changed across its copy,
+	 * tries again or passes (bpf/include/kv/item.h). */
+	__u32 seq;
 	__u8 key[KV_KEY_SLOT];
 	__u8 data[];
 };

@@ -115,6 +115,91 @@ func TestConcurrentIncrAndNoTear(t *testing.T) {
 	}
 }
 
+// TestOneKeySetGetExact hammers SET and GET of one key from every CPU, through
+// XDP and through the control program. GETs read the item without its stripe
+// lock (under its sequence count), so each reply must be exactly one of the
+// values written: the value a reply's flags name, byte for byte, at that
+// value's length. A GET that meets a writer twice goes up to the slow path,
+// which reads under the lock: those are checked too.
+func TestOneKeySetGetExact(t *testing.T) {
+	o := loadForTest(t, Config{})
+	const key = "hot"
+	// The value written with flags f: its length and bytes both follow f,
+	// so a reply mixing two writes (or one write's length with another's
+	// bytes) names no value.
+	value := func(f uint32) []byte {
+		d := make([]byte, 20+int(f*37%900))
+		for j := range d {
+			d[j] = 'a' + byte((f+uint32(j)*7)%26)
+		}
+		copy(d, fmt.Sprintf("%08x|", f))
+		return d
+	}
+	set := func(f uint32, id uint16, ctl bool) {
+		d := value(f)
+		if ctl {
+			o.write([]byte(key), entry{flags: f, data: d}, condAny, 0, 0)
+			return
+		}
+		xdpDo(o, id, fmt.Sprintf("set %s %d 0 %d\r\n%s\r\n", key, f, len(d), d))
+	}
+	set(0, 0, false)
+	dur := 3 * time.Second
+	if testing.Short() {
+		dur = time.Second
+	}
+	h := newHammer()
+	var gets, hits, passed atomic.Uint64
+	report := h.report
+	check := func(what string, f uint32, d []byte) {
+		if want := value(f); !bytes.Equal(d, want) {
+			report(fmt.Errorf("%s: flags %d with %d bytes %.40q, want %d bytes %.40q", what, f, len(d), d, len(want), want))
+		}
+	}
+	stop := time.Now().Add(dur)
+	h.run(t, 2, func(w int) { // per CPU: a writer and a reader
+		for n := 0; time.Now().Before(stop); n++ {
+			if w%2 == 0 {
+				// Writers: mostly XDP, every eighth through the control program.
+				set(uint32(w)<<20|uint32(n&0xfffff), uint16(n), n%8 == 7)
+				continue
+			}
+			cmd := "get "
+			if n%2 == 1 {
+				cmd = "gets "
+			}
+			gets.Add(1)
+			reply, _, err := xdpDo(o, uint16(n), cmd+key+"\r\n")
+			if err != nil {
+				report(err)
+				return
+			}
+			if reply == nil {
+				// Passed up: the slow path reads through the control program.
+				passed.Add(1)
+				e, ok, err := o.load([]byte(key), 0)
+				if err != nil || !ok {
+					report(fmt.Errorf("control load: %v %v", ok, err))
+					continue
+				}
+				check("control load", e.flags, e.data)
+				continue
+			}
+			items, err := memcache.ParseItems(reply)
+			if err != nil || len(items) != 1 || items[0].Key != key {
+				report(fmt.Errorf("%s%s: %.80q (%v)", cmd, key, reply, err))
+				continue
+			}
+			hits.Add(1)
+			check(cmd+key, items[0].Flags, items[0].Value)
+		}
+	})
+	t.Logf("%d gets over %d CPUs in %v: %d answered in XDP, %d passed up, %d bad", gets.Load(), runtime.NumCPU(), dur, hits.Load(), passed.Load(), h.bad.Load())
+	if hits.Load() == 0 {
+		t.Errorf("no GET answered in XDP")
+	}
+}
+
 // TestLRUEviction fills a map far past its size: the most recent keys
 // survive, old ones are evicted, and stats count the evictions. The kernel's
 // LRU is approximate: each CPU keeps up to 128 free entries of its own, so
@@ -236,17 +321,9 @@ func TestLRUReuseNoTear(t *testing.T) {
 	}
 	ncpu := runtime.NumCPU()
 	const roles = 4 // per CPU: inserter, rewriter, XDP reader, control-program reader
-	workers := roles * ncpu
-	var wg sync.WaitGroup
-	var ops, hits, passed, bad atomic.Uint64
-	errs := make(chan error, 5)
-	report := func(err error) {
-		bad.Add(1)
-		select {
-		case errs <- err:
-		default:
-		}
-	}
+	h := newHammer()
+	var ops, hits, passed atomic.Uint64
+	report := h.report
 	controlGet := func(k string) {
 		e, ok, err := o.load([]byte(k), 0)
 		if err != nil {
@@ -259,52 +336,38 @@ func TestLRUReuseNoTear(t *testing.T) {
 		}
 	}
 	stop := time.Now().Add(dur)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-			var cpus unix.CPUSet
-			cpus.Set(w / roles % ncpu)
-			unix.SchedSetaffinity(0, &cpus) // best effort: spread, not required
-			r := rand.New(rand.NewPCG(uint64(w), 1))
-			for n := 0; time.Now().Before(stop); n++ {
-				ops.Add(1)
-				old := seq.Load() - uint64(r.IntN(entries))
-				k := name(old)
-				switch w % roles {
-				case 0: // insert: evicts, and reuses the element
-					set(seq.Add(1), uint16(n), false)
-				case 1: // rewrite in place, under the stripe lock
-					set(old, uint16(n), n%2 == 0)
-				case 2:
-					reply, _, err := xdpDo(o, uint16(n), "get "+k+"\r\n")
-					if err != nil {
-						report(err)
-						return
-					}
-					if reply == nil {
-						// Passed up: the slow path reads through the control program.
-						passed.Add(1)
-						controlGet(k)
-					} else if string(reply) != "END\r\n" {
-						hits.Add(1)
-						if err := checkReuse(k, reply); err != nil {
-							report(err)
-						}
-					}
-				default:
-					controlGet(k)
+	h.run(t, roles, func(w int) {
+		r := rand.New(rand.NewPCG(uint64(w), 1))
+		for n := 0; time.Now().Before(stop); n++ {
+			ops.Add(1)
+			old := seq.Load() - uint64(r.IntN(entries))
+			k := name(old)
+			switch w % roles {
+			case 0: // insert: evicts, and reuses the element
+				set(seq.Add(1), uint16(n), false)
+			case 1: // rewrite in place, under the stripe lock
+				set(old, uint16(n), n%2 == 0)
+			case 2:
+				reply, _, err := xdpDo(o, uint16(n), "get "+k+"\r\n")
+				if err != nil {
+					report(err)
+					return
 				}
+				if reply == nil {
+					// Passed up: the slow path reads through the control program.
+					passed.Add(1)
+					controlGet(k)
+				} else if string(reply) != "END\r\n" {
+					hits.Add(1)
+					if err := checkReuse(k, reply); err != nil {
+						report(err)
+					}
+				}
+			default:
+				controlGet(k)
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+		}
+	})
 	// Every key still held must hold its own value, whoever wrote last.
 	for i := seq.Load() - 4*entries; i <= seq.Load(); i++ {
 		k := name(i)
@@ -315,7 +378,7 @@ func TestLRUReuseNoTear(t *testing.T) {
 		}
 	}
 	t.Logf("%d ops in %v over %d CPUs: %d keys inserted, %d hits, %d gets passed up, %d bad",
-		ops.Load(), dur, ncpu, seq.Load(), hits.Load(), passed.Load(), bad.Load())
+		ops.Load(), dur, ncpu, seq.Load(), hits.Load(), passed.Load(), h.bad.Load())
 }
 
 func checkReuse(k string, reply []byte) error {
@@ -338,4 +401,46 @@ func reuseDiff(want, got []byte) string {
 	}
 	rest := got[at:]
 	return fmt.Sprintf("%d bytes (want %d), from byte %d: %q", len(got), len(want), at, rest[:min(len(rest), 40)])
+}
+
+// hammer runs the workers of a concurrency test: each on a locked OS thread
+// pinned (best effort) to CPU w/perCPU, collecting the first few errors
+// they report and how many.
+type hammer struct {
+	bad  atomic.Uint64
+	errs chan error
+}
+
+func newHammer() *hammer { return &hammer{errs: make(chan error, 5)} }
+
+func (h *hammer) report(err error) {
+	h.bad.Add(1)
+	select {
+	case h.errs <- err:
+	default:
+	}
+}
+
+// run starts perCPU workers for each CPU, runs work(w) in each, waits for
+// all and fails t with what they reported.
+func (h *hammer) run(t *testing.T, perCPU int, work func(w int)) {
+	ncpu := runtime.NumCPU()
+	var wg sync.WaitGroup
+	for w := range perCPU * ncpu {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			var cpus unix.CPUSet
+			cpus.Set(w / perCPU % ncpu)
+			unix.SchedSetaffinity(0, &cpus) // best effort: spread, not required
+			work(w)
+		}()
+	}
+	wg.Wait()
+	close(h.errs)
+	for err := range h.errs {
+		t.Error(err)
+	}
 }

@@ -108,7 +108,8 @@ type kvKvVal struct {
 	Len     uint32
 	Klen    uint16
 	Slow    uint8
-	Pad     [5]uint8
+	Pad     uint8
+	Seq     uint32
 	Key     [256]uint8
 	Data    [0]uint8
 }
@@ -152,6 +153,8 @@ type kvScratch struct {
 	Own       [2]uint64
 	OwnGen    uint32
 	OwnOk     uint32
+	RlSrc     [2]uint64
+	RlLease   uint64
 	St        kvKvStats
 }
 

@@ -10,35 +10,45 @@
 /* ---- commands (global: verified once) ---- */
 
 /* get/gets: one VALUE block per hit, then END. The item's fields go through
- * the scratch map (flags, nbytes, num) so loop exits do not fork the state. */
+ * the scratch map (flags, nbytes, num) so loop exits do not fork the state.
+ *
+ * The item is read without its stripe lock, between two reads of its
+ * sequence count (item.h): a GET hit writes nothing that another CPU
+ * reads or writes. 0 when the key was answered (hit, miss or expired), -1
+ * for the slow path, GET_TORN when a writer changed the item meanwhile (or
+ * was changing it): nothing was kept, and the caller may try again. */
+#define GET_TORN 1
+
 __noinline int get_one(__u32 slot, __u32 with_cas)
 {
 	struct scratch *s = get_scratch(slot);
 	struct kv_val *v;
-	struct stripe *lk;
 	__u64 now, h;
-	__u32 o;
+	__u32 o, seq;
 	int hit = 0, slow = 0, expired = 0;
 
 	if (!s)
 		return -1;
 	now = now_ns();
 	h = RD(s->hash);
-	if (RD(s->resp_len) > REQ_MAX - 600)
+	o = RD(s->resp_len);
+	if (o > REQ_MAX - 600)
 		return -1;
-	lk = stripe_of(h);
 	v = bpf_map_lookup_elem(&kv, &h);
-	if (!lk || !v)
+	if (!v)
 		goto miss;
-	bpf_spin_lock(&lk->lock);
+	seq = RD(v->seq);
+	BARRIER();
+	if (seq & 1)
+		return GET_TORN;
 	if (v->slow && key_eq(s, v)) {
 		slow = 1;
 	} else if (is_live(s, v, now)) {
-		/* The whole VALUE block is written under the lock, the data
-		 * straight from the item: no copy of it to stage. */
+		/* The whole VALUE block is written straight from the item: no
+		 * copy of it to stage. resp_len moves only once the count
+		 * says the copy holds. */
 		hit = 1;
 		WR(s->nbytes, v->len > val_cap ? val_cap : v->len);
-		o = RD(s->resp_len);
 		PUT(s, &o, "VALUE ");
 		for (__u32 i = 0; i < KV_KEY_SLOT / 8; i++) {
 			if (i * 8 >= RD(s->klen))
@@ -64,14 +74,16 @@ __noinline int get_one(__u32 slot, __u32 with_cas)
 		}
 		o += RD(s->nbytes);
 		PUT(s, &o, "\r\n");
-		WR(s->resp_len, o);
 	} else if (v->cas && key_eq(s, v)) {
 		expired = 1;
 	}
-	bpf_spin_unlock(&lk->lock);
+	BARRIER();
+	if (RD(v->seq) != seq)
+		return GET_TORN;
 	if (slow || (hit && !still_mapped(h, v)))
 		return -1;
 	if (hit) {
+		WR(s->resp_len, o);
 		STAT_INC(get_hits);
 		return 0;
 	}
@@ -86,6 +98,7 @@ __noinline int do_get(__u32 slot, __u32 with_cas)
 {
 	struct scratch *s = get_scratch(slot);
 	__u32 k, o;
+	int n;
 
 	if (!s)
 		return ACT_PASS;
@@ -99,7 +112,12 @@ __noinline int do_get(__u32 slot, __u32 with_cas)
 		if (load_key(slot) < 0)
 			return ACT_PASS;
 		STAT_INC(cmd_get);
-		if (get_one(slot, with_cas) < 0)
+		/* Once more if a writer got in the way, then the slow path,
+		 * which reads under the lock. */
+		n = get_one(slot, with_cas);
+		if (n == GET_TORN)
+			n = get_one(slot, with_cas);
+		if (n)
 			return ACT_PASS;
 	}
 	/* A loop that ran out of keys must find the line's end; one that
@@ -144,6 +162,9 @@ __noinline int do_store(__u32 slot, __u32 cmd)
 			cas = new_cas(s, slot);
 			res = R_STORED;
 			bpf_spin_lock(&lk->lock);
+			/* Every outcome counts as a write (item.h): one pair of
+			 * bumps, not one per branch that writes. */
+			seq_begin(v);
 			live = is_live(s, v, now);
 			if (v->slow && key_eq(s, v)) {
 				pass = 1;
@@ -197,6 +218,7 @@ __noinline int do_store(__u32 slot, __u32 cmd)
 				v->slow = 0;
 				v->cas = cas;
 			}
+			seq_end(v);
 			bpf_spin_unlock(&lk->lock);
 			if (pass)
 				return ACT_PASS;
@@ -232,6 +254,7 @@ __noinline int do_store(__u32 slot, __u32 cmd)
 			nv->flags = RD(s->flags);
 			nv->len = RD(s->nbytes);
 			nv->slow = 0;
+			nv->seq = 0;
 			set_key(s, nv);
 			copy_data_in(s, nv, 0);
 			err = bpf_map_update_elem(&kv, &h, nv, BPF_NOEXIST);
@@ -269,8 +292,10 @@ __noinline int do_delete(__u32 slot)
 		} else if (is_live(s, v, now)) {
 			/* A tombstone: the entry stays until the LRU takes it, so
 			 * writers racing with us never see a freed element. */
+			seq_begin(v);
 			v->cas = 0;
 			v->len = 0;
+			seq_end(v);
 			res = R_DELETED;
 		}
 		bpf_spin_unlock(&lk->lock);
@@ -316,7 +341,9 @@ __noinline int do_touch(__u32 slot)
 		if (v->slow && key_eq(s, v)) {
 			pass = 1;
 		} else if (is_live(s, v, now)) {
+			seq_begin(v);
 			v->exptime = exp;
+			seq_end(v);
 			res = R_TOUCHED;
 		}
 		bpf_spin_unlock(&lk->lock);
@@ -404,6 +431,7 @@ __noinline int do_arith(__u32 slot, __u32 incr)
 				if (!RD(s->noreply) && RD(s->nd) + 2 > RD(s->req_len) + RD(s->room)) {
 					pass = 1; /* the reply cannot be sent from here: change nothing */
 				} else {
+					seq_begin(v);
 					PUT_DIGITS(v->data, 31, 0, RD(s->num), RD(s->nd));
 					if (RD(s->nd) < RD(s->alen)) {
 						for (i = 0; i < 32; i++) {
@@ -416,6 +444,7 @@ __noinline int do_arith(__u32 slot, __u32 incr)
 						v->len = RD(s->nd);
 					}
 					v->cas = cas;
+					seq_end(v);
 				}
 			}
 		}

@@ -26,7 +26,8 @@ static __always_inline __u64 abs_exptime(__s64 e, __u64 now)
 	return e;
 }
 
-/* ---- item access; callers hold the key's stripe lock ---- */
+/* ---- item access; callers hold the key's stripe lock, but for GET's reads
+ * (under the sequence count below) ---- */
 
 /* The stripe lock does not keep the element ours: when the map is full, an
  * insert on another CPU may evict it and the kernel hands it straight to the
@@ -41,8 +42,49 @@ static __always_inline int still_mapped(__u64 h, struct kv_val *v)
 	return bpf_map_lookup_elem(&kv, &h) == (void *)v;
 }
 
+/* Keeps clang from moving a memory access across it (no CPU barrier). */
+#define BARRIER() asm volatile("" ::: "memory")
+
+/* ---- the item's sequence count (kv_val.seq) ----
+ *
+ * A GET reads the item without the stripe lock, so that serving one writes
+ * nothing two CPUs share (the lock's word is written twice by every taker,
+ * and sixteen stripes share a cache line). Writers still take the lock
+ * against each other, and around their writes make the count odd before and
+ * even after; a reader copies between two reads of the count and keeps the
+ * copy only if both were the same even value (get_one).
+ *
+ * Ordering: BARRIER keeps clang's order; the CPU's is x86's, whose stores
+ * become visible in program order and whose loads are not reordered with
+ * each other. A weakly ordered CPU (arm64) would need read and write
+ * barriers, which BPF lacks on the kernels we load on: the same caveat the
+ * LRU re-lookup (still_mapped) has.
+ *
+ * The count is taken from the item, not kept apart: when the kernel reuses
+ * an element under a writer (still_mapped), the copy brings the new item's
+ * count, and seq_end's increment leaves whatever parity follows; an odd
+ * count sends readers to the slow path, and the next write makes it even
+ * again (seq_begin sets the low bit, seq_end adds one). */
+static __always_inline void seq_begin(struct kv_val *v)
+{
+	WR(v->seq, RD(v->seq) | 1);
+	BARRIER();
+}
+
+static __always_inline void seq_end(struct kv_val *v)
+{
+	BARRIER();
+	WR(v->seq, RD(v->seq) + 1);
+}
+
+/* Voids an item that another key's insert took over while we wrote it (no
+ * lock held: it is not our key's any more). The count is made odd first, so
+ * that a reader of the new key already copying sees it move, and stays odd
+ * until the new key's next write. */
 static __always_inline void void_item(struct kv_val *v)
 {
+	WR(v->seq, RD(v->seq) | 1);
+	BARRIER();
 	v->cas = 0;
 	v->slow = 0;
 }

@@ -1,5 +1,6 @@
 /* Between the frame and the scratch: the payload copied in and out, the
- * reply's checksum, the per-source reply byte budget (udp_rate).
+ * reply's checksum, the per-source reply byte budget (udp_rate, leased to
+ * CPUs in slices).
  * Part of bpf/kv.bpf.c, which includes it after its maps, its scratch
  * (struct scratch, MASK, STAT_INC, get_scratch) and its configuration:
  * not a header of its own. */
@@ -40,17 +41,47 @@ static __always_inline __u64 sum_resp(struct scratch *s, __u64 seed)
 	return seed;
 }
 
+/* A CPU that answers one source again takes 1/2^RATE_LEASE_SHIFT of the
+ * burst from its bucket at once, beyond the reply's own bytes, and spends it
+ * on that source's next replies without writing the bucket: otherwise every
+ * CPU serving a source writes its bucket on every reply, a cache line they
+ * pass between them. The lease counts as spent, so the bucket never gives
+ * more than it did; a CPU holds at most one lease (the last source it
+ * answered, in its scratch) and gives it back when it answers another. */
+#define RATE_LEASE_SHIFT 6
+
 /* Spends n bytes of src's budget; 0 when it had them. */
-static __always_inline int over_rate(const void *src, __u32 n, __u64 now)
+static __always_inline int over_rate(struct scratch *s, const __u64 *src, __u32 n, __u64 now)
 {
 	struct rate_bucket *b, nb;
-	__u64 t;
+	__u64 t, need = n, lease = 0, had = 0;
 
+	if (s->rl_src[0] == src[0] && s->rl_src[1] == src[1]) {
+		had = s->rl_lease;
+		if (had >= n) {
+			s->rl_lease = had - n;
+			return 0;
+		}
+		need = n - had;
+		lease = rate_burst >> RATE_LEASE_SHIFT;
+	} else if (s->rl_lease) {
+		/* Back to the source it came from, if its bucket is still there. */
+		b = bpf_map_lookup_elem(&udp_rate, s->rl_src);
+		if (b) {
+			t = b->tokens + s->rl_lease;
+			b->tokens = t < rate_burst ? t : rate_burst;
+		}
+	}
+	s->rl_src[0] = src[0];
+	s->rl_src[1] = src[1];
+	s->rl_lease = 0;
 	b = bpf_map_lookup_elem(&udp_rate, src);
 	if (!b) {
-		if (n > rate_burst)
+		if (need > rate_burst) {
+			s->rl_lease = had;
 			return 1;
-		nb.tokens = rate_burst - n;
+		}
+		nb.tokens = rate_burst - need;
 		nb.stamp = now;
 		bpf_map_update_elem(&udp_rate, src, &nb, BPF_ANY);
 		return 0;
@@ -65,11 +96,16 @@ static __always_inline int over_rate(const void *src, __u32 n, __u64 now)
 			t = rate_burst;
 		b->stamp = now;
 	}
-	if (t < n) {
+	if (t < need) {
 		b->tokens = t;
+		s->rl_lease = had;
 		return 1;
 	}
-	b->tokens = t - n;
+	t -= need;
+	if (lease > t)
+		lease = 0; /* the last tokens stay where every CPU can spend them */
+	b->tokens = t - lease;
+	s->rl_lease = lease;
 	return 0;
 }
 
